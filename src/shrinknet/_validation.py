@@ -1,0 +1,83 @@
+"""Input checks shared by the public calls.
+
+Every check raises :class:`ShrinkNetError` with one message of the form
+"<what>: expected X, got Y", so a user sees the problem, not a traceback deep
+inside torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ShrinkNetError(ValueError):
+    """Bad input given to shrinknet (wrong shape, NaN, unknown name, ...)."""
+
+
+def as_tensor(a, name: str, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Convert an array-like to a float tensor, refusing empty or non-finite data."""
+    if a is None:
+        raise ShrinkNetError(f"{name}: expected an array, got None")
+    try:
+        t = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a)
+    except (TypeError, ValueError) as e:
+        raise ShrinkNetError(f"{name}: expected a numeric array, got {type(a).__name__} ({e})") from None
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64,
+                                                   torch.uint8, torch.bool)):
+        raise ShrinkNetError(f"{name}: expected a numeric array, got dtype {t.dtype}")
+    t = t.to(dtype=dtype, device=device)
+    if t.numel() == 0:
+        raise ShrinkNetError(f"{name}: expected a non-empty array, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise ShrinkNetError(f"{name}: expected finite values, got {bad} NaN/inf entries")
+    return t
+
+
+def check_inputs(X, n_in: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """X must be (N, n_in) with N >= 1."""
+    X = as_tensor(X, "X", dtype, device)
+    if X.ndim != 2 or X.shape[1] != n_in:
+        raise ShrinkNetError(f"X: expected shape (N, {n_in}), got {tuple(X.shape)}")
+    return X
+
+
+def check_targets(T, n_samples: int, n_out: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Targets as an (N, n_out) float tensor.
+
+    Accepted: an (N, n_out) array; an (N,) array when n_out == 1; or integer class
+    labels of shape (N,) when n_out > 1, which are one-hot encoded.
+    """
+    if T is None:
+        raise ShrinkNetError("T: expected targets, got None")
+    raw = T.detach().cpu().numpy() if isinstance(T, torch.Tensor) else np.asarray(T)
+    if raw.ndim == 1 and n_out > 1:
+        if raw.shape[0] != n_samples:
+            raise ShrinkNetError(f"T: expected {n_samples} labels (one per sample), got {raw.shape[0]}")
+        if not np.issubdtype(raw.dtype, np.integer):
+            raise ShrinkNetError(f"T: expected shape ({n_samples}, {n_out}) or integer labels, "
+                                 f"got shape {raw.shape} of dtype {raw.dtype}")
+        if raw.size and (raw.min() < 0 or raw.max() >= n_out):
+            raise ShrinkNetError(f"T: expected labels in [0, {n_out}), got range [{raw.min()}, {raw.max()}]")
+        raw = np.eye(n_out)[raw]
+    elif raw.ndim == 1 and n_out == 1:
+        raw = raw[:, None]
+    t = as_tensor(raw, "T", dtype, device)
+    if t.ndim != 2 or t.shape != (n_samples, n_out):
+        raise ShrinkNetError(f"T: expected shape ({n_samples}, {n_out}), got {tuple(t.shape)}")
+    return t
+
+
+def check_choice(value: str, choices, what: str) -> str:
+    if value not in choices:
+        raise ShrinkNetError(f"unknown {what} {value!r}: expected one of {', '.join(sorted(choices))}")
+    return value
+
+
+def check_fraction(value, name: str, low: float = 0.0, high: float = 1.0):
+    if value is None:
+        return None
+    v = float(value)
+    if not (low <= v <= high) or not np.isfinite(v):
+        raise ShrinkNetError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
+    return v

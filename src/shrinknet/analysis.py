@@ -1,0 +1,69 @@
+"""Analyses of a pruning run: gain sweeps (the paper's error-surface plots) and summaries."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import oracle
+from .pruning import Stop, prepare, violation
+from .results import PruneResult
+
+
+def gain_curve(model, X, T, layer: int, unit: int, gains=None, loss: str = "sse", *, gates=None) -> np.ndarray:
+    """E while neuron (layer, unit)'s gain sweeps `gains` (default 0..10 step 0.01), all else fixed.
+
+    gain 1 is the neuron as trained, 0 the neuron removed; ``gates`` sets the other neurons'
+    gates first (e.g. a pruning run's state at some step). Exact, via the batched oracle.
+    """
+    _, work, X, T = prepare(model, X, T, loss)
+    if gates is not None:
+        work.set_gates(gates)
+    gains = torch.as_tensor(np.arange(0, 10.0 + 1e-9, 0.01) if gains is None else gains, dtype=X.dtype)
+    units = torch.full((gains.numel(),), int(unit), dtype=torch.long)
+    errs = oracle.perturbed_errors(work, work.cache(X), T, loss, int(layer), units, gains)
+    return errs.cpu().numpy()
+
+
+def gates_at(result: PruneResult, step: int) -> list[np.ndarray]:
+    """Gates before removal number `step` (0-based) of a run that started from all-ones gates."""
+    gates = [np.ones(k) for k in result.hidden_sizes]
+    for l, u in result.removed[:step]:
+        gates[l][u] = 0.0
+    return gates
+
+
+def gain_surfaces(model, X, T, result: PruneResult, every: int = 10, gains=None, loss: str | None = None):
+    """For the neuron removed at steps 0, every, 2*every, ...: (step, layer, unit, gains, errors),
+    each swept with the net in the state just before that removal (the paper's figures 5-7)."""
+    gains = np.arange(0, 10.0 + 1e-9, 0.01) if gains is None else np.asarray(gains)
+    out = []
+    for step in range(0, result.n_removed, every):
+        l, u = result.removed[step]
+        errs = gain_curve(model, X, T, l, u, gains, loss or result.loss, gates=gates_at(result, step))
+        out.append((step, l, u, gains, errs))
+    return out
+
+
+def removable(result: PruneResult, max_accuracy_drop: float | None = None,
+              max_error_increase: float | None = None, test: bool = False) -> int:
+    """How many neurons the run removed before accuracy first fell more than `max_accuracy_drop`
+    below its start, or the error first rose more than `max_error_increase` (relative)."""
+    errs = result.test_errors if test else result.errors
+    accs = result.test_accuracies if test else result.accuracies
+    E0 = result.initial_test_error if test else result.initial_error
+    a0 = result.initial_test_accuracy if test else result.initial_accuracy
+    stop = Stop(max_accuracy_drop=max_accuracy_drop if accs is not None else None,
+                max_error_increase=max_error_increase)
+    for i in range(result.n_removed):
+        if violation(stop, E0, a0, errs[i], None if accs is None else accs[i]):
+            return i
+    return result.n_removed
+
+
+def layer_counts(result: PruneResult) -> list[list[int]]:
+    """After each step, how many neurons have been removed from each hidden layer."""
+    counts, out = [0] * len(result.hidden_sizes), []
+    for l, _ in result.removed:
+        counts[l] += 1
+        out.append(list(counts))
+    return out

@@ -1,0 +1,163 @@
+"""Command line: ``shrinknet {demo,train,prune,criteria,datasets}``; ``shrinknet CMD --help`` for each.
+
+    shrinknet demo --out shrinknet-demo
+    shrinknet train --data mnist --hidden 100 --out model.safetensors
+    shrinknet prune model.safetensors --data mnist --criterion brute-force --fraction 0.5 --out pruned/
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ._validation import ShrinkNetError
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train an MLP on a bundled data set and save it (.safetensors)",
+                       description="Train a gated MLP (seeded, deterministic) and save it as .safetensors.")
+    p.add_argument("--data", default="mnist", help="data set name (see 'shrinknet datasets') or an .npz file "
+                   "with X_train, T_train, X_test, T_test (default: mnist = 5,000-image subset at 20x20)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[100], metavar="K",
+                   help="hidden layer widths, e.g. --hidden 50 50 (default: 100)")
+    p.add_argument("--hidden-activation", default="sigmoid", choices=["sigmoid", "tanh", "relu", "gelu"],
+                   help="activation of every hidden layer (default: sigmoid, the paper's)")
+    p.add_argument("--output-activation", default="sigmoid", choices=["sigmoid", "softmax", "identity"],
+                   help="activation of the output layer (default: sigmoid, the paper's)")
+    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"],
+                   help="training loss: sse = 1/2 sum (o - t)^2 (default) or cross-entropy")
+    p.add_argument("--epochs", type=int, default=60, help="passes over the training set (default: 60)")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: 3e-3)")
+    p.add_argument("--batch-size", type=int, default=50, help="mini-batch size (default: 50)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer (default: adam)")
+    p.add_argument("--target-accuracy", type=float, default=None,
+                   help="stop once training accuracy reaches this (deliberate under-training)")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default: 0)")
+    p.add_argument("--out", required=True, help="where to write the model (.safetensors)")
+
+
+def _add_prune(sub):
+    p = sub.add_parser("prune", help="prune a saved model and write the results (JSON, CSV, PNG)",
+                       description="Remove hidden neurons one at a time without retraining. With no "
+                       "stopping option every hidden neuron is removed; several options combine "
+                       "(the first one met stops).")
+    p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors)")
+    p.add_argument("--data", default="mnist", help="data set name or .npz file (default: mnist)")
+    p.add_argument("--eval-on", default="train", choices=["train", "test"],
+                   help="which split the criterion and the error are computed on (default: train, as in "
+                   "the paper); the other split is tracked as 'test'")
+    p.add_argument("--criterion", default="brute-force",
+                   help="criterion name (see 'shrinknet criteria'; default: brute-force)")
+    p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
+                   help="iterative re-ranking after every removal (default) or a single overall ranking")
+    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"], help="error measure (default: sse)")
+    p.add_argument("--n-neurons", type=int, default=None, help="stop after removing this many neurons")
+    p.add_argument("--fraction", type=float, default=None, help="stop after removing this fraction (0..1)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="stop before accuracy falls more than this (absolute, e.g. 0.01) below the start")
+    p.add_argument("--max-error-increase", type=float, default=None,
+                   help="stop before the error exceeds (1 + this) x its start (e.g. 0.1 = +10%%)")
+    p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
+    p.add_argument("--float64", action="store_true", help="compute in float64 (default: the model's dtype)")
+    p.add_argument("--out", required=True, help="folder for result.json, steps.csv, curves.png, pruned.safetensors")
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the main job: train 400-100-10 on the MNIST subset, prune with every "
+                       "criterion and both algorithms, write curves and a summary",
+                       description="Train the paper's 400-100-10 sigmoid net on the bundled 5,000-image MNIST "
+                       "subset (20x20), prune it with brute-force, taylor1, taylor2 and taylor2-exact under "
+                       "single ranking and iterative re-ranking, and write error/accuracy curves (PNG), gain "
+                       "error surfaces and a summary table (CSV + Markdown).")
+    p.add_argument("--out", default="shrinknet-demo", help="output folder (default: shrinknet-demo)")
+    p.add_argument("--quick", action="store_true", help="1,000 training images and 15 epochs (seconds)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="shrinknet", description="Remove whole neurons from trained networks "
+                                 "without retraining, judged against an exact brute-force oracle.")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    _add_demo(sub)
+    _add_train(sub)
+    _add_prune(sub)
+    sub.add_parser("criteria", help="list the criteria and what they compute")
+    sub.add_parser("datasets", help="list the data set names")
+    return ap
+
+
+def cmd_train(a, progress: bool) -> None:
+    from .data import load
+    from .models import MLP
+    from .train import TrainConfig, train
+
+    d = load(a.data)
+    m = MLP([d.n_inputs, *a.hidden, d.n_outputs], a.hidden_activation, a.output_activation, seed=a.seed)
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, optimizer=a.optimizer, loss=a.loss,
+                      seed=a.seed, target_accuracy=a.target_accuracy)
+    h = train(m, d.X_train, d.T_train, cfg, progress=progress)
+    from .metrics import evaluate
+    test = evaluate(m, d.X_test, d.T_test, a.loss)
+    path = m.save(a.out)
+    acc = h[-1]["accuracy"] if h else None
+    print(f"trained {'-'.join(map(str, m.sizes))} on {d.name} for {len(h)} epochs: "
+          f"train loss {h[-1]['loss'] if h else float('nan'):.4f}"
+          + (f", train accuracy {acc:.4f}, test accuracy {test['accuracy']:.4f}" if acc is not None else "")
+          + f"\nsaved {path}")
+
+
+def cmd_prune(a, progress: bool) -> None:
+    from . import plots
+    from .data import load
+    from .models import MLP
+    from .pruning import Stop, prune
+
+    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase)
+    m = MLP.load(a.model)
+    d = load(a.data)
+    ev, other = ((d.X_train, d.T_train), (d.X_test, d.T_test))[:: 1 if a.eval_on == "train" else -1]
+    r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss, test=other,
+              device=a.device, dtype=torch.float64 if a.float64 else None, progress=progress)
+    out = Path(a.out)
+    r.save_json(out / "result.json")
+    r.save_csv(out / "steps.csv")
+    plots.plot_curves([r], out / "curves.png", title=f"{a.criterion} ({a.schedule}) on {d.name}")
+    r.apply(m).save(out / "pruned.safetensors")
+    acc = (f", accuracy {r.initial_accuracy:.4f} -> {r.accuracies[-1] if r.accuracies else r.initial_accuracy:.4f}"
+           if r.accuracies is not None else "")
+    last = r.errors[-1] if r.errors else r.initial_error
+    print(f"removed {r.n_removed} of {r.initially_active} hidden neurons ({r.stop_reason}) in {r.seconds:.1f}s: "
+          f"error {r.initial_error:.4f} -> {last:.4f}{acc}\nkept per layer: "
+          + json.dumps({str(k): len(v) for k, v in r.keep().items()}) + f"\nwrote {out}/ "
+          "(result.json, steps.csv, curves.png, pruned.safetensors)")
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    progress = not a.quiet and sys.stderr.isatty()
+    try:
+        if a.cmd == "demo":
+            from .demo import run_demo
+            run_demo(a.out, quick=a.quick, progress=progress)
+        elif a.cmd == "train":
+            cmd_train(a, progress)
+        elif a.cmd == "prune":
+            cmd_prune(a, progress)
+        elif a.cmd == "criteria":
+            from .criteria import describe_criteria
+            for k, v in describe_criteria().items():
+                print(f"{k:20s} {v}")
+        elif a.cmd == "datasets":
+            from .data import available_datasets
+            print("\n".join(available_datasets()))
+    except ShrinkNetError as e:
+        print(f"shrinknet: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Pruning criteria, looked up by name.
+
+A criterion is a function ``fn(model, X, T, loss) -> list[Tensor]``: for every hidden
+layer l, a (K_l,) tensor with the estimated change in error E when that neuron is
+switched off (gate set to 0), NaN for neurons already removed. Lower = better to remove.
+The pruning loop only ever calls criteria through this signature.
+
+    >>> from shrinknet.criteria import register_criterion
+    >>> @register_criterion("my-criterion")
+    ... def mine(model, X, T, loss):
+    ...     return [torch.zeros(k) for k in model.hidden_sizes]
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .._validation import ShrinkNetError
+
+Criterion = Callable[..., list]
+_REGISTRY: dict[str, Criterion] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_criterion(name: str, fn: Criterion | None = None, *, description: str = "",
+                       overwrite: bool = False):
+    """Register ``fn`` under ``name`` (usable as a decorator)."""
+    def deco(f):
+        if name in _REGISTRY and not overwrite:
+            raise ShrinkNetError(f"criterion {name!r} is already registered (pass overwrite=True to replace it)")
+        _REGISTRY[name] = f
+        _DESCRIPTIONS[name] = description or (f.__doc__ or "").strip().split("\n")[0]
+        return f
+    return deco(fn) if fn is not None else deco
+
+
+def get_criterion(name_or_fn) -> Criterion:
+    if callable(name_or_fn):
+        return name_or_fn
+    if name_or_fn not in _REGISTRY:
+        raise ShrinkNetError(f"unknown criterion {name_or_fn!r}: expected one of {', '.join(available_criteria())}")
+    return _REGISTRY[name_or_fn]
+
+
+def available_criteria() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def describe_criteria() -> dict[str, str]:
+    return {k: _DESCRIPTIONS[k] for k in available_criteria()}
+
+
+def criterion_name(c) -> str:
+    if isinstance(c, str):
+        return c
+    for k, v in _REGISTRY.items():
+        if v is c:
+            return k
+    return getattr(c, "__name__", "custom")
+
+
+def mark_removed(model, scores: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Set NaN where the gate is 0, so removed neurons are never ranked."""
+    return [torch.where(g != 0, s, torch.full_like(s, float("nan"))) for g, s in zip(model.gates, scores)]
+
+
+from . import brute_force, taylor  # noqa: E402,F401  (registers the built-in criteria)
+
+__all__ = ["register_criterion", "get_criterion", "available_criteria", "describe_criteria", "mark_removed"]

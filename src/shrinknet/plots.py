@@ -1,0 +1,101 @@
+"""Figures: error / accuracy against neurons removed, and gain error surfaces (PNG)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ._io import atomic_target  # noqa: E402
+from .results import PruneResult  # noqa: E402
+
+# the paper's colours: brute force blue, first order green, second order red
+COLORS = {"brute-force": "tab:blue", "brute-force-literal": "tab:blue", "taylor1": "tab:green",
+          "taylor2": "tab:red", "taylor2-exact": "tab:purple", "taylor2-mean": "tab:orange",
+          "taylor2-median": "tab:brown"}
+LABELS = {"brute-force": "Brute force", "taylor1": "1st order / Skeletonization",
+          "taylor2": "2nd order Taylor (OBD, paper)", "taylor2-exact": "2nd order Taylor (exact)"}
+STYLES = {"iterative": "-", "single": "--"}
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    with atomic_target(path) as tmp:
+        fig.savefig(tmp, dpi=80, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return path
+
+
+def _xs(r: PruneResult, percent: bool):
+    return np.r_[0, r.percent_removed] if percent else np.arange(r.n_removed + 1)
+
+
+def plot_curves(results: list[PruneResult], path, title: str = "", percent: bool = True,
+                test: bool = False) -> Path:
+    """Error (left) and, where there are classes, accuracy (right) against neurons removed;
+    one curve per (criterion, schedule): solid = iterative re-ranking, dashed = single ranking."""
+    has_acc = any(r.accuracies is not None for r in results)
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
+    for r in results:
+        errs = r.test_errors if test else r.errors
+        e0 = r.initial_test_error if test else r.initial_error
+        kw = dict(color=COLORS.get(r.criterion), ls=STYLES.get(r.schedule, "-"), lw=1.4,
+                  label=f"{LABELS.get(r.criterion, r.criterion)} ({r.schedule})")
+        axes[0, 0].plot(_xs(r, percent), [e0] + list(errs), **kw)
+        accs = r.test_accuracies if test else r.accuracies
+        if has_acc and accs is not None:
+            a0 = r.initial_test_accuracy if test else r.initial_accuracy
+            axes[0, 1].plot(_xs(r, percent), [a0] + list(accs), **kw)
+    xl = "Percentage of neurons removed" if percent else "Number of neurons removed"
+    which = "test" if test else "evaluation"
+    axes[0, 0].set(xlabel=xl, ylabel=f"Sum of squared errors ({which})" if results and results[0].loss == "sse"
+                   else f"Cross-entropy ({which})")
+    if has_acc:
+        axes[0, 1].set(xlabel=xl, ylabel=f"Classification accuracy ({which})", ylim=(0, 1.05))
+    axes[0, 0].legend(fontsize=7)
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_gain_surfaces(surfaces: dict, path, title: str = "") -> Path:
+    """surfaces: criterion -> list of (step, layer, unit, gains, errors) from analysis.gain_surfaces.
+    One row per criterion, log scale (left) and linear (right); red line at gain 1."""
+    rows = max(1, len(surfaces))
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 3.4 * rows), squeeze=False, layout="constrained")
+    for i, (crit, curves) in enumerate(surfaces.items()):
+        cmap = plt.get_cmap("viridis", max(2, len(curves)))
+        for j, (step, layer, unit, gains, errs) in enumerate(curves):
+            for k, ax in enumerate(axes[i]):
+                ax.plot(gains, np.maximum(errs, 1e-12) if k == 0 else errs, color=cmap(j), lw=1,
+                        label=f"removal {step} (L{layer} u{unit})")
+        for k, ax in enumerate(axes[i]):
+            ax.axvline(1.0, color="red", lw=0.8)
+            ax.set(xlabel="Gain (1 = normal output, 0 = off)", ylabel="Error",
+                   title=f"{LABELS.get(crit, crit)} - {'log' if k == 0 else 'linear'}")
+            if k == 0:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        axes[i, 1].legend(fontsize=6, ncol=2)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_layers(result: PruneResult, path, title: str = "") -> Path:
+    """Which hidden layer each removal came from (cumulative count per layer)."""
+    from .analysis import layer_counts
+
+    c = np.array(layer_counts(result)) if result.n_removed else np.zeros((0, len(result.hidden_sizes)))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for l in range(c.shape[1]):
+        ax.plot(np.arange(1, len(c) + 1), c[:, l], label=f"hidden layer {l} ({result.hidden_sizes[l]} units)")
+    ax.set(xlabel="Number of neurons removed", ylabel="Removed from layer", title=title or result.criterion)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

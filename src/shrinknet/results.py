@@ -1,0 +1,126 @@
+"""The record of one pruning run, and its JSON / CSV files."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ._io import write_text
+from ._validation import ShrinkNetError
+
+
+@dataclass
+class PruneResult:
+    """What :func:`shrinknet.prune` did, step by step.
+
+    Attributes
+    ----------
+    removed : list of (layer, unit)
+        Hidden neurons in removal order (layer = hidden-layer index from 0).
+    errors : list of float
+        Evaluation error after each removal (same length as ``removed``).
+    predicted : list of float
+        The criterion's estimate of the change in error for the neuron it removed.
+    accuracies : list of float or None
+        Evaluation accuracy after each removal, where the targets are classes.
+    gates : list of arrays
+        Final gates, one (K_l,) array per hidden layer (0 = removed).
+    """
+    criterion: str
+    schedule: str
+    loss: str
+    hidden_sizes: list
+    initial_error: float
+    initial_accuracy: float | None
+    removed: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    predicted: list = field(default_factory=list)
+    accuracies: list | None = None
+    initial_test_error: float | None = None
+    initial_test_accuracy: float | None = None
+    test_errors: list | None = None
+    test_accuracies: list | None = None
+    gates: list = field(default_factory=list)
+    initially_active: int = 0
+    stop_reason: str = ""
+    seconds: float = 0.0
+
+    # ---- derived views ---------------------------------------------------------------
+    @property
+    def n_removed(self) -> int:
+        return len(self.removed)
+
+    @property
+    def actual_changes(self) -> list[float]:
+        """Exact change in error caused by each removal."""
+        prev = [self.initial_error] + self.errors[:-1]
+        return [e - p for e, p in zip(self.errors, prev)]
+
+    @property
+    def percent_removed(self) -> list[float]:
+        """After each step, removed neurons as a percentage of the initially active ones."""
+        return [100.0 * (i + 1) / max(1, self.initially_active) for i in range(self.n_removed)]
+
+    def keep(self) -> dict[int, list[int]]:
+        """Hidden layer -> indices of the units still active at the end."""
+        return {l: [int(i) for i in np.flatnonzero(np.asarray(g) != 0)] for l, g in enumerate(self.gates)}
+
+    def apply(self, model):
+        """A copy of ``model`` with this result's final gates."""
+        from .models import as_mlp
+        m = as_mlp(model).clone()
+        m.set_gates([np.asarray(g) for g in self.gates])
+        return m
+
+    def rows(self) -> list[dict]:
+        """One dict per step (step 0 = before any removal)."""
+        out = [{"step": 0, "layer": "", "unit": "", "predicted_change": "", "actual_change": "",
+                "error": self.initial_error, "accuracy": _blank(self.initial_accuracy),
+                "test_error": _blank(self.initial_test_error), "test_accuracy": _blank(self.initial_test_accuracy),
+                "percent_removed": 0.0}]
+        for i, ((l, u), e, p, d) in enumerate(zip(self.removed, self.errors, self.predicted, self.actual_changes)):
+            out.append({"step": i + 1, "layer": l, "unit": u, "predicted_change": p, "actual_change": d,
+                        "error": e, "accuracy": _at(self.accuracies, i), "test_error": _at(self.test_errors, i),
+                        "test_accuracy": _at(self.test_accuracies, i),
+                        "percent_removed": self.percent_removed[i]})
+        return out
+
+    # ---- files ----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["removed"] = [[int(l), int(u)] for l, u in self.removed]
+        d["gates"] = [np.asarray(g, dtype=float).tolist() for g in self.gates]
+        return d
+
+    def save_json(self, path) -> Path:
+        return write_text(path, json.dumps(self.to_dict(), indent=1))
+
+    def save_csv(self, path) -> Path:
+        rows = self.rows()
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        return write_text(path, buf.getvalue())
+
+    @classmethod
+    def load_json(cls, path) -> "PruneResult":
+        try:
+            d = json.loads(Path(path).read_text())
+            d["removed"] = [tuple(x) for x in d["removed"]]
+            d["gates"] = [np.asarray(g) for g in d["gates"]]
+            return cls(**d)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ShrinkNetError(f"result file {path}: not a readable shrinknet result ({e})") from None
+
+
+def _blank(v):
+    return "" if v is None else v
+
+
+def _at(seq, i):
+    return "" if seq is None else seq[i]

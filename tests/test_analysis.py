@@ -1,0 +1,42 @@
+import numpy as np
+import torch
+
+import shrinknet
+from shrinknet import analysis, losses
+
+from .conftest import random_data, random_net
+
+
+def test_gain_curve_is_exact_and_passes_through_start_and_removal():
+    m = random_net([5, 4], seed=2)
+    X, T = random_data(seed=2)
+    gains = np.linspace(0, 3, 13)
+    curve = analysis.gain_curve(m, X, T, 0, 3, gains)
+    for a, e in zip(gains, curve):
+        g = [x.clone() for x in m.gates]
+        g[0][3] = a
+        assert e == np.float64(losses.total(m.logits(X, g), T, "sigmoid", "sse").item()) or \
+            abs(e - losses.total(m.logits(X, g), T, "sigmoid", "sse").item()) < 1e-10
+    E0 = shrinknet.evaluate(m, X, T)["error"]
+    bf = shrinknet.score(m, X, T, "brute-force")[0][3]
+    assert abs(curve[4] - E0) < 1e-10 and abs(curve[0] - E0 - bf) < 1e-10  # gains[4] == 1
+
+
+def test_gain_surfaces_use_the_state_before_each_removal():
+    m = random_net([5, 4], seed=2)
+    X, T = random_data(seed=2)
+    r = shrinknet.prune(m, X, T, "brute-force")
+    surf = analysis.gain_surfaces(m, X, T, r, every=3, gains=[0.0, 1.0])
+    assert [s[0] for s in surf] == [0, 3, 6]
+    for step, l, u, gains, errs in surf:
+        before = r.initial_error if step == 0 else r.errors[step - 1]
+        assert abs(errs[1] - before) < 1e-10 and abs(errs[0] - r.errors[step]) < 1e-10
+
+
+def test_removable_and_layer_counts():
+    r = shrinknet.PruneResult("x", "iterative", "sse", [2, 2], 10.0, 0.9, removed=[(1, 0), (0, 1), (1, 1)],
+                              errors=[10.5, 10.9, 12.0], predicted=[0, 0, 0], accuracies=[0.9, 0.895, 0.7])
+    assert analysis.removable(r, max_error_increase=0.1) == 2
+    assert analysis.removable(r, max_accuracy_drop=0.01) == 2
+    assert analysis.removable(r, max_accuracy_drop=0.5) == 3
+    assert analysis.layer_counts(r) == [[0, 1], [1, 1], [1, 2]]

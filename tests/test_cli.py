@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from shrinknet import MLP, PruneResult
+from shrinknet.cli import build_parser, main
+
+
+def test_help_explains_every_option(capsys):
+    for cmd in ("demo", "train", "prune"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        out = capsys.readouterr().out
+        sub = build_parser()._subparsers._group_actions[0].choices[cmd]
+        for action in sub._actions:
+            assert action.help, f"{cmd} {action.dest} has no help"
+            for opt in action.option_strings:
+                assert opt in out
+
+
+def test_train_then_prune(tmp_path, capsys):
+    model = tmp_path / "m.safetensors"
+    assert main(["--quiet", "train", "--data", "diamond", "--hidden", "8", "6", "--epochs", "5",
+                 "--lr", "0.02", "--out", str(model)]) == 0
+    assert MLP.load(model).sizes == [2, 8, 6, 2]
+    out = tmp_path / "pruned"
+    assert main(["--quiet", "prune", str(model), "--data", "diamond", "--criterion", "taylor2",
+                 "--fraction", "0.5", "--out", str(out)]) == 0
+    r = PruneResult.load_json(out / "result.json")
+    assert r.n_removed == 7 and (out / "curves.png").stat().st_size > 1000
+    assert MLP.load(out / "pruned.safetensors").n_active() == 7
+    assert "removed 7 of 14" in capsys.readouterr().out
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("nope")
+    assert main(["prune", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shrinknet: error: model file") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_criteria_lists_the_paper_criteria(capsys):
+    assert main(["criteria"]) == 0
+    out = capsys.readouterr().out
+    for name in ("brute-force", "taylor1", "taylor2", "taylor2-exact"):
+        assert name in out
+
+
+def test_quick_demo_writes_everything(tmp_path):
+    assert main(["--quiet", "demo", "--quick", "--out", str(tmp_path)]) == 0
+    for f in ("curves.png", "curves_test.png", "gain_surfaces.png", "summary.csv", "summary.md", "model.safetensors"):
+        assert (tmp_path / f).is_file(), f
+    rows = (tmp_path / "summary.csv").read_text().splitlines()
+    assert len(rows) == 9 and rows[0].startswith("criterion,schedule")
+    r = json.loads((tmp_path / "results" / "brute-force_iterative.json").read_text())
+    assert len(r["removed"]) == 100

@@ -1,0 +1,76 @@
+import gzip
+
+import numpy as np
+import pytest
+
+import shrinknet
+from shrinknet import data
+
+
+def test_mnist_subset_shapes_crop_and_split():
+    d = data.load("mnist")
+    assert d.X_train.shape == (4000, 400) and d.X_test.shape == (1000, 400)
+    assert d.T_train.shape == (4000, 10) and 0.0 <= d.X_train.min() and d.X_train.max() <= 1.0
+    assert np.bincount(d.y_test).tolist() == [100] * 10  # stratified
+    d28 = data.load("mnist28")
+    assert d28.X_train.shape == (4000, 784)
+    # the 20x20 crop is the centre of the 28x28 image
+    np.testing.assert_array_equal(d28.X_train.reshape(-1, 28, 28)[:, 4:24, 4:24].reshape(-1, 400), d.X_train)
+    again = data.load("mnist")
+    np.testing.assert_array_equal(again.X_test, d.X_test)
+    other = data.mnist(seed=1)
+    assert not np.array_equal(other.X_test, d.X_test)
+
+
+def test_one_vs_all():
+    d = data.load("mnist-digit-2")
+    assert d.T_train.shape[1] == 2 and d.X_train.shape[1] == 784
+    assert d.T_train[:, 0].sum() + d.T_test[:, 0].sum() == 500  # 500 twos in the subset
+    raw = data.mnist_one_vs_all(2, normalize=False)
+    assert raw.X_train.max() == 255.0
+
+
+@pytest.mark.parametrize("name", ["cosine", "diamond", "random-shape", "digits"])
+def test_generated_and_small_sets_are_seeded(name):
+    a, b = data.load(name), data.load(name)
+    np.testing.assert_array_equal(a.X_train, b.X_train)
+    assert len(a.X_train) > len(a.X_test) > 0
+    if name == "cosine":
+        np.testing.assert_allclose(a.T_train[:, 0], (1 + np.cos(np.pi * a.X_train[:, 0])) / 2, rtol=1e-5, atol=1e-6)
+    if name in ("diamond", "random-shape"):
+        assert 0.1 < a.T_train[:, 1].mean() < 0.9
+
+
+def _write_idx(path, arr):
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_reads_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (6, 28, 28)))
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.arange(6))
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (3, 28, 28)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([9, 0, 1]))
+    d = data.fashion_mnist(tmp_path)
+    assert d.X_train.shape == (6, 784) and d.X_train.max() <= 1.0
+    assert d.y_test.tolist() == [9, 0, 1] and d.T_test[0, 9] == 1
+
+
+def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
+    with pytest.raises(shrinknet.ShrinkNetError, match="apt-get install dataset-fashion-mnist"):
+        data.fashion_mnist(tmp_path)
+
+
+def test_npz_and_unknown_names(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X_train=rng.normal(size=(10, 3)), T_train=rng.uniform(size=10),
+             X_test=rng.normal(size=(4, 3)), T_test=rng.uniform(size=4))
+    d = data.load(str(tmp_path / "d.npz"))
+    assert d.T_train.shape == (10, 1)
+    with pytest.raises(shrinknet.ShrinkNetError, match="unknown data set 'imagenet'"):
+        data.load("imagenet")
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    with pytest.raises(shrinknet.ShrinkNetError, match="not a readable .npz"):
+        data.load(str(tmp_path / "bad.npz"))
