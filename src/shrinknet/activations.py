@@ -24,6 +24,10 @@ class Activation:
     f: Fn
     d1: Deriv
     d2: Deriv
+    f_: Fn | None = None  # in-place variant (overwrites its argument), where torch has one
+
+    def inplace(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f_(x) if self.f_ is not None else self.f(x)
 
 
 def _gelu_pdf(x):
@@ -43,14 +47,14 @@ def _gelu_d2(x, o):
 HIDDEN = {
     "sigmoid": Activation("sigmoid", torch.sigmoid,
                           lambda x, o: o * (1 - o),
-                          lambda x, o: o * (1 - o) * (1 - 2 * o)),
+                          lambda x, o: o * (1 - o) * (1 - 2 * o), torch.sigmoid_),
     "tanh": Activation("tanh", torch.tanh,
                        lambda x, o: 1 - o * o,
-                       lambda x, o: -2 * o * (1 - o * o)),
+                       lambda x, o: -2 * o * (1 - o * o), torch.tanh_),
     # ReLU has no curvature: f'' = 0 everywhere it is defined (we take f'(0) = 0, as torch does).
     "relu": Activation("relu", torch.relu,
                        lambda x, o: (x > 0).to(x.dtype),
-                       lambda x, o: torch.zeros_like(x)),
+                       lambda x, o: torch.zeros_like(x), torch.relu_),
     # exact (erf) GELU, torch.nn.GELU(approximate="none")
     "gelu": Activation("gelu", lambda x: torch.nn.functional.gelu(x), _gelu_d1, _gelu_d2),
 }

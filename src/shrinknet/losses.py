@@ -38,6 +38,15 @@ def total(z: torch.Tensor, T: torch.Tensor, output: str, loss: str) -> torch.Ten
     return per_sample(z, T, output, loss).sum(0)
 
 
+def total_(z: torch.Tensor, T: torch.Tensor, output: str, loss: str) -> torch.Tensor:
+    """:func:`total`, allowed to overwrite z (saves memory passes in the oracle's inner loop)."""
+    if loss != "sse" or output == "softmax":
+        return total(z, T, output, loss)
+    o = z.sigmoid_() if output == "sigmoid" else z
+    o.sub_(T)
+    return 0.5 * o.mul_(o).sum(dim=(0, -1))
+
+
 def output_derivatives(z: torch.Tensor, T: torch.Tensor, output: str, loss: str):
     """dE_n/dz_ni and d2E_n/dz_ni^2 (diagonal only), both (N, n_out)."""
     if loss == "sse":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from . import losses
+from .activations import apply_output
 from ._validation import check_inputs, check_targets
 from .models import as_mlp
 
@@ -28,9 +29,9 @@ def accuracy_of(o: torch.Tensor, T: torch.Tensor, output: str) -> float:
 @torch.no_grad()
 def measure(model, X: torch.Tensor, T: torch.Tensor, loss: str, classes: bool):
     """(E, accuracy or None) of `model` with its current gates."""
-    z = model.logits(X)
+    z = model.cache(X).z
     E = float(losses.total(z, T, model.output_activation, loss))
-    acc = accuracy_of(model(X), T, model.output_activation) if classes else None
+    acc = accuracy_of(apply_output(z, model.output_activation), T, model.output_activation) if classes else None
     return E, acc
 
 

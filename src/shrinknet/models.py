@@ -138,13 +138,48 @@ class MLP(nn.Module):
 
     @torch.no_grad()
     def cache(self, X: torch.Tensor) -> Cache:
-        pre, act, out, h = [], [], [], X
-        for lin, g in zip(self.layers[:-1], self.gates):
+        """Every layer's activations on X, for the current weights and gates.
+
+        Remembered per input tensor (the last two) and reused while neither X, the weights nor
+        the gates have changed; :meth:`set_gate` updates it in place of a new forward pass.
+        """
+        memo = self.__dict__.setdefault("_memo", {})
+        hit = memo.get(id(X))
+        if hit is not None and hit[0] is X and hit[1] == self._state_key(X):
+            return hit[2]
+        c = Cache(X, [], [], [], None)
+        self._forward_from(c, 0, X)
+        if len(memo) >= 2:
+            memo.pop(next(iter(memo)))
+        memo[id(X)] = (X, self._state_key(X), c)
+        return c
+
+    def _state_key(self, X):
+        # torch bumps a tensor's _version on every in-place change, so this notices any edit
+        ts = [X, *self.gates, *self.parameters()]
+        return tuple((t.data_ptr(), t._version) for t in ts)
+
+    def _forward_from(self, c: Cache, first: int, h: torch.Tensor) -> None:
+        """Recompute hidden layers first.. and the output of cache c from h (the input of layer first)."""
+        del c.pre[first:], c.act[first:], c.out[first:]
+        for lin, g in zip(self.layers[first:-1], self.gates[first:]):
             x = lin(h)
             a = self._act.f(x)
             h = a * g
-            pre.append(x), act.append(a), out.append(h)
-        return Cache(X, pre, act, out, self.layers[-1](h))
+            c.pre.append(x), c.act.append(a), c.out.append(h)
+        c.z = self.layers[-1](h)
+
+    @torch.no_grad()
+    def set_gate(self, layer: int, unit: int, value: float) -> None:
+        """Set one gate; remembered caches are updated by recomputing only the layers downstream
+        of it (the result is identical to a fresh forward pass)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == self._state_key(X)]
+        self.gates[layer][unit] = value
+        for k, X, c in valid:
+            c.out[layer][:, unit] = c.act[layer][:, unit] * self.gates[layer][unit]
+            self._forward_from(c, layer + 1, c.out[layer])
+            memo[k] = (X, self._state_key(X), c)
 
     def predict(self, X) -> np.ndarray:
         """Outputs for an array-like X, as a NumPy array."""

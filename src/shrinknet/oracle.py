@@ -22,7 +22,7 @@ from . import losses
 from .models import MLP, Cache
 
 #: elements of the widest intermediate tensor per chunk (4 bytes each in float32)
-DEFAULT_CHUNK = 1 << 23
+DEFAULT_CHUNK = 1 << 18
 
 
 class _Rank1:
@@ -52,12 +52,25 @@ class _Rank1:
             for c0 in range(0, self.C, self.c_step):
                 yield slice(n0, n0 + self.n_step), slice(c0, c0 + self.c_step)
 
-    def loss(self, sl, cs, dh, loss: str) -> torch.Tensor:
-        """Summed loss of samples sl when candidate c's output changes by dh[:, c]; (c,)."""
-        x = self.base[sl, None, :] + dh[:, :, None] * self.Wc[:, cs].T[None]   # (n, c, R)
-        for gate, Wt, b in self.down:                                           # on to the output z
-            x = (self.model._act.f(x) * gate) @ Wt + b
-        return losses.total(x, self.T[sl, None, :], self.model.output_activation, loss)
+    def loss(self, sl, cs, dh, loss: str, inplace: bool = True) -> torch.Tensor:
+        """Summed loss of samples sl when candidate c's output changes by dh[:, c]; (c,).
+
+        inplace reuses one buffer through the layers (fewer memory passes); the autograd
+        caller turns it off."""
+        act, out = self.model._act, self.model.output_activation
+        if inplace:
+            x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
+            for gate, Wt, b in self.down:                                         # on to the output z
+                h = act.inplace(x)
+                if not bool((gate == 1).all()):
+                    h.mul_(gate)
+                n, c, k = h.shape
+                x = torch.addmm(b, h.reshape(n * c, k), Wt).view(n, c, Wt.shape[1])
+            return losses.total_(x, self.T[sl, None, :], out, loss)
+        x = self.base[sl, None, :] + dh[:, :, None] * self.Wc[:, cs].T[None]
+        for gate, Wt, b in self.down:
+            x = (act.f(x) * gate) @ Wt + b
+        return losses.total(x, self.T[sl, None, :], out, loss)
 
 
 @torch.no_grad()
@@ -70,14 +83,14 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
     r = _Rank1(model, cache, T, layer, units, chunk)
     gains = torch.as_tensor(gains, device=T.device, dtype=T.dtype)
     coef = gains - model.gates[layer][r.units]                   # (C,)
-    act = cache.act[layer]                                       # (N, K_l) un-gated outputs
+    dh = cache.act[layer][:, r.units] * coef                     # (N, C) change of each candidate's output
     out = torch.zeros(r.C, dtype=T.dtype, device=T.device)
     for sl, cs in r.chunks():
-        out[cs] += r.loss(sl, cs, act[sl][:, r.units[cs]] * coef[cs], loss)
+        out[cs] += r.loss(sl, cs, dh[sl, cs], loss)
     # A candidate whose output does not change at all (a dead ReLU unit, gain = gate) leaves E
     # exactly as it is; return that very number, so exact ties stay exact ties and are broken
     # by index, as with the literal definition, instead of by rounding noise.
-    still = ~(act[:, r.units] * coef != 0).any(0)
+    still = ~(dh != 0).any(0)
     if still.any():
         out[still] = current_error(model, cache, T, loss)
     return out
@@ -101,7 +114,7 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
         o = out[sl][:, r.units[cs]]                              # (n, c)
 
         def psi(t):
-            return r.loss(sl, cs, t * o, loss)
+            return r.loss(sl, cs, t * o, loss, inplace=False)
 
         def dpsi(t):
             return jvp(psi, (t,), (one,))[1]

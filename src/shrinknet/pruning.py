@@ -200,11 +200,11 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
             l, u, pred = order[pos]
             pos += 1
             old = float(work.gates[l][u])
-            work.gates[l][u] = 0.0
+            work.set_gate(l, u, 0.0)
             E, acc = measure(work, X, T, loss, classes)
             reason = violation(stop, E0, acc0, E, acc)
             if reason:
-                work.gates[l][u] = old
+                work.set_gate(l, u, old)
                 res.stop_reason = reason
                 break
             res.removed.append((l, u))

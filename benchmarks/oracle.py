@@ -1,0 +1,168 @@
+"""Literal brute force vs the fast exact oracle, for a full iterative (serial) prune.
+
+    python benchmarks/oracle.py                 # all four nets, CPU
+    python benchmarks/oracle.py --nets 400-100-10 400-50-50-10
+    python benchmarks/oracle.py --device cuda --nets 784-300-100-10
+
+For every net it prints the wall time and peak memory of the fast path's full prune (every hidden
+neuron, iterative re-ranking, float32) and of the literal definition (one full forward pass per
+candidate). The literal path's cost per candidate does not depend on how many neurons are already
+removed, so where running it in full would take too long it is timed on a sample of candidates and
+extrapolated to the K(K+1)/2 candidate evaluations of a full prune; the output says which. Each
+measurement runs in its own process so that peak memory (max RSS, or CUDA peak allocation) is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CACHE = Path(__file__).parent / ".cache"
+NETS = {  # name: (data set, sizes, epochs, literal path run in full?)
+    "400-100-10": ("mnist", [400, 100, 10], 60, True),
+    "400-50-50-10": ("mnist", [400, 50, 50, 10], 60, True),
+    "784-300-100-10": ("fashion-mnist", [784, 300, 100, 10], 3, False),
+    "784-1000-1000-10": ("fashion-mnist", [784, 1000, 1000, 10], 2, False),
+}
+
+
+def trained(name: str):
+    """The net, trained once with seed 0 and kept in benchmarks/.cache; and its training data."""
+    import shrinknet
+    from shrinknet.data import load
+    from shrinknet.train import TrainConfig, train
+
+    data, sizes, epochs, _ = NETS[name]
+    d = load(data)
+    path = CACHE / f"{name}.safetensors"
+    if path.exists():
+        return shrinknet.MLP.load(path), d
+    m = shrinknet.MLP(sizes, "sigmoid", "sigmoid", seed=0)
+    bs = 50 if data == "mnist" else 128
+    train(m, d.X_train, d.T_train, TrainConfig(epochs=epochs, lr=3e-3 if data == "mnist" else 1e-3,
+                                               batch_size=bs, seed=0))
+    m.save(path)
+    return m, d
+
+
+def _peak(device) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+
+
+def run_fast(name, device, max_seconds, q):
+    import shrinknet
+    m, d = trained(name)
+    X = torch.tensor(d.X_train, device=device)
+    T = torch.tensor(d.T_train, device=device)
+    K = m.n_active()
+    steps = []
+
+    class Timer:  # a criterion wrapper that stops the run once the time budget is spent
+        def __init__(self):
+            self.t0 = time.perf_counter()
+            self.inner = shrinknet.criteria.get_criterion("brute-force")
+
+        def __call__(self, model, X, T, loss):
+            if time.perf_counter() - self.t0 > max_seconds:
+                raise TimeoutError
+            steps.append(model.n_active())
+            return self.inner(model, X, T, loss)
+
+    t0 = time.perf_counter()
+    try:
+        r = shrinknet.prune(m, X, T, Timer(), "iterative", device=device)
+        removed, full = r.removed, True
+    except TimeoutError:
+        removed, full = None, False
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    # candidate evaluations done: sum of active neurons at each step
+    done = sum(steps) if full else sum(steps[:-1])
+    q.put({"wall": wall, "peak": _peak(device), "full": full, "removed": removed, "K": K,
+           "evals": done, "total_evals": K * (K + 1) // 2})
+
+
+def run_literal(name, device, sample, full_run, q):
+    import shrinknet
+    from shrinknet import losses
+    m, d = trained(name)
+    m = m.to(device)
+    X = torch.tensor(d.X_train, device=device)
+    T = torch.tensor(d.T_train, device=device)
+    K = m.n_active()
+    if full_run:
+        t0 = time.perf_counter()
+        r = shrinknet.prune(m, X, T, "brute-force-literal", "iterative", device=device)
+        q.put({"wall": time.perf_counter() - t0, "peak": _peak(device), "full": True, "removed": r.removed, "K": K})
+        return
+    # time `sample` literal candidate evaluations: set one gate to 0, full forward, sum the loss
+    rng = np.random.default_rng(0)
+    cands = [(l, int(u)) for l, k in enumerate(m.hidden_sizes) for u in range(k)]
+    pick = [cands[i] for i in rng.choice(len(cands), size=min(sample, len(cands)), replace=False)]
+    with torch.no_grad():
+        losses.total(m.logits(X), T, m.output_activation, "sse")  # warm-up
+        t0 = time.perf_counter()
+        for l, u in pick:
+            g = [x.clone() for x in m.gates]
+            g[l][u] = 0
+            float(losses.total(m.logits(X, g), T, m.output_activation, "sse"))
+        per = (time.perf_counter() - t0) / len(pick)
+    q.put({"wall": per * K * (K + 1) // 2, "per_candidate": per, "peak": _peak(device), "full": False,
+           "removed": None, "K": K, "sample": len(pick)})
+
+
+def in_child(fn, *args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=fn, args=(*args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def fmt_time(s: float) -> str:
+    return f"{s:8.1f} s" if s < 3600 else f"{s / 3600:8.1f} h"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-seconds", type=float, default=900,
+                    help="stop a fast-path prune after this long and extrapolate (default 900)")
+    ap.add_argument("--literal-sample", type=int, default=20,
+                    help="literal candidate evaluations timed where the literal prune is not run in full")
+    a = ap.parse_args()
+    print(f"torch {torch.__version__}, device {a.device}, {torch.get_num_threads()} CPU threads, float32")
+    for name in a.nets:
+        trained(name)  # train (and cache) outside the timed children
+        fast = in_child(run_fast, name, a.device, a.max_seconds)
+        lit = in_child(run_literal, name, a.device, a.literal_sample, NETS[name][3] and a.device == "cpu")
+        K = fast["K"]
+        fast_wall = fast["wall"] if fast["full"] else fast["wall"] * fast["total_evals"] / max(1, fast["evals"])
+        print(f"\n{name}: {K} hidden neurons, full iterative brute-force prune ({K * (K + 1) // 2} candidate evaluations)")
+        print(f"  fast exact : {fmt_time(fast_wall)}  peak {fast['peak']:7.0f} MiB"
+              + ("" if fast["full"] else f"  (stopped after {fast['wall']:.0f} s, {fast['evals']} evaluations; "
+                 "extrapolated linearly in evaluations, an upper bound since later steps are cheaper)"))
+        how = "run in full" if lit["full"] else (f"extrapolated from {lit['sample']} timed candidates, "
+                                                 f"{lit['per_candidate'] * 1000:.1f} ms each")
+        print(f"  literal    : {fmt_time(lit['wall'])}  peak {lit['peak']:7.0f} MiB  ({how})")
+        print(f"  speed-up   : {lit['wall'] / fast_wall:8.1f}x")
+        if fast["removed"] is not None and lit["removed"] is not None:
+            same = sum(a == b for a, b in zip(fast["removed"], lit["removed"]))
+            first = next((i for i, (a, b) in enumerate(zip(fast["removed"], lit["removed"])) if a != b), None)
+            print(f"  decisions  : {same}/{K} identical" + ("" if first is None else
+                  f" (first difference at step {first + 1}: float32 rounding between two exact computations)"))
+
+
+if __name__ == "__main__":
+    main()
