@@ -21,8 +21,10 @@ import torch
 from . import losses
 from .models import MLP, Cache
 
-#: elements of the widest intermediate tensor per chunk (4 bytes each in float32)
+#: elements of the widest intermediate tensor per chunk (4 bytes each in float32): small on a
+#: CPU, so a chunk's several passes stay in cache; large on a GPU, so kernel launches are few
 DEFAULT_CHUNK = 1 << 18
+GPU_CHUNK = 1 << 27
 
 
 class _Rank1:
@@ -30,7 +32,9 @@ class _Rank1:
     (active rows only), the next layer's weight columns for the candidates, and a chunking
     of (samples x candidates) that bounds the widest intermediate tensor."""
 
-    def __init__(self, model: MLP, cache: Cache, T: torch.Tensor, layer: int, units, chunk: int):
+    def __init__(self, model: MLP, cache: Cache, T: torch.Tensor, layer: int, units, chunk: int | None):
+        if chunk is None:
+            chunk = DEFAULT_CHUNK if T.device.type == "cpu" else GPU_CHUNK
         self.model, self.cache, self.T, self.layer = model, cache, T, layer
         self.units = torch.as_tensor(units, device=T.device, dtype=torch.long)
         L = model.n_hidden_layers
@@ -75,7 +79,7 @@ class _Rank1:
 
 @torch.no_grad()
 def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer: int,
-                     units, gains, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                     units, gains, chunk: int | None = None) -> torch.Tensor:
     """E with gate[layer][units[c]] set to gains[c], for every c; returns (C,).
 
     cache: model.cache(X) for the current gates; T: (N, n_out) targets.
@@ -97,7 +101,7 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
 
 
 def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer: int,
-                               units, chunk: int = DEFAULT_CHUNK):
+                               units, chunk: int | None = None):
     """psi'(0) and psi''(0) for psi_c(t) = E with neuron c's output o_c scaled to (1 + t) o_c.
 
     psi'(0) = sum_n o_cn dE_n/do_cn and psi''(0) = sum_n o_cn^2 d2E_n/do_cn^2, exactly (every
