@@ -76,6 +76,21 @@ def _add_demo(sub):
     p.add_argument("--quick", action="store_true", help="1,000 training images and 15 epochs (seconds)")
 
 
+def _add_reproduce(sub):
+    from .experiments import EXPERIMENTS
+    p = sub.add_parser("reproduce", help="rerun the paper's experiments: curves, gain surfaces, layer plots, report",
+                       description="Train (cached between runs) and prune the paper's networks with brute force, "
+                       "1st order, 2nd order (OBD) and 2nd order (exact), under each experiment's algorithms, and "
+                       "write every step, the curves, gain error surfaces and per-layer plots. Experiments: "
+                       + ", ".join(EXPERIMENTS) + ".")
+    p.add_argument("ids", nargs="*", metavar="ID", help="experiments to run (default: all)")
+    p.add_argument("--quick", action="store_true", help="small data and few epochs (minutes, for a smoke test)")
+    p.add_argument("--out", default="reproduction", help="output folder (default: reproduction)")
+    p.add_argument("--report", default=None, metavar="PATH",
+                   help="also write the Markdown report here, with compact figures in a 'reproduction' "
+                   "folder beside it (the committed one: docs/REPRODUCTION.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="shrinknet", description="Remove whole neurons from trained networks "
                                  "without retraining, judged against an exact brute-force oracle.")
@@ -84,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_prune(sub)
+    _add_reproduce(sub)
     sub.add_parser("criteria", help="list the criteria and what they compute")
     sub.add_parser("datasets", help="list the data set names")
     return ap
@@ -142,6 +158,10 @@ def main(argv=None) -> int:
         if a.cmd == "demo":
             from .demo import run_demo
             run_demo(a.out, quick=a.quick, progress=progress)
+        elif a.cmd == "reproduce":
+            from .experiments import reproduce
+            args = sys.argv[1:] if argv is None else argv
+            reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args))
         elif a.cmd == "train":
             cmd_train(a, progress)
         elif a.cmd == "prune":

@@ -74,3 +74,25 @@ def output_derivatives(z: torch.Tensor, T: torch.Tensor, output: str, loss: str)
     p = torch.softmax(z, dim=-1)
     s = T.sum(-1, keepdim=True)
     return p * s - T, p * (1 - p) * s
+
+
+def directional(z: torch.Tensor, T: torch.Tensor, output: str, loss: str, dz: torch.Tensor, ddz: torch.Tensor):
+    """First and second derivative of the per-sample loss along a path z(t) with z(0) = z,
+    z'(0) = dz, z''(0) = ddz: (grad . dz, dz^T H dz + grad . ddz), each summed over outputs.
+
+    z, T: (n, 1, n_out) (broadcast over the candidates); dz, ddz: (n, c, n_out).
+    """
+    g1, g2 = output_derivatives(z, T, output, loss)     # dE/dz and the Hessian's diagonal
+    first = (g1 * dz).sum(-1)
+    coupled = output == "softmax" or (output == "identity" and loss == "cross-entropy")
+    if not coupled:                                      # elementwise outputs: H is diagonal
+        return first, (g2 * dz * dz + g1 * ddz).sum(-1)
+    p = torch.softmax(z, dim=-1)
+    pdz = (p * dz).sum(-1, keepdim=True)                 # p . dz
+    var = (p * dz * dz).sum(-1, keepdim=True) - pdz * pdz  # p . dz^2 - (p . dz)^2
+    if loss == "cross-entropy":                          # H = s (diag p - p p^T)
+        quad = T.sum(-1, keepdim=True) * var
+    else:                                                # SSE of softmax outputs: J^T J + sum_i g_i Hess(p_i)
+        a = dz - pdz                                     # dp_i = p_i a_i;  d2p_i = p_i (a_i^2 - var)
+        quad = ((p * a) ** 2).sum(-1, keepdim=True) + ((p - T) * p * (a * a - var)).sum(-1, keepdim=True)
+    return first, quad.squeeze(-1) + (g1 * ddz).sum(-1)

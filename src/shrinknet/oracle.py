@@ -56,25 +56,18 @@ class _Rank1:
             for c0 in range(0, self.C, self.c_step):
                 yield slice(n0, n0 + self.n_step), slice(c0, c0 + self.c_step)
 
-    def loss(self, sl, cs, dh, loss: str, inplace: bool = True) -> torch.Tensor:
+    def loss(self, sl, cs, dh, loss: str) -> torch.Tensor:
         """Summed loss of samples sl when candidate c's output changes by dh[:, c]; (c,).
-
-        inplace reuses one buffer through the layers (fewer memory passes); the autograd
-        caller turns it off."""
-        act, out = self.model._act, self.model.output_activation
-        if inplace:
-            x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
-            for gate, Wt, b in self.down:                                         # on to the output z
-                h = act.inplace(x)
-                if not bool((gate == 1).all()):
-                    h.mul_(gate)
-                n, c, k = h.shape
-                x = torch.addmm(b, h.reshape(n * c, k), Wt).view(n, c, Wt.shape[1])
-            return losses.total_(x, self.T[sl, None, :], out, loss)
-        x = self.base[sl, None, :] + dh[:, :, None] * self.Wc[:, cs].T[None]
-        for gate, Wt, b in self.down:
-            x = (act.f(x) * gate) @ Wt + b
-        return losses.total(x, self.T[sl, None, :], out, loss)
+        One buffer is reused in place through the layers, to save memory passes."""
+        act = self.model._act
+        x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
+        for gate, Wt, b in self.down:                                             # on to the output z
+            h = act.inplace(x)
+            if not bool((gate == 1).all()):
+                h.mul_(gate)
+            n, c, k = h.shape
+            x = torch.addmm(b, h.reshape(n * c, k), Wt).view(n, c, Wt.shape[1])
+        return losses.total_(x, self.T[sl, None, :], self.model.output_activation, loss)
 
 
 @torch.no_grad()
@@ -100,32 +93,37 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
     return out
 
 
+@torch.no_grad()
 def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer: int,
                                units, chunk: int | None = None):
     """psi'(0) and psi''(0) for psi_c(t) = E with neuron c's output o_c scaled to (1 + t) o_c.
 
     psi'(0) = sum_n o_cn dE_n/do_cn and psi''(0) = sum_n o_cn^2 d2E_n/do_cn^2, exactly (every
-    cross term downstream included), by forward-over-forward mode AD; returns two (C,) tensors.
+    cross term downstream included): second-order forward-mode differentiation written out.
+    Along the path, the next layer's pre-activations move by t o_c w_c (first tangent o_c w_c,
+    second tangent 0); a layer h = g f(x) maps tangents (dx, ddx) to (g f' dx, g (f'' dx^2 + f' ddx)),
+    a linear layer maps them by its weights. The primal values are the cached activations.
+    Returns two (C,) tensors.
     """
-    from torch.func import jvp
-
     r = _Rank1(model, cache, T, layer, units, chunk)
+    act, L = model._act, model.n_hidden_layers
     out = cache.out[layer]
     d1 = torch.zeros(r.C, dtype=T.dtype, device=T.device)
     d2 = torch.zeros_like(d1)
-    zero, one = torch.zeros((), dtype=T.dtype, device=T.device), torch.ones((), dtype=T.dtype, device=T.device)
+    derivs = []  # f'(x) g and f''(x) g of the downstream hidden layers, active units only
+    for m in range(layer + 1, L):
+        rows = r.actives[m]
+        x, a, g = cache.pre[m][:, rows], cache.act[m][:, rows], model.gates[m][rows]
+        derivs.append((act.d1(x, a) * g, act.d2(x, a) * g))
     for sl, cs in r.chunks():
-        o = out[sl][:, r.units[cs]]                              # (n, c)
-
-        def psi(t):
-            return r.loss(sl, cs, t * o, loss, inplace=False)
-
-        def dpsi(t):
-            return jvp(psi, (t,), (one,))[1]
-
-        a, b = jvp(dpsi, (zero,), (one,))
-        d1[cs] += a.detach()
-        d2[cs] += b.detach()
+        dx = out[sl][:, r.units[cs], None] * r.Wc[:, cs].T[None]          # (n, c, R)
+        ddx = torch.zeros_like(dx)
+        for (f1, f2), (_, Wt, _) in zip(derivs, r.down):
+            f1, f2 = f1[sl, None, :], f2[sl, None, :]
+            dx, ddx = (f1 * dx) @ Wt, (f2 * dx * dx + f1 * ddx) @ Wt
+        a, b = losses.directional(cache.z[sl, None, :], T[sl, None, :], model.output_activation, loss, dx, ddx)
+        d1[cs] += a.sum(0)
+        d2[cs] += b.sum(0)
     return d1, d2
 
 
