@@ -3,6 +3,7 @@
     python benchmarks/oracle.py                 # all four nets, CPU
     python benchmarks/oracle.py --nets 400-100-10 400-50-50-10
     python benchmarks/oracle.py --device cuda --nets 784-300-100-10
+    python benchmarks/oracle.py --approximate --nets 400-100-10 400-50-50-10   # + the approximate options
 
 For every net it prints the wall time and peak memory of the fast path's full prune (every hidden
 neuron, iterative re-ranking, float32) and of the literal definition (one full forward pass per
@@ -119,6 +120,26 @@ def run_literal(name, device, sample, full_run, q):
            "removed": None, "K": K, "sample": len(pick)})
 
 
+def approximate_report(name: str, device: str) -> None:
+    """The APPROXIMATE options against the exact oracle: time, decisions, error drift."""
+    import shrinknet
+    from shrinknet.analysis import oracle_agreement
+
+    m, d = trained(name)
+    X, T = torch.tensor(d.X_train, device=device), torch.tensor(d.T_train, device=device)
+    exact = shrinknet.prune(m, X, T, "brute-force", device=device)
+    print(f"  approximate options (exact fast path: {exact.seconds:.2f} s):")
+    for crit in ("brute-force-subset", "brute-force-topk"):
+        r = shrinknet.prune(m, X, T, crit, device=device)
+        agree = oracle_agreement(m, X, T, r)
+        gap = (np.array(r.errors) - np.array(exact.errors)) / np.maximum(np.array(exact.errors), 1e-12)
+        half = r.n_removed // 2
+        print(f"    {crit:19s} {r.seconds:6.2f} s ({exact.seconds / r.seconds:4.1f}x the exact path), "
+              f"oracle's choice at {100 * agree['share']:5.1f} % of steps, error vs exact serial prune: "
+              f"{100 * gap[half - 1]:+.1f} % at 50 % removed, mean {100 * gap.mean():+.1f} %, "
+              f"max {100 * gap.max():+.1f} %")
+
+
 def in_child(fn, *args):
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -139,6 +160,8 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-seconds", type=float, default=900,
                     help="stop a fast-path prune after this long and extrapolate (default 900)")
+    ap.add_argument("--approximate", action="store_true",
+                    help="also measure the APPROXIMATE options (subset, top-k re-scoring) against the exact oracle")
     ap.add_argument("--literal-sample", type=int, default=20,
                     help="literal candidate evaluations timed where the literal prune is not run in full")
     a = ap.parse_args()
@@ -162,6 +185,8 @@ def main():
             first = next((i for i, (a, b) in enumerate(zip(fast["removed"], lit["removed"])) if a != b), None)
             print(f"  decisions  : {same}/{K} identical" + ("" if first is None else
                   f" (first difference at step {first + 1}: float32 rounding between two exact computations)"))
+        if a.approximate:
+            approximate_report(name, a.device)
 
 
 if __name__ == "__main__":

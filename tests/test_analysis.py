@@ -46,3 +46,15 @@ def test_flat_until_uses_the_runs_own_scale():
     r = shrinknet.PruneResult("x", "iterative", "sse", [4], 1.0, None, removed=[(0, i) for i in range(4)],
                               errors=[1.01, 1.04, 7.0, 101.0], predicted=[0] * 4)
     assert analysis.flat_until(r) == 2  # 1.04 - 1 <= 0.05 * 100 < 7.0 - 1
+
+
+def test_oracle_agreement_is_total_for_the_oracle_itself_and_regret_is_never_negative():
+    m = random_net([5, 4], seed=6)
+    X, T = random_data(seed=6)
+    exact = shrinknet.prune(m, X, T, "brute-force")
+    a = analysis.oracle_agreement(m, X, T, exact)
+    assert a["share"] == 1.0 and max(abs(x) for x in a["regret"]) < 1e-12
+    t1 = shrinknet.prune(m, X, T, "taylor1")
+    b = analysis.oracle_agreement(m, X, T, t1)
+    assert b["share"] < 1.0 and min(b["regret"]) >= 0 and max(b["regret"]) > 0
+    assert b["agrees"] == [r == 0 for r in b["regret"]]

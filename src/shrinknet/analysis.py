@@ -80,3 +80,23 @@ def flat_until(result: PruneResult, share: float = 0.05) -> int:
         if e - result.initial_error > share * rise:
             return i
     return result.n_removed
+
+
+def oracle_agreement(model, X, T, result: PruneResult, loss: str | None = None) -> dict:
+    """Replay `result`'s removals; at every step ask the exact oracle which neuron it would remove
+    in that same state. Returns the share of steps where the run's choice was the oracle's, and
+    per step whether it was and the regret (exact change of the run's choice minus the oracle's)."""
+    from .criteria import get_criterion
+    from .pruning import _flat_order
+
+    loss = loss or result.loss
+    _, work, X, T = prepare(model, X, T, loss)
+    exact = get_criterion("brute-force")
+    agrees, regret = [], []
+    for l, u in result.removed:
+        scores = exact(work, X, T, loss)
+        best_l, best_u, best = _flat_order(scores)[0]
+        agrees.append((best_l, best_u) == (l, u))
+        regret.append(float(scores[l][u]) - best)
+        work.set_gate(l, u, 0.0)
+    return {"share": float(np.mean(agrees)) if agrees else 1.0, "agrees": agrees, "regret": regret}

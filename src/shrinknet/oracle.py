@@ -23,7 +23,7 @@ from .models import MLP, Cache
 
 #: elements of the widest intermediate tensor per chunk (4 bytes each in float32): small on a
 #: CPU, so a chunk's several passes stay in cache; large on a GPU, so kernel launches are few
-DEFAULT_CHUNK = 1 << 18
+DEFAULT_CHUNK = 1 << 20
 GPU_CHUNK = 1 << 27
 
 
@@ -46,8 +46,9 @@ class _Rank1:
         self.base = cache.z if self.rows is None else cache.pre[layer + 1][:, self.rows]  # (N, R)
         N, C = self.base.shape[0], self.units.numel()
         width = max([self.base.shape[1]] + [len(a) for a in self.actives[layer + 1:]] + [T.shape[1]])
-        self.n_step = max(1, min(N, chunk // width))
-        self.c_step = max(1, chunk // (self.n_step * width))
+        # all candidates in a chunk where possible, so each chunk reads whole (contiguous) sample rows
+        self.c_step = max(1, min(C, chunk // width))
+        self.n_step = max(1, min(N, chunk // (self.c_step * width)))
         self.N, self.C = N, C
         self.down = _compact_downstream(model, layer + 1, self.actives, self.rows)
 
