@@ -91,6 +91,24 @@ def _add_reproduce(sub):
                    "folder beside it (the committed one: docs/REPRODUCTION.md)")
 
 
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="judge criteria against the exact oracle along its removal path (CSV, PNG)",
+                       description="At every step of the exact serial brute-force prune, score the remaining "
+                       "neurons with each criterion and record its Spearman and Kendall rank correlation with "
+                       "the exact change in error, whether its top choice is the oracle's, and its regret; also "
+                       "run each criterion's own pruning path. Writes compare.csv, summary.csv, paths.csv, "
+                       "compare.png and paths.png.")
+    p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors)")
+    p.add_argument("--data", default="mnist", help="data set name or .npz file (default: mnist)")
+    p.add_argument("--criteria", nargs="+", default=["taylor1", "taylor2", "taylor2-exact", "taylor1-abs",
+                                                     "l1-out", "l2-in", "mean-activation", "random"],
+                   help="criteria to judge (default: the paper's Taylor estimates and common cheap ones)")
+    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"], help="error measure (default: sse)")
+    p.add_argument("--steps", type=int, default=None, help="compare at the first N oracle steps only")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="shrinknet", description="Remove whole neurons from trained networks "
                                  "without retraining, judged against an exact brute-force oracle.")
@@ -100,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_prune(sub)
     _add_reproduce(sub)
+    _add_compare(sub)
     sub.add_parser("criteria", help="list the criteria and what they compute")
     sub.add_parser("datasets", help="list the data set names")
     return ap
@@ -151,6 +170,19 @@ def cmd_prune(a, progress: bool) -> None:
           "(result.json, steps.csv, curves.png, pruned.safetensors)")
 
 
+def cmd_compare(a, progress: bool) -> None:
+    from .compare import compare
+    from .data import load
+    from .models import MLP
+
+    m, d = MLP.load(a.model), load(a.data)
+    res = compare(m, d.X_train, d.T_train, a.criteria, a.loss, steps=a.steps, test=(d.X_test, d.T_test),
+                  device=a.device, progress=progress)
+    res.save(a.out)
+    print(res.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {a.out}/ (compare.csv, summary.csv, paths.csv, compare.png, paths.png) in {res.seconds:.1f}s")
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     progress = not a.quiet and sys.stderr.isatty()
@@ -162,6 +194,8 @@ def main(argv=None) -> int:
             from .experiments import reproduce
             args = sys.argv[1:] if argv is None else argv
             reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args))
+        elif a.cmd == "compare":
+            cmd_compare(a, progress)
         elif a.cmd == "train":
             cmd_train(a, progress)
         elif a.cmd == "prune":

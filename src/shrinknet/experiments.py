@@ -158,7 +158,7 @@ def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool
     it = {r.criterion: r for r in runs if r.schedule == "iterative"}
     gains = np.round(np.arange(0, 10.0 + 1e-9, 0.1 if quick else 0.01), 6)
     surfaces = {c: analysis.gain_surfaces(model, d.X_train, d.T_train, it[c], every=10, gains=gains)
-                for c in ("brute-force", "taylor1", "taylor2")}
+                for c in CRITERIA}
     figs["gain_surfaces"] = plots.plot_gain_surfaces(surfaces, out / "gain_surfaces.png",
                                                      title=f"{e.id}: error while the gain of the neuron removed "
                                                      "at every 10th step sweeps 0..10").name

@@ -19,6 +19,15 @@ COLORS = {"brute-force": "tab:blue", "brute-force-literal": "tab:blue", "taylor1
 LABELS = {"brute-force": "Brute force", "taylor1": "1st order / Skeletonization",
           "taylor2": "2nd order Taylor (OBD, paper)", "taylor2-exact": "2nd order Taylor (exact)"}
 STYLES = {"iterative": "-", "single": "--"}
+_SPARE = ["tab:cyan", "tab:olive", "tab:pink", "tab:gray", "black", "gold", "navy", "lime", "teal", "salmon"]
+
+
+def colors_for(names) -> dict:
+    """The paper's colours for its criteria, distinct spare colours for every other name."""
+    out, spare = {}, iter(_SPARE * 3)
+    for n in dict.fromkeys(names):
+        out[n] = COLORS.get(n) or next(spare)
+    return out
 
 
 def _save(fig, path) -> Path:
@@ -38,11 +47,12 @@ def plot_curves(results: list[PruneResult], path, title: str = "", percent: bool
     """Error (left) and, where there are classes, accuracy (right) against neurons removed;
     one curve per (criterion, schedule): solid = iterative re-ranking, dashed = single ranking."""
     has_acc = any(r.accuracies is not None for r in results)
+    colors = colors_for(r.criterion for r in results)
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
     for r in results:
         errs = r.test_errors if test else r.errors
         e0 = r.initial_test_error if test else r.initial_error
-        kw = dict(color=COLORS.get(r.criterion), ls=STYLES.get(r.schedule, "-"), lw=1.4,
+        kw = dict(color=colors[r.criterion], ls=STYLES.get(r.schedule, "-"), lw=1.4,
                   label=f"{LABELS.get(r.criterion, r.criterion)} ({r.schedule})")
         axes[0, 0].plot(_xs(r, percent), [e0] + list(errs), **kw)
         accs = r.test_accuracies if test else r.accuracies
@@ -98,4 +108,28 @@ def plot_layers(result: PruneResult, path, title: str = "") -> Path:
     ax.set(xlabel="Number of neurons removed", ylabel="Removed from layer", title=title or result.criterion)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_comparison(table, path, title: str = "Criteria against the exact oracle, along its removal path") -> Path:
+    """Spearman correlation with the exact change in error, and regret, per step and criterion;
+    and the share of steps where each criterion's top choice was the oracle's."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
+    names = list(dict.fromkeys(table["criterion"]))
+    colors = colors_for(names)
+    for i, name in enumerate(names):
+        t = table[table["criterion"] == name]
+        c = colors[name]
+        axes[0].plot(t["step"], t["spearman"], color=c, lw=1.2, label=LABELS.get(name, name))
+        axes[1].plot(t["step"], t["regret"].cumsum(), color=c, lw=1.2, label=LABELS.get(name, name))
+        axes[2].bar(i, t["agrees"].mean(), color=c)
+    axes[0].set(xlabel="Oracle step (neurons removed)", ylabel="Spearman with exact change", ylim=(-1.05, 1.05))
+    axes[1].set(xlabel="Oracle step (neurons removed)", ylabel="Cumulative regret (error units)")
+    axes[1].set_yscale("symlog")
+    axes[2].set(xticks=range(len(names)), ylabel="Share of steps choosing the oracle's neuron", ylim=(0, 1))
+    axes[2].set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+    axes[0].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
     return _save(fig, path)

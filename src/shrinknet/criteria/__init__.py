@@ -65,6 +65,6 @@ def mark_removed(model, scores: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.where(g != 0, s, torch.full_like(s, float("nan"))) for g, s in zip(model.gates, scores)]
 
 
-from . import approximate, brute_force, taylor  # noqa: E402,F401  (registers the built-in criteria)
+from . import approximate, brute_force, classic, taylor  # noqa: E402,F401  (registers the built-in criteria)
 
 __all__ = ["register_criterion", "get_criterion", "available_criteria", "describe_criteria", "mark_removed"]
