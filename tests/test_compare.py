@@ -55,3 +55,12 @@ def test_compare_needs_criteria():
     X, T = random_data()
     with pytest.raises(shrinknet.ShrinkNetError, match="at least one criterion"):
         shrinknet.compare(m, X, T, criteria=[])
+
+
+def test_compare_with_compensation_follows_the_compensated_oracle():
+    m = random_net([6, 5], seed=3)
+    X, T = random_data(n=50, seed=3)
+    res = shrinknet.compare(m, X, T, criteria=["taylor2"], steps=4, compensation="lstsq")
+    assert res.oracle.compensation == "lstsq"
+    assert res.oracle.removed == shrinknet.prune(m, X, T, "brute-force", stop=4, compensation="lstsq").removed
+    assert (res.table.regret >= -1e-9).all()

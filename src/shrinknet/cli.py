@@ -60,6 +60,9 @@ def _add_prune(sub):
                    help="stop before accuracy falls more than this (absolute, e.g. 0.01) below the start")
     p.add_argument("--max-error-increase", type=float, default=None,
                    help="stop before the error exceeds (1 + this) x its start (e.g. 0.1 = +10%%)")
+    p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"],
+                   help="none = the paper's pure removal (default); mean = fold the removed neuron's mean "
+                   "output into the next bias; lstsq = refit the next layer on the remaining neurons")
     p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
     p.add_argument("--float64", action="store_true", help="compute in float64 (default: the model's dtype)")
     p.add_argument("--out", required=True, help="folder for result.json, steps.csv, curves.png, pruned.safetensors")
@@ -105,6 +108,8 @@ def _add_compare(sub):
                    help="criteria to judge (default: the paper's Taylor estimates and common cheap ones)")
     p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"], help="error measure (default: sse)")
     p.add_argument("--steps", type=int, default=None, help="compare at the first N oracle steps only")
+    p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"],
+                   help="score and remove with this compensation on (default: none)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--out", required=True, help="output folder")
 
@@ -155,7 +160,7 @@ def cmd_prune(a, progress: bool) -> None:
     d = load(a.data)
     ev, other = ((d.X_train, d.T_train), (d.X_test, d.T_test))[:: 1 if a.eval_on == "train" else -1]
     r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss, test=other,
-              device=a.device, dtype=torch.float64 if a.float64 else None, progress=progress)
+              compensation=a.compensation, device=a.device, dtype=torch.float64 if a.float64 else None, progress=progress)
     out = Path(a.out)
     r.save_json(out / "result.json")
     r.save_csv(out / "steps.csv")
@@ -177,7 +182,7 @@ def cmd_compare(a, progress: bool) -> None:
 
     m, d = MLP.load(a.model), load(a.data)
     res = compare(m, d.X_train, d.T_train, a.criteria, a.loss, steps=a.steps, test=(d.X_test, d.T_test),
-                  device=a.device, progress=progress)
+                  compensation=a.compensation, device=a.device, progress=progress)
     res.save(a.out)
     print(res.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {a.out}/ (compare.csv, summary.csv, paths.csv, compare.png, paths.png) in {res.seconds:.1f}s")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import compensation as comp
 from ._validation import ShrinkNetError
 from .criteria import criterion_name, get_criterion
 from .pruning import _check_scores, _flat_order, prepare, prune
@@ -65,8 +66,8 @@ class CompareResult:
 
 
 def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss: str = "sse", *,
-            steps: int | None = None, test=None, own_paths: bool = True, dtype=None, device=None,
-            progress: bool = False) -> CompareResult:
+            steps: int | None = None, test=None, own_paths: bool = True, compensation: str = "none",
+            dtype=None, device=None, progress: bool = False) -> CompareResult:
     """Compare `criteria` with the exact oracle along its removal path.
 
     Parameters
@@ -75,6 +76,7 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
     steps : compare at the first `steps` oracle steps only (default: every step)
     test : (X_test, T_test), tracked on every criterion's own path
     own_paths : also run every criterion's own iterative pruning path
+    compensation : {"none", "mean", "lstsq"}, scoring and removing with that compensation on
 
     Returns
     -------
@@ -87,7 +89,9 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
     if not criteria:
         raise ShrinkNetError("criteria: expected at least one criterion, got none")
     crits = [(criterion_name(c), get_criterion(c)) for c in criteria]
+    mode = comp.check_mode(compensation)
     src, work, X, T = prepare(model, X, T, loss, dtype, device)
+    work.compensation = mode
     oracle = get_criterion("brute-force")
     n = work.n_active() if steps is None else min(int(steps), work.n_active())
     rows, removed = [], []
@@ -110,11 +114,11 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
                          "regret": float(exact[cl][cu]) - best,
                          "chosen_layer": cl, "chosen_unit": cu, "n_candidates": int(active.sum())})
         removed.append((ol, ou))
-        work.set_gate(ol, ou, 0.0)
+        comp.remove(work, work.cache(X), ol, ou)
     table = pd.DataFrame(rows)
     res = CompareResult(table)
     if own_paths:
-        kw = dict(loss=loss, test=test, dtype=dtype, device=device, progress=progress)
+        kw = dict(loss=loss, test=test, compensation=mode, dtype=dtype, device=device, progress=progress)
         res.oracle = res.paths["brute-force"] = prune(src, X, T, "brute-force", "iterative", stop=n, **kw)
         for name, fn in crits:
             res.paths[name] = prune(src, X, T, fn, "iterative", stop=n, **kw)

@@ -78,10 +78,17 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
 
     cache: model.cache(X) for the current gates; T: (N, n_out) targets.
     """
-    r = _Rank1(model, cache, T, layer, units, chunk)
+    units = torch.as_tensor(units, device=T.device, dtype=torch.long)
     gains = torch.as_tensor(gains, device=T.device, dtype=T.dtype)
-    coef = gains - model.gates[layer][r.units]                   # (C,)
-    dh = cache.act[layer][:, r.units] * coef                     # (N, C) change of each candidate's output
+    dh = cache.act[layer][:, units] * (gains - model.gates[layer][units])   # (N, C)
+    return errors_for_changes(model, cache, T, loss, layer, units, dh, chunk)
+
+
+@torch.no_grad()
+def errors_for_changes(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer: int,
+                       units, dh: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """E when candidate c's output (neuron units[c] of `layer`) changes by dh[:, c]; returns (C,)."""
+    r = _Rank1(model, cache, T, layer, units, chunk)
     out = torch.zeros(r.C, dtype=T.dtype, device=T.device)
     for sl, cs in r.chunks():
         out[cs] += r.loss(sl, cs, dh[sl, cs], loss)
@@ -96,8 +103,9 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
 
 @torch.no_grad()
 def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer: int,
-                               units, chunk: int | None = None):
-    """psi'(0) and psi''(0) for psi_c(t) = E with neuron c's output o_c scaled to (1 + t) o_c.
+                               units, chunk: int | None = None, direction: torch.Tensor | None = None):
+    """psi'(0) and psi''(0) for psi_c(t) = E with neuron c's output o_c scaled to (1 + t) o_c
+    (or moved to o_c + t direction[:, c], where a direction (N, C) is given).
 
     psi'(0) = sum_n o_cn dE_n/do_cn and psi''(0) = sum_n o_cn^2 d2E_n/do_cn^2, exactly (every
     cross term downstream included): second-order forward-mode differentiation written out.
@@ -108,7 +116,7 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
     """
     r = _Rank1(model, cache, T, layer, units, chunk)
     act, L = model._act, model.n_hidden_layers
-    out = cache.out[layer]
+    out = cache.out[layer][:, r.units] if direction is None else direction   # (N, C)
     d1 = torch.zeros(r.C, dtype=T.dtype, device=T.device)
     d2 = torch.zeros_like(d1)
     derivs = []  # f'(x) g and f''(x) g of the downstream hidden layers, active units only
@@ -117,7 +125,7 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
         x, a, g = cache.pre[m][:, rows], cache.act[m][:, rows], model.gates[m][rows]
         derivs.append((act.d1(x, a) * g, act.d2(x, a) * g))
     for sl, cs in r.chunks():
-        dx = out[sl][:, r.units[cs], None] * r.Wc[:, cs].T[None]          # (n, c, R)
+        dx = out[sl, cs, None] * r.Wc[:, cs].T[None]                       # (n, c, R)
         ddx = torch.zeros_like(dx)
         for (f1, f2), (_, Wt, _) in zip(derivs, r.down):
             f1, f2 = f1[sl, None, :], f2[sl, None, :]

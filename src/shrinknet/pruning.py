@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import compensation as comp
 from . import losses
 from ._validation import ShrinkNetError, check_choice, check_fraction, check_inputs, check_targets
 from .criteria import criterion_name, get_criterion
@@ -139,7 +140,8 @@ def _flat_order(scores: list[torch.Tensor]) -> list[tuple[int, int, float]]:
 
 
 def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", stop=None, loss: str = "sse", *,
-          test=None, inplace: bool = False, dtype=None, device=None, progress: bool = False) -> PruneResult:
+          test=None, compensation: str = "none", inplace: bool = False, dtype=None, device=None,
+          progress: bool = False) -> PruneResult:
     """Remove hidden neurons one at a time, lowest criterion score first.
 
     Parameters
@@ -157,8 +159,13 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     loss : {"sse", "cross-entropy"}
     test : (X_test, T_test), optional
         Also record error and accuracy on this set after each removal.
+    compensation : {"none", "mean", "lstsq"}
+        "none" is the paper's pure removal. "mean" folds the removed neuron's mean output into the
+        next layer's bias; "lstsq" refits the next layer's weights on the remaining neurons (both on
+        the evaluation data X, no retraining). The criteria then score candidates with it on, and
+        the result's ``.model`` holds the compensated weights.
     inplace : bool
-        Write the final gates into ``model`` (an MLP) as well.
+        Write the final gates (and, with compensation, the weights) into ``model`` (an MLP).
     dtype, device : torch dtype and device to compute in (default: the model's).
     progress : bool
         Show a progress bar.
@@ -171,7 +178,9 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     stop = Stop.coerce(stop)
     if inplace and not isinstance(model, MLP):
         raise ShrinkNetError(f"inplace=True: expected a shrinknet.MLP, got {type(model).__name__}")
+    mode = comp.check_mode(compensation)
     src, work, X, T = prepare(model, X, T, loss, dtype, device)
+    work.compensation = mode
     crit, name = get_criterion(criterion), criterion_name(criterion)
     classes = has_classes(T)
     if stop.max_accuracy_drop is not None and not classes:
@@ -184,7 +193,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     E0, acc0 = measure(work, X, T, loss, classes)
     res = PruneResult(criterion=name, schedule=schedule, loss=loss, hidden_sizes=work.hidden_sizes,
                       initial_error=E0, initial_accuracy=acc0, accuracies=[] if classes else None,
-                      initially_active=work.n_active())
+                      initially_active=work.n_active(), compensation=mode)
     if test is not None:
         res.initial_test_error, res.initial_test_accuracy = measure(work, Xt, Tt, loss, classes)
         res.test_errors, res.test_accuracies = [], [] if classes else None
@@ -200,10 +209,15 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
             l, u, pred = order[pos]
             pos += 1
             old = float(work.gates[l][u])
-            work.set_gate(l, u, 0.0)
+            nxt = work.layers[l + 1]
+            saved = (nxt.weight.detach().clone(), nxt.bias.detach().clone()) if mode != "none" else None
+            comp.remove(work, work.cache(X), l, u, mode)
             E, acc = measure(work, X, T, loss, classes)
             reason = violation(stop, E0, acc0, E, acc)
             if reason:
+                if saved is not None:
+                    with torch.no_grad():
+                        nxt.weight.copy_(saved[0]), nxt.bias.copy_(saved[1])
                 work.set_gate(l, u, old)
                 res.stop_reason = reason
                 break
@@ -219,9 +233,10 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
                     res.test_accuracies.append(acct)
             bar.update(1)
     res.gates = [g.detach().cpu().numpy().copy() for g in work.gates]
+    res.model = work.clone(dtype=src.layers[0].weight.dtype, device="cpu")
     res.seconds = time.perf_counter() - t0
     if inplace:
-        src.set_gates(res.gates)
+        src.load_state_dict(res.model.state_dict())
     return res
 
 

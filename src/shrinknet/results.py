@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,9 @@ class PruneResult:
     initially_active: int = 0
     stop_reason: str = ""
     seconds: float = 0.0
+    compensation: str = "none"
+    #: the pruned model (gates set; with compensation, the refit weights too); not saved in JSON
+    model: object = field(default=None, repr=False, compare=False)
 
     # ---- derived views ---------------------------------------------------------------
     @property
@@ -70,8 +73,13 @@ class PruneResult:
         return {l: [int(i) for i in np.flatnonzero(np.asarray(g) != 0)] for l, g in enumerate(self.gates)}
 
     def apply(self, model):
-        """A copy of ``model`` with this result's final gates."""
+        """A copy of ``model`` with this result's final gates (the pruned model)."""
         from .models import as_mlp
+        if self.compensation != "none":
+            if self.model is None:
+                raise ShrinkNetError("this result used compensation, whose refit weights are not kept in JSON: "
+                                     "use the .model of the result that prune() returned")
+            return self.model.clone()
         m = as_mlp(model).clone()
         m.set_gates([np.asarray(g) for g in self.gates])
         return m
@@ -91,7 +99,7 @@ class PruneResult:
 
     # ---- files ----------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
         d["removed"] = [[int(l), int(u)] for l, u in self.removed]
         d["gates"] = [np.asarray(g, dtype=float).tolist() for g in self.gates]
         return d
@@ -113,6 +121,7 @@ class PruneResult:
             d = json.loads(Path(path).read_text())
             d["removed"] = [tuple(x) for x in d["removed"]]
             d["gates"] = [np.asarray(g) for g in d["gates"]]
+            d.pop("model", None)
             return cls(**d)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ShrinkNetError(f"result file {path}: not a readable shrinknet result ({e})") from None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import oracle
+from .. import compensation, losses, oracle
 from . import mark_removed, register_criterion
 
 
@@ -15,7 +15,7 @@ def _by_layer(model, X, T, loss, errors_fn):
         units = torch.nonzero(g != 0).flatten()
         s = torch.full_like(g, float("nan"))
         if units.numel():
-            s[units] = errors_fn(cache, l, units, torch.zeros(units.numel(), dtype=T.dtype, device=T.device)) - E0
+            s[units] = errors_fn(cache, l, units) - E0
         out.append(s)
     return mark_removed(model, out)
 
@@ -23,12 +23,25 @@ def _by_layer(model, X, T, loss, errors_fn):
 @register_criterion("brute-force")
 def brute_force(model, X, T, loss):
     """Exact change in error when each neuron is switched off (fast batched path)."""
-    return _by_layer(model, X, T, loss,
-                     lambda cache, l, u, a: oracle.perturbed_errors(model, cache, T, loss, l, u, a))
+    def errors(cache, l, units):
+        dh = -compensation.residuals(model, cache, l, units)   # plain removal: -o (see compensation.py)
+        return oracle.errors_for_changes(model, cache, T, loss, l, units, dh)
+    return _by_layer(model, X, T, loss, errors)
 
 
 @register_criterion("brute-force-literal")
 def brute_force_literal(model, X, T, loss):
     """Exact change in error, one full forward pass per neuron (the definition; slow)."""
-    return _by_layer(model, X, T, loss,
-                     lambda cache, l, u, a: oracle.literal_errors(model, X, T, loss, l, u, a))
+    mode = compensation.mode_of(model)
+    if mode == "none":
+        return _by_layer(model, X, T, loss, lambda cache, l, u: oracle.literal_errors(
+            model, X, T, loss, l, u, torch.zeros(u.numel(), dtype=T.dtype, device=T.device)))
+
+    def errors(cache, l, units):  # remove with compensation on a copy, run the whole net
+        out = []
+        for u in units.tolist():
+            m = model.clone()
+            compensation.remove(m, m.cache(X), l, u, mode)
+            out.append(losses.total(m.logits(X), T, m.output_activation, loss))
+        return torch.stack(out)
+    return _by_layer(model, X, T, loss, errors)

@@ -15,7 +15,8 @@
                    that mean / median.
 
 With gates g != 1 the neuron's output is o = g f(x), so these are Taylor expansions in o
-around the current (gated) output, as the paper's are.
+around the current (gated) output, as the paper's are. With compensation on (see
+compensation.py) the removal moves o by its residual u instead of by o, and o is replaced by u.
 ReLU has f'' = 0, so the OBD recursion carries no activation curvature through ReLU layers:
 taylor2 then only adds the output layer's curvature propagated through squared weights.
 """
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
+from .. import compensation, losses
 from ..oracle import output_scaling_derivatives
 from . import mark_removed, register_criterion
 
@@ -49,14 +50,26 @@ def obd_backprop(model, cache, T, loss):
     return d_out, d2_out
 
 
+def _residuals(model, cache):
+    """Per layer (N, K_l): the output change a removal causes, as -u (u = o without compensation)."""
+    out = []
+    for l, g in enumerate(model.gates):
+        u = torch.zeros_like(cache.out[l])
+        units = torch.nonzero(g != 0).flatten()
+        if units.numel():
+            u[:, units] = compensation.residuals(model, cache, l, units)
+        out.append(u)
+    return out
+
+
 def _taylor(model, X, T, loss, second: bool):
     cache = model.cache(X)
     d_out, d2_out = obd_backprop(model, cache, T, loss)
     out = []
-    for o, d, d2 in zip(cache.out, d_out, d2_out):
-        s = -(o * d).sum(0)
+    for u, d, d2 in zip(_residuals(model, cache), d_out, d2_out):
+        s = -(u * d).sum(0)
         if second:
-            s = s + 0.5 * (o * o * d2).sum(0)
+            s = s + 0.5 * (u * u * d2).sum(0)
         out.append(s)
     return mark_removed(model, out)
 
@@ -82,7 +95,8 @@ def taylor2_exact(model, X, T, loss):
         s = torch.full_like(g, float("nan"))
         units = torch.nonzero(g != 0).flatten()
         if units.numel():
-            d1, d2 = output_scaling_derivatives(model, cache, T, loss, l, units)
+            u = compensation.residuals(model, cache, l, units)
+            d1, d2 = output_scaling_derivatives(model, cache, T, loss, l, units, direction=u)
             s[units] = -d1 + 0.5 * d2
         out.append(s)
     return out
