@@ -42,3 +42,19 @@ def test_cached_training_is_reused(tmp_path, capsys):
 def test_unknown_experiment():
     with pytest.raises(ShrinkNetError, match="unknown experiment 'mnist-3x10'"):
         resolve(["mnist-3x10"])
+
+
+def test_lenet_table_runs_on_tiny_fashion_files(tmp_path, monkeypatch):
+    from shrinknet import data, lenet_table
+    from .test_data import _write_idx
+    import numpy as np
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (40, 28, 28)))
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 40))
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, 20))
+    monkeypatch.setattr(data, "FASHION_DIR", tmp_path)
+    out = lenet_table.run(tmp_path / "table.md", eval_samples=30, criteria=("l1-in", "taylor2"),
+                          modes=("none", "lstsq"), cache=tmp_path / "cache", log=lambda *a: None)
+    text = out.read_text()
+    assert "| l1-in |" in text and "| taylor2 |" in text and "88.69" in text and "82.75" in text
