@@ -1,11 +1,10 @@
-import numpy as np
 import pytest
 import torch
 
 import shrinknet
 from shrinknet import compensation, losses
 
-from .conftest import ACTS, random_data, random_net
+from .conftest import random_data, random_net
 
 
 @pytest.mark.parametrize("mode", ["mean", "lstsq"])
@@ -51,7 +50,6 @@ def test_least_squares_refit_is_the_best_linear_fit():
 def test_prune_with_compensation_records_its_refit_model():
     m = random_net([8, 6], seed=5)
     X, T = random_data(n=80, seed=5)
-    plain = shrinknet.prune(m, X, T, "brute-force", stop=7)
     for mode in ("mean", "lstsq"):
         r = shrinknet.prune(m, X, T, "brute-force", stop=7, compensation=mode)
         assert r.compensation == mode and r.n_removed == 7

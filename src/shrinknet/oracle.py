@@ -35,7 +35,7 @@ class _Rank1:
     def __init__(self, model: MLP, cache: Cache, T: torch.Tensor, layer: int, units, chunk: int | None):
         if chunk is None:
             chunk = DEFAULT_CHUNK if T.device.type == "cpu" else GPU_CHUNK
-        self.model, self.cache, self.T, self.layer = model, cache, T, layer
+        self.model, self.T, self.layer = model, T, layer
         self.units = torch.as_tensor(units, device=T.device, dtype=torch.long)
         L = model.n_hidden_layers
         self.actives = [torch.nonzero(g != 0).flatten() for g in model.gates]

@@ -1,5 +1,4 @@
 import numpy as np
-import torch
 
 import shrinknet
 from shrinknet.criteria.approximate import BruteForceSubset, BruteForceTopK

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 import shrinknet
 from shrinknet import losses
