@@ -39,13 +39,22 @@ def _add_train(sub):
     p.add_argument("--out", required=True, help="where to write the model (.safetensors)")
 
 
+def _shared(p, compensation_help: str) -> None:
+    """The options `prune` and `compare` share: the model, its data, the loss, compensation, device."""
+    p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors)")
+    p.add_argument("--data", default="mnist", help="data set name or .npz file (default: mnist)")
+    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"], help="error measure (default: sse)")
+    p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"], help=compensation_help)
+    p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
+
+
 def _add_prune(sub):
     p = sub.add_parser("prune", help="prune a saved model and write the results (JSON, CSV, PNG)",
                        description="Remove hidden neurons one at a time without retraining. With no "
                        "stopping option every hidden neuron is removed; several options combine "
                        "(the first one met stops).")
-    p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors)")
-    p.add_argument("--data", default="mnist", help="data set name or .npz file (default: mnist)")
+    _shared(p, "none = the paper's pure removal (default); mean = fold the removed neuron's mean output into "
+            "the next bias; lstsq = refit the next layer on the remaining neurons")
     p.add_argument("--eval-on", default="train", choices=["train", "test"],
                    help="which split the criterion and the error are computed on (default: train, as in "
                    "the paper); the other split is tracked as 'test'")
@@ -53,17 +62,12 @@ def _add_prune(sub):
                    help="criterion name (see 'shrinknet criteria'; default: brute-force)")
     p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
                    help="iterative re-ranking after every removal (default) or a single overall ranking")
-    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"], help="error measure (default: sse)")
     p.add_argument("--n-neurons", type=int, default=None, help="stop after removing this many neurons")
     p.add_argument("--fraction", type=float, default=None, help="stop after removing this fraction (0..1)")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="stop before accuracy falls more than this (absolute, e.g. 0.01) below the start")
     p.add_argument("--max-error-increase", type=float, default=None,
                    help="stop before the error exceeds (1 + this) x its start (e.g. 0.1 = +10%%)")
-    p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"],
-                   help="none = the paper's pure removal (default); mean = fold the removed neuron's mean "
-                   "output into the next bias; lstsq = refit the next layer on the remaining neurons")
-    p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
     p.add_argument("--float64", action="store_true", help="compute in float64 (default: the model's dtype)")
     p.add_argument("--out", required=True, help="folder for result.json, steps.csv, curves.png, pruned.safetensors")
 
@@ -101,16 +105,11 @@ def _add_compare(sub):
                        "the exact change in error, whether its top choice is the oracle's, and its regret; also "
                        "run each criterion's own pruning path. Writes compare.csv, summary.csv, paths.csv, "
                        "compare.png and paths.png.")
-    p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors)")
-    p.add_argument("--data", default="mnist", help="data set name or .npz file (default: mnist)")
+    _shared(p, "score and remove with this compensation on (default: none)")
     p.add_argument("--criteria", nargs="+", default=["taylor1", "taylor2", "taylor2-exact", "taylor1-abs",
                                                      "l1-out", "l2-in", "mean-activation", "random"],
                    help="criteria to judge (default: the paper's Taylor estimates and common cheap ones)")
-    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"], help="error measure (default: sse)")
     p.add_argument("--steps", type=int, default=None, help="compare at the first N oracle steps only")
-    p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"],
-                   help="score and remove with this compensation on (default: none)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--out", required=True, help="output folder")
 
 
