@@ -26,8 +26,9 @@ def compact_png(src: Path, dst: Path, scale: float = 0.6) -> Path:
     except ImportError:  # matplotlib depends on pillow, so this is only a fallback
         shutil.copyfile(src, dst)
         return dst
-    im = Image.open(src).convert("RGB")
-    im = im.resize((int(im.width * scale), int(im.height * scale)), Image.LANCZOS)
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        im = im.resize((int(im.width * scale), int(im.height * scale)), Image.LANCZOS)
     im.quantize(colors=64).save(dst, optimize=True)
     return dst
 
