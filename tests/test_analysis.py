@@ -57,3 +57,11 @@ def test_oracle_agreement_is_total_for_the_oracle_itself_and_regret_is_never_neg
     b = analysis.oracle_agreement(m, X, T, t1)
     assert b["share"] < 1.0 and min(b["regret"]) >= 0 and max(b["regret"]) > 0
     assert b["agrees"] == [r == 0 for r in b["regret"]]
+
+
+def test_oracle_agreement_replays_with_the_runs_compensation():
+    m = random_net([5, 4], seed=6)
+    X, T = random_data(seed=6)
+    exact = shrinknet.prune(m, X, T, "brute-force", compensation="mean")
+    a = analysis.oracle_agreement(m, X, T, exact)
+    assert a["share"] == 1.0 and max(abs(x) for x in a["regret"]) < 1e-12

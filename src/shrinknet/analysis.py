@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import oracle
+from . import compensation, oracle
 from .pruning import Stop, prepare, violation
 from .results import PruneResult
 
@@ -91,6 +91,7 @@ def oracle_agreement(model, X, T, result: PruneResult, loss: str | None = None) 
 
     loss = loss or result.loss
     _, work, X, T = prepare(model, X, T, loss)
+    work.compensation = result.compensation   # the oracle scores, and the replay removes, as the run did
     exact = get_criterion("brute-force")
     agrees, regret = [], []
     for l, u in result.removed:
@@ -98,5 +99,5 @@ def oracle_agreement(model, X, T, result: PruneResult, loss: str | None = None) 
         best_l, best_u, best = _flat_order(scores)[0]
         agrees.append((best_l, best_u) == (l, u))
         regret.append(float(scores[l][u]) - best)
-        work.set_gate(l, u, 0.0)
+        compensation.remove(work, work.cache(X), l, u)
     return {"share": float(np.mean(agrees)) if agrees else 1.0, "agrees": agrees, "regret": regret}

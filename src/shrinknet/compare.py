@@ -94,7 +94,7 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
     work.compensation = mode
     oracle = get_criterion("brute-force")
     n = work.n_active() if steps is None else min(int(steps), work.n_active())
-    rows, removed = [], []
+    rows = []
     t0 = time.perf_counter()
     for step in tqdm(range(n), desc="oracle path", disable=not progress, leave=False):
         exact = _check_scores(oracle(work, X, T, loss), work, "brute-force")
@@ -113,7 +113,6 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
                          "agrees": (cl, cu) == (ol, ou),
                          "regret": float(exact[cl][cu]) - best,
                          "chosen_layer": cl, "chosen_unit": cu, "n_candidates": int(active.sum())})
-        removed.append((ol, ou))
         comp.remove(work, work.cache(X), ol, ou)
     table = pd.DataFrame(rows)
     res = CompareResult(table)

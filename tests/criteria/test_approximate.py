@@ -46,3 +46,11 @@ def test_registered_names_run():
     X, T = random_data(seed=1)
     for name in ("brute-force-subset", "brute-force-topk"):
         assert shrinknet.prune(m, X, T, name).n_removed == 9
+
+
+def test_topk_rescoring_uses_the_runs_compensation():
+    m = random_net([5, 4], seed=2)
+    X, T = random_data(seed=2)
+    exact = shrinknet.prune(m, X, T, "brute-force", compensation="lstsq")
+    approx = shrinknet.prune(m, X, T, BruteForceTopK(k=9, refresh=1000), compensation="lstsq")
+    assert approx.removed == exact.removed

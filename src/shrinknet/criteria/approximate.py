@@ -17,6 +17,7 @@ import torch
 
 from .. import oracle
 from . import mark_removed, register_criterion
+from .brute_force import brute_force, removal_errors
 
 
 class BruteForceSubset:
@@ -33,7 +34,7 @@ class BruteForceSubset:
             self._idx = torch.randperm(X.shape[0], generator=g)[:n].sort().values.to(X.device)
             self._key, self._Xs, self._Ts = X, X[self._idx], T[self._idx]
         scale = X.shape[0] / self._idx.numel()
-        return [s * scale for s in _exact(model, self._Xs, self._Ts, loss)]
+        return [s * scale for s in brute_force(model, self._Xs, self._Ts, loss)]
 
 
 class BruteForceTopK:
@@ -50,7 +51,7 @@ class BruteForceTopK:
             any(p.shape != g.shape for p, g in zip(prev, model.gates))
         self._steps += 1
         if stale:
-            self._prev = _exact(model, X, T, loss)
+            self._prev = brute_force(model, X, T, loss)
             return [s.clone() for s in self._prev]
         scores = mark_removed(model, [p.clone() for p in prev])
         flat = torch.cat(scores)
@@ -65,15 +66,9 @@ class BruteForceTopK:
             sel = best[(best >= offsets[l]) & (best < offsets[l + 1])] - offsets[l]
             sel = sel[model.gates[l][sel] != 0]
             if sel.numel():
-                zeros = torch.zeros(sel.numel(), dtype=T.dtype, device=T.device)
-                scores[l][sel] = oracle.perturbed_errors(model, cache, T, loss, l, sel, zeros) - E0
+                scores[l][sel] = removal_errors(model, cache, T, loss, l, sel) - E0
         self._prev = scores
         return [s.clone() for s in scores]
-
-
-def _exact(model, X, T, loss):
-    from .brute_force import brute_force
-    return brute_force(model, X, T, loss)
 
 
 def _stateful(attr, make):

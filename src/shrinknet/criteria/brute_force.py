@@ -20,13 +20,16 @@ def _by_layer(model, X, T, loss, errors_fn):
     return mark_removed(model, out)
 
 
+def removal_errors(model, cache, T, loss, layer: int, units) -> torch.Tensor:
+    """E after removing each of `units` of `layer` (with the model's compensation), fast path; (C,)."""
+    dh = -compensation.residuals(model, cache, layer, units)   # plain removal: -o (see compensation.py)
+    return oracle.errors_for_changes(model, cache, T, loss, layer, units, dh)
+
+
 @register_criterion("brute-force")
 def brute_force(model, X, T, loss):
     """Exact change in error when each neuron is switched off (fast batched path)."""
-    def errors(cache, l, units):
-        dh = -compensation.residuals(model, cache, l, units)   # plain removal: -o (see compensation.py)
-        return oracle.errors_for_changes(model, cache, T, loss, l, units, dh)
-    return _by_layer(model, X, T, loss, errors)
+    return _by_layer(model, X, T, loss, lambda cache, l, u: removal_errors(model, cache, T, loss, l, u))
 
 
 @register_criterion("brute-force-literal")
