@@ -7,7 +7,7 @@ from shrinknet.cli import build_parser, main
 
 
 def test_help_explains_every_option(capsys):
-    for cmd in ("demo", "train", "prune"):
+    for cmd in ("demo", "train", "prune", "shrink"):
         with pytest.raises(SystemExit):
             main([cmd, "--help"])
         out = capsys.readouterr().out
@@ -56,3 +56,30 @@ def test_quick_demo_writes_everything(tmp_path):
     assert len(rows) == 9 and rows[0].startswith("criterion,schedule")
     r = json.loads((tmp_path / "results" / "brute-force_iterative.json").read_text())
     assert len(r["removed"]) == 100
+
+
+def test_shrink_a_saved_cnn(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    import shrinknet
+    from tests.conftest import tiny_cnn
+    g = np.random.default_rng(0)
+    y = g.integers(0, 4, 60)
+    data = {"X_train": g.normal(size=(40, 64)), "T_train": np.eye(4)[y[:40]],
+            "X_test": g.normal(size=(20, 64)), "T_test": np.eye(4)[y[40:]]}
+    np.savez(tmp_path / "d.npz", **data)
+    shrinknet.save_model(tiny_cnn().float(), tmp_path / "cnn.safetensors", example_input=torch.zeros(1, 1, 8, 8))
+    out = tmp_path / "o"
+    assert main(["--quiet", "shrink", str(tmp_path / "cnn.safetensors"), "--data", str(tmp_path / "d.npz"),
+                 "--criterion", "taylor1", "--fraction", "0.4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "removed 6 of 15 units" in text and "parameters" in text and "CPU latency" in text
+    small = shrinknet.load_model(out / "small.safetensors")
+    assert small[0].out_channels + small[4].out_channels + small[9].out_features == 9
+    assert json.loads((out / "report.json").read_text())["after"]["params"] == sum(p.numel() for p in small.parameters())
+    # a model file without an input shape cannot be matched to the data
+    shrinknet.save_model(tiny_cnn().float(), tmp_path / "bare.safetensors")
+    assert main(["shrink", str(tmp_path / "bare.safetensors"), "--data", str(tmp_path / "d.npz"),
+                 "--out", str(tmp_path / "o2")]) == 2
+    assert "no input shape recorded" in capsys.readouterr().err

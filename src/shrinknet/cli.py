@@ -1,8 +1,9 @@
-"""Command line: ``shrinknet {demo,train,prune,criteria,datasets}``; ``shrinknet CMD --help`` for each.
+"""Command line: ``shrinknet {demo,train,prune,shrink,compare,reproduce,...}``; ``shrinknet CMD --help`` for each.
 
     shrinknet demo --out shrinknet-demo
     shrinknet train --data mnist --hidden 100 --out model.safetensors
     shrinknet prune model.safetensors --data mnist --criterion brute-force --fraction 0.5 --out pruned/
+    shrinknet shrink model.safetensors --data fashion-mnist --criterion taylor2 --fraction 0.5 --out small/
 """
 from __future__ import annotations
 
@@ -72,6 +73,33 @@ def _add_prune(sub):
     p.add_argument("--out", required=True, help="folder for result.json, steps.csv, curves.png, pruned.safetensors")
 
 
+def _add_shrink(sub):
+    p = sub.add_parser("shrink", help="prune a saved model (MLP or nn.Sequential of standard layers), make it "
+                       "physically smaller, and report parameters, FLOPs, latency and accuracy before / after",
+                       description="Remove units (Linear output features, Conv2d output channels) without "
+                       "retraining, then build the smaller model and write it (.safetensors, optionally .onnx) "
+                       "with a report. The model file is one written by 'shrinknet train' or by "
+                       "shrinknet.save_model(model, path, example_input=...) (see examples/).")
+    p.add_argument("model", help="model file (.safetensors)")
+    p.add_argument("--data", default="fashion-mnist", help="data set name or .npz file (default: fashion-mnist)")
+    p.add_argument("--loss", default="cross-entropy", choices=["sse", "cross-entropy"],
+                   help="error the criteria rank by (default: cross-entropy)")
+    p.add_argument("--criterion", default="taylor2", help="criterion name (see 'shrinknet criteria'; default: taylor2)")
+    p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
+                   help="re-rank after every removal (default) or rank once")
+    p.add_argument("--units", nargs="+", default=None, metavar="MODULE",
+                   help="names of the Linear / Conv2d modules whose outputs may be removed (default: every one "
+                   "but the output layer)")
+    p.add_argument("--fraction", type=float, default=None, help="stop after removing this fraction (0..1) of the units")
+    p.add_argument("--n-neurons", type=int, default=None, help="stop after removing this many units")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="stop before accuracy (on the evaluation samples) falls more than this below the start")
+    p.add_argument("--eval-samples", type=int, default=5000,
+                   help="training samples the criteria are computed on (seeded; default: 5000, 0 = all)")
+    p.add_argument("--onnx", action="store_true", help="also export the smaller model to ONNX (needs shrinknet[onnx])")
+    p.add_argument("--out", required=True, help="folder for small.safetensors, report.json, result.json, steps.csv")
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="the main job: train 400-100-10 on the MNIST subset, prune with every "
                        "criterion and both algorithms, write curves and a summary",
@@ -131,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_train(sub)
     _add_prune(sub)
+    _add_shrink(sub)
     _add_reproduce(sub)
     _add_compare(sub)
     _add_lenet(sub)
@@ -185,6 +214,45 @@ def cmd_prune(a, progress: bool) -> None:
           "(result.json, steps.csv, curves.png, pruned.safetensors)")
 
 
+def cmd_shrink(a, progress: bool) -> None:
+    import numpy as np
+
+    from .data import load
+    from .pruning import Stop, prune
+    from .saving import load_model, read_meta, save_shrunk
+    from .stats import compare_models
+    from .surgery import shrink
+
+    meta = read_meta(a.model)
+    model = load_model(a.model)
+    d = load(a.data)
+    if "input_shape" not in meta and meta.get("format") != "shrinknet-mlp":
+        raise ShrinkNetError(f"model file {a.model}: no input shape recorded; save it with "
+                             f"shrinknet.save_model(model, path, example_input=...)")
+    shape = json.loads(meta["input_shape"]) if "input_shape" in meta else [d.n_inputs]
+    if int(np.prod(shape)) != d.n_inputs:
+        raise ShrinkNetError(f"--data {a.data}: expected samples of {int(np.prod(shape))} values for input shape "
+                             f"{shape}, got {d.n_inputs}")
+    Xtr, Xte = (torch.as_tensor(x, dtype=torch.float32).reshape(-1, *shape) for x in (d.X_train, d.X_test))
+    Ttr, Tte = torch.as_tensor(d.T_train), torch.as_tensor(d.T_test)
+    if a.eval_samples and a.eval_samples < len(Xtr):
+        idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(Xtr))[:a.eval_samples]))
+        Xtr, Ttr = Xtr[idx], Ttr[idx]
+    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop)
+    r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss,
+              units=a.units, progress=progress)
+    small = shrink(model, r, Xtr[:1])
+    report = compare_models(model, small, Xtr[:1], data=(Xte, Tte), kept=r)
+    out = Path(a.out)
+    files = save_shrunk(small, out, Xtr[:1], report, onnx=a.onnx)
+    r.save_json(out / "result.json")
+    r.save_csv(out / "steps.csv")
+    files = ", ".join(files + ["result.json", "steps.csv"])
+    print(f"removed {r.n_removed} of {r.initially_active} units with {a.criterion} ({a.schedule}; {r.stop_reason}) "
+          f"in {r.seconds:.1f}s, no retraining\n{report}\n(accuracy on the {len(Xte)} test samples)\n"
+          f"wrote {out}/ ({files})")
+
+
 def cmd_compare(a, progress: bool) -> None:
     from .compare import compare
     from .data import load
@@ -218,6 +286,8 @@ def main(argv=None) -> int:
             cmd_train(a, progress)
         elif a.cmd == "prune":
             cmd_prune(a, progress)
+        elif a.cmd == "shrink":
+            cmd_shrink(a, progress)
         elif a.cmd == "criteria":
             from .criteria import describe_criteria
             for k, v in describe_criteria().items():

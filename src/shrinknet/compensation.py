@@ -62,6 +62,9 @@ def remove(model: MLP, cache: Cache, layer: int, unit: int, mode: str | None = N
     """Switch neuron (layer, unit) off, compensating in the next layer as `mode` says.
     `cache` must be model.cache(X) on the evaluation data, before the removal."""
     mode = mode or mode_of(model)
+    if mode == "none":
+        model.set_gate(layer, unit, 0.0)
+        return
     nxt = model.layers[layer + 1]
     if mode == "mean":
         nxt.bias += cache.out[layer][:, unit].mean() * nxt.weight[:, unit]
@@ -73,6 +76,5 @@ def remove(model: MLP, cache: Cache, layer: int, unit: int, mode: str | None = N
         beta -= torch.outer(Ginv[:, p] / Ginv[p, p], beta[p])   # refit without column p
         nxt.weight[:, active] = beta[:-1].T.to(nxt.weight.dtype)
         nxt.bias.copy_(beta[-1].to(nxt.bias.dtype))
-    if mode != "none":
-        nxt.weight[:, unit] = 0.0
+    nxt.weight[:, unit] = 0.0
     model.set_gate(layer, unit, 0.0)

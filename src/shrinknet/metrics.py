@@ -35,15 +35,45 @@ def measure(model, X: torch.Tensor, T: torch.Tensor, loss: str, classes: bool):
     return E, acc
 
 
-def evaluate(model, X, T, loss: str = "sse") -> dict:
+def evaluate(model, X, T, loss: str = "sse", *, output_activation: str | None = None) -> dict:
     """Error (summed over samples) and, for class targets, accuracy.
 
-    Returns ``{"error": float, "accuracy": float or None, "n": int}``.
+    ``model`` is an MLP, or any nn.Module whose output the loss reads through ``output_activation``
+    (default identity: logits). Returns ``{"error": float, "accuracy": float or None, "n": int}``.
     """
+    from .pruning import is_generic
+    if is_generic(model):
+        return _evaluate_any(model, X, T, losses.check_loss(loss), output_activation or "identity")
     m = as_mlp(model)
     m.check_finite()
     p = next(m.parameters())
     X = check_inputs(X, m.sizes[0], p.dtype, p.device)
     T = check_targets(T, X.shape[0], m.sizes[-1], p.dtype, p.device)
     E, acc = measure(m, X, T, losses.check_loss(loss), has_classes(T))
+    return {"error": E, "accuracy": acc, "n": int(X.shape[0])}
+
+
+@torch.no_grad()
+def _evaluate_any(model, X, T, loss: str, output: str) -> dict:
+    from .activations import output_activation as check_output
+    from ._validation import ShrinkNetError, as_tensor
+    from .gating import rows_per_pass
+    output = check_output(output)
+    p = next(iter(model.parameters()), None)
+    X = as_tensor(X, "X", p.dtype if p is not None else torch.float32, p.device if p is not None else None)
+    was = model.training
+    model.eval()
+    try:
+        b = rows_per_pass(model, X[:1])
+        z = torch.cat([model(X[i:i + b]) for i in range(0, X.shape[0], b)])
+    except RuntimeError as e:
+        raise ShrinkNetError(f"X: the model cannot take inputs of shape {tuple(X.shape)} ({e})") from None
+    finally:
+        model.train(was)
+    if z.ndim != 2:
+        raise ShrinkNetError(f"model: expected outputs of shape (N, n_out), got {tuple(z.shape)}")
+    T = check_targets(T, X.shape[0], z.shape[1], z.dtype, z.device)
+    classes = has_classes(T)
+    E = float(losses.total(z, T, output, loss))
+    acc = accuracy_of(apply_output(z, output), T, output) if classes else None
     return {"error": E, "accuracy": acc, "n": int(X.shape[0])}

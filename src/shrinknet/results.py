@@ -49,6 +49,12 @@ class PruneResult:
     stop_reason: str = ""
     seconds: float = 0.0
     compensation: str = "none"
+    #: names of the unit groups, in the order of ``hidden_sizes`` (module names; "layers.l" for an MLP)
+    unit_names: list = field(default_factory=list)
+    #: shape of one input sample, for models other than the MLP (to trace them when shrinking)
+    input_shape: list | None = None
+    #: for models other than the MLP: what the loss applied to their output
+    output_activation: str | None = None
     #: the pruned model (gates set; with compensation, the refit weights too); not saved in JSON
     model: object = field(default=None, repr=False, compare=False)
 
@@ -72,9 +78,23 @@ class PruneResult:
         """Hidden layer -> indices of the units still active at the end."""
         return {l: [int(i) for i in np.flatnonzero(np.asarray(g) != 0)] for l, g in enumerate(self.gates)}
 
+    def keep_by_name(self) -> dict[str, list[int]]:
+        """Unit group name (module name) -> indices still active: the ``keep`` of :func:`shrinknet.shrink`."""
+        names = self.unit_names or [f"layers.{l}" for l in range(len(self.gates))]
+        return {names[l]: idx for l, idx in self.keep().items()}
+
     def apply(self, model):
-        """A copy of ``model`` with this result's final gates (the pruned model)."""
+        """A copy of ``model`` with this result's final gates (the pruned model): an MLP, or for other
+        models a :class:`~shrinknet.gating.GatedModel` (see :func:`shrinknet.shrink` for a smaller one)."""
         from .models import as_mlp
+        from .pruning import is_generic
+        if is_generic(model):
+            import torch
+
+            from .gating import GatedModel
+            gm = GatedModel(model, self.unit_names, torch.zeros(1, *self.input_shape),
+                            self.output_activation or "identity")
+            return gm.set_gates([np.asarray(g) for g in self.gates])
         if self.compensation != "none":
             if self.model is None:
                 raise ShrinkNetError("this result used compensation, whose refit weights are not kept in JSON: "

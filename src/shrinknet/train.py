@@ -71,3 +71,36 @@ def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool = 
         if cfg.target_accuracy is not None and acc is not None and acc >= cfg.target_accuracy:
             break
     return history
+
+
+def train_classifier(model: torch.nn.Module, X, y, epochs: int = 5, lr: float = 1e-3, batch_size: int = 128,
+                     seed: int = 0, progress: bool = False) -> list[dict]:
+    """Train any nn.Module that outputs class logits, in place, with Adam and cross-entropy (seeded
+    shuffling; seed torch yourself for the initial weights). Returns one {"epoch", "loss"} per epoch.
+
+    X: (N, ...) inputs as the model takes them; y: (N,) integer labels or (N, n_classes) one-hot rows."""
+    if epochs < 0 or batch_size < 1 or not lr > 0:
+        raise ShrinkNetError(f"train: expected epochs >= 0, batch_size >= 1, lr > 0, got {epochs}, {batch_size}, {lr}")
+    p = next(model.parameters())
+    X = torch.as_tensor(X, dtype=p.dtype, device=p.device)
+    y = torch.as_tensor(y, device=p.device)
+    y = y.argmax(1) if y.ndim == 2 else y.long()
+    if X.shape[0] != y.shape[0] or X.shape[0] == 0:
+        raise ShrinkNetError(f"train: expected as many labels as samples (> 0), got {y.shape[0]} and {X.shape[0]}")
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    history = []
+    model.train()
+    for epoch in tqdm(range(epochs), desc="training", disable=not progress, leave=False):
+        perm = torch.randperm(X.shape[0], generator=gen).to(X.device)
+        total = 0.0
+        for i in range(0, X.shape[0], batch_size):
+            idx = perm[i:i + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(X[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        history.append({"epoch": epoch + 1, "loss": total / X.shape[0]})
+    model.eval()
+    return history

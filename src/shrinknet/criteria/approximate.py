@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from .. import oracle
-from . import mark_removed, register_criterion
-from .brute_force import brute_force, removal_errors
+from . import get_criterion, mark_removed, register_criterion
+from .brute_force import error_now, errors_without
 
 
 class BruteForceSubset:
@@ -34,7 +33,7 @@ class BruteForceSubset:
             self._idx = torch.randperm(X.shape[0], generator=g)[:n].sort().values.to(X.device)
             self._key, self._Xs, self._Ts = X, X[self._idx], T[self._idx]
         scale = X.shape[0] / self._idx.numel()
-        return [s * scale for s in brute_force(model, self._Xs, self._Ts, loss)]
+        return [s * scale for s in get_criterion("brute-force", model)(model, self._Xs, self._Ts, loss)]
 
 
 class BruteForceTopK:
@@ -51,14 +50,13 @@ class BruteForceTopK:
             any(p.shape != g.shape for p, g in zip(prev, model.gates))
         self._steps += 1
         if stale:
-            self._prev = brute_force(model, X, T, loss)
+            self._prev = get_criterion("brute-force", model)(model, X, T, loss)
             return [s.clone() for s in self._prev]
         scores = mark_removed(model, [p.clone() for p in prev])
         flat = torch.cat(scores)
         flat = torch.where(torch.isnan(flat), torch.full_like(flat, float("inf")), flat)
         best = torch.argsort(flat, stable=True)[: self.k]
-        cache = model.cache(X)
-        E0 = oracle.current_error(model, cache, T, loss)
+        E0 = error_now(model, X, T, loss)
         offsets = [0]
         for g in model.gates:
             offsets.append(offsets[-1] + g.numel())
@@ -66,7 +64,7 @@ class BruteForceTopK:
             sel = best[(best >= offsets[l]) & (best < offsets[l + 1])] - offsets[l]
             sel = sel[model.gates[l][sel] != 0]
             if sel.numel():
-                scores[l][sel] = removal_errors(model, cache, T, loss, l, sel) - E0
+                scores[l][sel] = errors_without(model, X, T, loss, l, sel) - E0
         self._prev = scores
         return [s.clone() for s in scores]
 
@@ -79,7 +77,7 @@ def _stateful(attr, make):
     return fn
 
 
-register_criterion("brute-force-subset", _stateful("_subset_state", BruteForceSubset),
+register_criterion("brute-force-subset", _stateful("_subset_state", BruteForceSubset), generic=True,
                    description="APPROXIMATE: brute force on a seeded random 10% of the samples")
-register_criterion("brute-force-topk", _stateful("_topk_state", BruteForceTopK),
+register_criterion("brute-force-topk", _stateful("_topk_state", BruteForceTopK), generic=True,
                    description="APPROXIMATE: re-score only the 10 best of the last step (full every 10 steps)")

@@ -20,6 +20,20 @@ def _by_layer(model, X, T, loss, errors_fn):
     return mark_removed(model, out)
 
 
+def error_now(model, X, T, loss) -> torch.Tensor:
+    """E of the model as it is (any gated model)."""
+    return losses.total(model.cache(X).z, T, model.output_activation, loss)
+
+
+def errors_without(model, X, T, loss, layer: int, units) -> torch.Tensor:
+    """E after removing each of `units` of `layer`, exact, for the MLP class or any gated model; (C,)."""
+    from ..gating import GatedModel
+    if isinstance(model, GatedModel):
+        from .generic import errors_after_removal
+        return errors_after_removal(model, X, T, loss, layer, units)
+    return removal_errors(model, model.cache(X), T, loss, layer, units)
+
+
 def removal_errors(model, cache, T, loss, layer: int, units) -> torch.Tensor:
     """E after removing each of `units` of `layer` (with the model's compensation), fast path; (C,)."""
     dh = -compensation.residuals(model, cache, layer, units)   # plain removal: -o (see compensation.py)

@@ -43,7 +43,7 @@ for _p in (1, 2):
                            description=f"L{_p} norm of the neuron's {'incoming' if _d == 'in' else 'outgoing'} weights")
 
 
-@register_criterion("random")
+@register_criterion("random", generic=True)
 def random_scores(model, X, T, loss):
     """Seeded random scores (seed = number of active neurons)."""
     g = torch.Generator().manual_seed(model.n_active())

@@ -1,0 +1,245 @@
+"""Saving shrunk models without pickle, and exporting them to ONNX.
+
+A shrunk model is the user's own class with smaller layers, so a file holds its state dict plus a
+description of every resized layer's shape (safetensors metadata; JSON, no code):
+
+* an ``nn.Sequential`` built only from standard layers (Linear, Conv2d, BatchNorm, activations,
+  pooling, Flatten, Dropout, nested Sequentials) is described completely and loads on its own;
+* any other model loads into a ``template``: an instance of the original (unshrunk) architecture,
+  made by the caller's own code, whose Linear / Conv2d / BatchNorm layers are resized to the
+  stored shapes before the weights are loaded.
+
+Loading never unpickles and never imports or runs code named in a file.
+
+    >>> save_model(small, "small.safetensors", example_input=X[:1])
+    >>> small = load_model("small.safetensors")                   # an nn.Sequential
+    >>> small = load_model("small.safetensors", template=MyNet())  # any other model
+    >>> export_onnx(small, "small.onnx", example_input=X[:1])
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._io import atomic_target
+from ._validation import ShrinkNetError, as_tensor
+from .models import MLP
+
+FORMAT = "shrinknet-module"
+FORMAT_VERSION = "1"
+
+#: layer types a file may name, and the constructor arguments kept for each
+_LAYERS = {
+    "Linear": ("in_features", "out_features", "bias"),
+    "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "bias",
+               "padding_mode"),
+    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats"),
+    "ReLU": ("inplace",), "GELU": ("approximate",), "Sigmoid": (), "Tanh": (), "SiLU": (), "Identity": (),
+    "LeakyReLU": ("negative_slope",), "ELU": ("alpha",), "Softmax": ("dim",), "LogSoftmax": ("dim",),
+    "Flatten": ("start_dim", "end_dim"), "Dropout": ("p",),
+    "MaxPool2d": ("kernel_size", "stride", "padding"), "AvgPool2d": ("kernel_size", "stride", "padding"),
+    "AdaptiveAvgPool2d": ("output_size",),
+}
+#: layers whose shape a shrink changes, and the attributes that say it
+_SHAPED = {nn.Linear: ("in_features", "out_features"), nn.Conv2d: ("in_channels", "out_channels"),
+           nn.BatchNorm1d: ("num_features",), nn.BatchNorm2d: ("num_features",)}
+
+
+def _arg(mod, a):
+    if a == "bias":
+        return getattr(mod, "bias", None) is not None
+    v = getattr(mod, a)
+    return list(v) if isinstance(v, tuple) else v
+
+
+def describe(model: nn.Module):
+    """A JSON-able description of an nn.Sequential of standard layers, or None for other models."""
+    if type(model) is nn.Sequential:
+        children = [[n, describe(c)] for n, c in model.named_children()]
+        return None if any(c is None for _, c in children) else {"type": "Sequential", "children": children}
+    name = type(model).__name__
+    if name in _LAYERS and type(model) is getattr(nn, name):
+        return {"type": name, **{a: _arg(model, a) for a in _LAYERS[name]}}
+    return None
+
+
+def build(spec) -> nn.Module:
+    """The module a :func:`describe` spec stands for (only the whitelisted layer types)."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ShrinkNetError(f"architecture: expected a layer description, got {spec!r}"[:200])
+    kind = spec["type"]
+    if kind == "Sequential":
+        seq = nn.Sequential()
+        for name, child in spec.get("children", []):
+            seq.add_module(str(name), build(child))
+        return seq
+    if kind not in _LAYERS:
+        raise ShrinkNetError(f"architecture: layer type {kind!r} is not supported: expected one of "
+                             f"{', '.join(sorted(_LAYERS))}")
+    kwargs = {a: spec[a] for a in _LAYERS[kind] if a in spec}
+    return getattr(nn, kind)(**kwargs)
+
+
+def _shapes(model: nn.Module) -> dict:
+    return {n: {a: getattr(m, a) for a in attrs} for n, m in model.named_modules()
+            for t, attrs in _SHAPED.items() if type(m) is t}
+
+
+def save_model(model: nn.Module, path, *, example_input=None) -> Path:
+    """Write ``model`` (any nn.Module, e.g. one :func:`shrinknet.shrink` returned) to a .safetensors
+    file: its state dict and the shapes of its layers; atomic. ``example_input`` records the input
+    shape (used by the CLI)."""
+    from safetensors.torch import save_file
+    if isinstance(model, MLP):
+        return model.save(path)
+    if not isinstance(model, nn.Module):
+        raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    path = Path(path)
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(model).__name__,
+            "shapes": json.dumps(_shapes(model))}
+    spec = describe(model)
+    if spec is not None:
+        meta["architecture"] = json.dumps(spec)
+    if example_input is not None:
+        meta["input_shape"] = json.dumps(list(torch.as_tensor(example_input).shape[1:]))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_target(path) as tmp:
+        save_file(tensors, tmp, metadata=meta)
+    return path
+
+
+def read_meta(path) -> dict:
+    """The metadata of a model file (format, input_shape, ...), without loading the tensors."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise ShrinkNetError(f"model file {path}: not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ShrinkNetError(f"model file {path}: not a readable safetensors file ({e})") from None
+
+
+def load_model(path, template: nn.Module | None = None) -> nn.Module:
+    """Read a file written by :func:`save_model` (or an MLP file). Never unpickles.
+
+    ``template``: an instance of the original architecture, needed unless the file describes the
+    whole model (an nn.Sequential of standard layers) or holds an MLP. It is not modified."""
+    from safetensors import safe_open
+    meta = read_meta(path)
+    if meta.get("format") == "shrinknet-mlp":
+        return MLP.load(path)
+    if meta.get("format") != FORMAT:
+        raise ShrinkNetError(f"model file {path}: expected format {FORMAT!r} or 'shrinknet-mlp', "
+                             f"got {meta.get('format')!r}")
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        shapes = json.loads(meta["shapes"])
+        if template is not None:
+            if not isinstance(template, nn.Module):
+                raise ShrinkNetError(f"template: expected a torch nn.Module, got {type(template).__name__}")
+            model = copy.deepcopy(template)
+        elif "architecture" in meta:
+            model = build(json.loads(meta["architecture"]))
+        else:
+            raise ShrinkNetError(f"model file {path}: holds a {meta.get('class')!r}, which only loads into a "
+                                 f"template: pass template=<an instance of the original architecture>")
+        floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
+        if floats:
+            model = model.to(floats[0])                  # the file's precision, not the builder's default
+        _resize(model, shapes, path)
+        model.load_state_dict(tensors, strict=True)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        if isinstance(e, ShrinkNetError):
+            raise
+        raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
+    for k, v in model.state_dict().items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise ShrinkNetError(f"model file {path}: parameter {k} has NaN/inf values")
+    return model.eval()
+
+
+def _resize(model: nn.Module, shapes: dict, path) -> None:
+    """Give each named Linear / Conv2d / BatchNorm the stored shape (fresh parameters of that shape)."""
+    mods = dict(model.named_modules())
+    for name, attrs in shapes.items():
+        m = mods.get(name)
+        if m is None or type(m) not in _SHAPED:
+            raise ShrinkNetError(f"model file {path}: layer {name!r} is not a Linear / Conv2d / BatchNorm of the "
+                                 f"template")
+        for a, v in attrs.items():
+            setattr(m, a, int(v))
+        with torch.no_grad():
+            if isinstance(m, nn.Linear):
+                m.weight = nn.Parameter(m.weight.new_empty(m.out_features, m.in_features))
+                if m.bias is not None:
+                    m.bias = nn.Parameter(m.bias.new_empty(m.out_features))
+            elif isinstance(m, nn.Conv2d):
+                m.weight = nn.Parameter(m.weight.new_empty(m.out_channels, m.in_channels // m.groups,
+                                                           *m.kernel_size))
+                if m.bias is not None:
+                    m.bias = nn.Parameter(m.bias.new_empty(m.out_channels))
+            else:
+                k = m.num_features
+                if m.affine:
+                    m.weight, m.bias = nn.Parameter(m.weight.new_empty(k)), nn.Parameter(m.bias.new_empty(k))
+                if m.track_running_stats:
+                    m.running_mean, m.running_var = m.running_mean.new_empty(k), m.running_var.new_empty(k)
+
+
+def export_onnx(model: nn.Module, path, example_input) -> Path:
+    """Export ``model`` to ONNX (``torch.onnx.export``, dynamo exporter), batch size left free.
+
+    Needs the ``onnx`` and ``onnxscript`` packages (``pip install 'shrinknet[onnx]'``)."""
+    import contextlib
+    import io
+    import logging
+    import warnings
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ShrinkNetError("ONNX export needs the onnx and onnxscript packages: pip install 'shrinknet[onnx]'") from None
+    p = next(iter(model.parameters()), None)
+    x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32)[:1]
+    x = x.expand(2, *x.shape[1:]).contiguous()            # batch 2, so the batch size stays symbolic
+    path = Path(path)
+    m = copy.deepcopy(model).cpu().eval()
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    with atomic_target(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        quiet.setLevel(logging.ERROR)
+        try:
+            torch.onnx.export(m, (x.cpu(),), str(tmp), dynamo=True, input_names=["input"], output_names=["output"],
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+        except Exception as e:
+            raise ShrinkNetError(f"ONNX export of {type(model).__name__} failed ({type(e).__name__}: {e})"[:500]) from None
+        finally:
+            quiet.setLevel(level)
+    return path
+
+
+def save_shrunk(small: nn.Module, folder, example_input, report=None, onnx: bool = True) -> list[str]:
+    """Write ``small.safetensors`` (with the input shape), ``report.json`` (a ShrinkReport, if given) and,
+    with ``onnx`` and the packages installed, ``small.onnx`` into ``folder``; the names written."""
+    folder = Path(folder)
+    save_model(small, folder / "small.safetensors", example_input=example_input)
+    written = ["small.safetensors"]
+    if report is not None:
+        report.save_json(folder / "report.json")
+        written.append("report.json")
+    if onnx:
+        export_onnx(small, folder / "small.onnx", example_input)
+        written.append("small.onnx")
+    return written
+
+
+__all__ = ["save_shrunk", "save_model", "load_model", "read_meta", "export_onnx", "describe", "build"]

@@ -1,0 +1,208 @@
+"""Physical removal: a new, smaller model in which the removed units no longer exist.
+
+The producing layer loses rows (Linear) or output channels (Conv2d), its BatchNorm loses the same
+channels, and every consumer loses the matching inputs (a Linear after a flatten loses each removed
+channel's H x W block of columns). The dependency graph is Torch-Pruning's DepGraph (Fang et al.
+2023), built by tracing one forward pass; this module only decides which groups it may prune and
+checks the result against the gated model.
+
+A unit can be removed on its own only if nothing else must shrink with it: when its channels are
+added to other layers' channels (a residual connection), normalised together with other features
+(LayerNorm), or fed to a depthwise convolution, the error names the module it is coupled to.
+
+    >>> small = shrink(model, {"conv1": [0, 2, 3], "fc1": range(50)}, example_input=X[:1])
+    >>> small = shrink(model, result)          # keep = the units a PruneResult left active
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._validation import ShrinkNetError, as_tensor
+from .gating import GatedModel, UNIT_TYPES, find_units
+from .models import MLP
+
+#: relative tolerance of the check that the shrunk model computes what the gated one does
+CHECK_RTOL = 1e-4
+
+
+def dependency_graph(model: nn.Module, example_input: torch.Tensor):
+    """Torch-Pruning's dependency graph of `model`, traced on `example_input`."""
+    import torch_pruning as tp
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+    except Exception as e:
+        raise ShrinkNetError(f"model: tracing its dependency graph failed ({type(e).__name__}: {e})") from None
+
+
+def _out_fn(mod):
+    import torch_pruning as tp
+    return tp.prune_linear_out_channels if isinstance(mod, nn.Linear) else tp.prune_conv_out_channels
+
+
+def group_of(graph, model: nn.Module, unit, idxs) -> dict[str, list[int]]:
+    """{consumer module name: its input indices fed by `idxs`} for removing `idxs` of `unit`.
+    Raises if other layers' outputs would have to shrink with them."""
+    mods = dict(model.named_modules())
+    names = {id(m): n for n, m in mods.items()}
+    group = graph.get_pruning_group(mods[unit.name], _out_fn(mods[unit.name]), idxs=[int(i) for i in idxs])
+    consumers: dict[str, list[int]] = {}
+    coupled = []
+    for dep, ix in group:
+        mod = dep.target.module
+        name = names.get(id(mod))
+        if name is None or not any(True for _ in mod.parameters(recurse=False)):
+            continue                                   # parameter-free ops: activations, pooling, reshapes
+        handler = getattr(dep.handler, "__name__", str(dep.handler))
+        if "out_channels" in handler and name not in unit.chain:
+            coupled.append((not isinstance(mod, UNIT_TYPES), name, type(mod).__name__))
+        elif "in_channels" in handler:
+            consumers[name] = sorted(int(i) for i in ix)
+    if coupled:
+        _, name, kind = min(coupled)                   # name a Linear / Conv2d where there is one
+        raise ShrinkNetError(f"units of {unit.name!r} cannot be removed on their own: they are coupled to the "
+                             f"output of module {name!r} ({kind}), e.g. through a residual addition, a "
+                             f"normalisation over features or a depthwise convolution; choose the layers "
+                             f"inside the block instead")
+    return consumers
+
+
+def _coerce_keep(keep, names_by_index):
+    from .results import PruneResult
+    if isinstance(keep, PruneResult):
+        return keep.keep_by_name()
+    if not isinstance(keep, dict) or not keep:
+        raise ShrinkNetError(f"keep: expected a non-empty dict {{module name: indices to keep}} or a PruneResult, "
+                             f"got {type(keep).__name__}")
+    out = {}
+    for k, v in keep.items():
+        if isinstance(k, (int, np.integer)) and names_by_index is not None:
+            if not 0 <= k < len(names_by_index):
+                raise ShrinkNetError(f"keep: layer index {k} out of range (0..{len(names_by_index) - 1})")
+            k = names_by_index[int(k)]
+        out[str(k)] = v
+    return out
+
+
+def _indices(v, size: int, name: str) -> list[int]:
+    try:
+        idx = np.asarray(list(v) if not isinstance(v, (np.ndarray, torch.Tensor)) else v).astype(np.int64).ravel()
+    except (TypeError, ValueError):
+        raise ShrinkNetError(f"keep[{name!r}]: expected integer indices, got {v!r}") from None
+    if idx.size == 0:
+        raise ShrinkNetError(f"keep[{name!r}]: expected at least one unit to keep (removing all {size} would "
+                             f"disconnect the network), got none")
+    if idx.min() < 0 or idx.max() >= size or len(set(idx.tolist())) != idx.size:
+        raise ShrinkNetError(f"keep[{name!r}]: expected distinct indices in [0, {size}), got {idx.tolist()[:10]}...")
+    return sorted(idx.tolist())
+
+
+def shrink_mlp(model: MLP, keep) -> MLP:
+    """A smaller MLP: hidden layer l keeps the units ``keep["layers.l"]`` (or ``keep[l]``)."""
+    names = [f"layers.{l}" for l in range(model.n_hidden_layers)]
+    from .results import PruneResult
+    keep = _coerce_keep(keep.keep() if isinstance(keep, PruneResult) else keep, names)
+    for k in keep:
+        if k not in names:
+            raise ShrinkNetError(f"keep: {k!r} is not a hidden layer of this MLP: expected one of {', '.join(names)}")
+    rows = [_indices(keep[n], k, n) if n in keep else list(range(k)) for n, k in zip(names, model.hidden_sizes)]
+    Ws, bs = model.to_numpy()
+    gates = [g.detach().cpu().numpy() for g in model.gates]
+    for l, r in enumerate(rows):
+        Ws[l], bs[l] = Ws[l][r], bs[l][r]
+        Ws[l + 1] = Ws[l + 1][:, r] * gates[l][r]      # gains other than 0/1 fold into the next layer
+    out = MLP.from_numpy(Ws, bs, model.hidden_activation, model.output_activation, dtype=model.layers[0].weight.dtype)
+    return out.to(model.layers[0].weight.device)
+
+
+def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Module:
+    """A new, physically smaller copy of ``model`` that keeps only the listed units.
+
+    Parameters
+    ----------
+    model : nn.Module, GatedModel or MLP
+        Not modified. A GatedModel gives its bare model (its gates only supply the default `keep`).
+    keep : dict or PruneResult
+        {module name: indices of its output units (Linear features / Conv2d channels) to keep};
+        modules not named keep all their units. A PruneResult stands for the units it left active.
+    example_input : tensor, optional
+        A batch the model accepts, to trace it (one sample is enough). Taken from the GatedModel or
+        PruneResult when not given.
+    check : bool
+        Compare the shrunk model's output with the gated model's on seeded random inputs and raise,
+        naming the units, if they differ.
+
+    Returns
+    -------
+    nn.Module of the model's own class (an MLP for an MLP), in the model's train / eval mode.
+    """
+    from .results import PruneResult
+    shape = None
+    if isinstance(keep, PruneResult):
+        shape = keep.input_shape
+    if isinstance(model, GatedModel):
+        shape = shape or model.input_shape
+        if keep is None:
+            keep = {n: np.flatnonzero(g.detach().cpu().numpy() != 0) for n, g in zip(model.unit_names, model.gates)}
+        unit_names = model.unit_names
+        model = model.bare_copy()
+    else:
+        unit_names = None
+    if keep is None:
+        raise ShrinkNetError("keep: expected {module name: indices to keep} or a PruneResult, got None")
+    if isinstance(model, MLP):
+        return shrink_mlp(model, keep)
+    if not isinstance(model, nn.Module):
+        raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    if example_input is None:
+        if shape is None:
+            raise ShrinkNetError("example_input: expected a tensor the model accepts (one sample is enough) to trace "
+                                 "its layers, got None")
+        example_input = torch.zeros(1, *shape)
+    p = next(iter(model.parameters()), None)
+    x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32,
+                  p.device if p is not None else None)[:1]
+    keep = _coerce_keep(keep, unit_names)
+    was_training = model.training
+    small = copy.deepcopy(model).eval()
+    units = find_units(small, x, list(keep))
+    kept = {u.name: _indices(keep[u.name], u.size, u.name) for u in units}
+    graph = dependency_graph(small, x)
+    mods = dict(small.named_modules())
+    for u in units:
+        removed = sorted(set(range(u.size)) - set(kept[u.name]))
+        if removed:
+            group_of(graph, small, u, removed)        # raises where a dependency cannot be handled
+            graph.get_pruning_group(mods[u.name], _out_fn(mods[u.name]), idxs=removed).prune()
+    if check:
+        _check(model, small, units, kept, x)
+    return small.train(was_training)
+
+
+@torch.no_grad()
+def _check(model, small, units, kept, x):
+    gm = GatedModel(model, [u.name for u in units], x)
+    for l, u in enumerate(units):
+        g = torch.zeros(u.size, dtype=gm.gates[l].dtype)
+        g[kept[u.name]] = 1.0
+        gm.set_gates([*gm.gates[:l], g, *gm.gates[l + 1:]])
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(8, *x.shape[1:], generator=gen).to(x)
+    want, got = gm(xs), small(xs)
+    if want.shape != got.shape:
+        raise ShrinkNetError(f"shrink: the smaller model's output has shape {tuple(got.shape)}, expected "
+                             f"{tuple(want.shape)}; a unit of {[u.name for u in units]} reaches the output")
+    err = float((want - got).abs().max())
+    scale = float(want.abs().max()) + 1e-12
+    if err > CHECK_RTOL * scale + 1e-6:
+        raise ShrinkNetError(
+            f"shrink: the smaller model differs from the gated one (max |diff| {err:.3g}) for units of "
+            f"{[u.name for u in units]}: a removed unit is not silent to its consumers, e.g. an activation "
+            f"called as a function with f(0) != 0 (sigmoid) after the gate, or a dependency the tracer "
+            f"does not see")
+
+
+__all__ = ["shrink", "shrink_mlp", "dependency_graph", "group_of"]

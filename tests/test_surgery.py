@@ -1,0 +1,117 @@
+"""Physical removal: the smaller model computes what the gated model computes."""
+import pytest
+import torch
+from torch import nn
+
+import shrinknet
+from shrinknet import GatedModel, ShrinkNetError, shrink
+from tests.conftest import image_data, random_data, random_net, tiny_cnn, tiny_resnet
+
+
+def gated_output(model, keep, X):
+    gm = GatedModel(model, list(keep), X[:1])
+    for l, name in enumerate(gm.unit_names):
+        g = torch.zeros(gm.units[l].size, dtype=torch.float64)
+        g[list(keep[name])] = 1.0
+        gm.gates[l].copy_(g)
+    return gm(X)
+
+
+def test_mlp_class_shrinks_to_a_smaller_mlp_with_gains_folded_in():
+    m = random_net([6, 5], "tanh", "softmax")
+    X, _ = random_data()
+    m.gate0[2] = 0.0
+    m.gate1[:] = torch.tensor([1.0, 0.0, 0.5, 2.0, 0.0], dtype=torch.float64)
+    small = shrink(m, {"layers.0": [0, 1, 3, 4, 5], 1: [0, 2, 3]})
+    assert small.sizes == [4, 5, 3, 3] and small.n_active() == 8
+    assert torch.allclose(small(X), m(X), atol=1e-12)
+
+
+def test_cnn_with_batchnorm_and_a_flatten():
+    net = tiny_cnn()
+    X, _ = image_data()
+    keep = {"0": [0, 3], "4": [1, 2, 4], "9": [0, 1, 5]}
+    small = shrink(net, keep, X[:1])
+    assert (small[0].out_channels, small[1].num_features, small[4].in_channels) == (2, 2, 2)
+    assert (small[4].out_channels, small[5].num_features) == (3, 3)
+    assert (small[9].in_features, small[9].out_features, small[11].in_features) == (12, 3, 3)
+    assert torch.allclose(small(X), gated_output(net, keep, X), atol=1e-10)
+    # the caller's model is untouched
+    assert net[0].out_channels == 4 and net[9].in_features == 20
+
+
+def test_residual_network_inner_layers():
+    net = tiny_resnet()
+    X, _ = image_data(n_out=3)
+    keep = {"conv1": [2], "fc1": [0, 3, 4, 6]}
+    small = shrink(net, keep, X[:1])
+    assert small.conv1.out_channels == 1 and small.conv2.in_channels == 1 and small.fc2.in_features == 4
+    assert small.stem.out_channels == 4 and small.conv2.out_channels == 4           # the residual stream stays
+    assert torch.allclose(small(X), gated_output(net, keep, X), atol=1e-10)
+
+
+def test_coupled_channels_name_the_module_they_are_coupled_to():
+    X, _ = image_data(n_out=3)
+    with pytest.raises(ShrinkNetError, match=r"units of 'conv2' cannot be removed on their own: .* 'stem'"):
+        shrink(tiny_resnet(), {"conv2": [0, 1]}, X[:1])
+
+
+def test_features_normalised_together_cannot_be_removed_alone():
+    net = nn.Sequential(nn.Linear(3, 5), nn.LayerNorm(5), nn.ReLU(), nn.Linear(5, 2))
+    with pytest.raises(ShrinkNetError, match=r"coupled to the output of module '1' \(LayerNorm\)"):
+        shrink(net, {"0": [0, 1]}, torch.zeros(1, 3))
+
+
+def test_a_unit_that_is_not_silent_when_gated_is_caught():
+    class SigmoidAfter(nn.Module):                    # functional sigmoid after the gate: f(0) = 0.5
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.b(torch.sigmoid(self.a(x)))
+    torch.manual_seed(0)
+    with pytest.raises(ShrinkNetError, match="differs from the gated one"):
+        shrink(SigmoidAfter(), {"a": [0, 1]}, torch.zeros(1, 3))
+
+
+def test_a_prune_result_is_a_keep():
+    net = tiny_cnn()
+    X, y = image_data(n=30)
+    res = shrinknet.prune(net, X, y, "taylor2", loss="cross-entropy", stop=shrinknet.Stop(n_neurons=6))
+    small = shrink(net, res)
+    assert sum(res.hidden_sizes) - 6 == small[0].out_channels + small[4].out_channels + small[9].out_features
+    assert torch.allclose(small(X), res.model(X), atol=1e-10)
+    assert torch.allclose(small(X), res.apply(net)(X), atol=1e-10)
+    assert torch.allclose(shrink(res.model)(X), small(X), atol=1e-12)        # a GatedModel: its own gates
+
+
+def test_a_sequential_mlp_pruned_on_the_mlp_path_shrinks_by_its_own_names():
+    m = random_net([6, 5], "relu", "identity")
+    seq = nn.Sequential(m.layers[0], nn.ReLU(), m.layers[1], nn.ReLU(), m.layers[2])
+    X, T = random_data()
+    res = shrinknet.prune(seq, X, T, "brute-force", stop=5)
+    assert res.unit_names == ["0", "2"]
+    small = shrink(seq, res)
+    assert small[0].out_features + small[2].out_features == 6
+    assert torch.allclose(small(X), res.model.logits(X), atol=1e-10)
+
+
+@pytest.mark.parametrize("keep, message", [
+    ({"0": []}, "expected at least one unit to keep"),
+    ({"0": [0, 9]}, r"expected distinct indices in \[0, 4\)"),
+    ({"0": [1, 1]}, "distinct"),
+    ({"zz": [0]}, "no module named 'zz'"),
+    ({"1": [0]}, "is a BatchNorm2d"),
+    ({}, "non-empty dict"),
+    (None, "got None"),
+])
+def test_bad_keep_is_named(keep, message):
+    X, _ = image_data(n=2)
+    with pytest.raises(ShrinkNetError, match=message):
+        shrink(tiny_cnn(), keep, X[:1])
+
+
+def test_example_input_is_needed_for_a_plain_module():
+    with pytest.raises(ShrinkNetError, match="example_input"):
+        shrink(tiny_cnn(), {"0": [0]})
