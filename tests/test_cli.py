@@ -81,5 +81,7 @@ def test_shrink_a_saved_cnn(tmp_path, capsys):
     # a model file without an input shape cannot be matched to the data
     shrinknet.save_model(tiny_cnn().float(), tmp_path / "bare.safetensors")
     assert main(["shrink", str(tmp_path / "bare.safetensors"), "--data", str(tmp_path / "d.npz"),
-                 "--out", str(tmp_path / "o2")]) == 2
+                 "--fraction", "0.5", "--out", str(tmp_path / "o2")]) == 2
     assert "no input shape recorded" in capsys.readouterr().err
+    assert main(["shrink", str(tmp_path / "cnn.safetensors"), "--out", str(tmp_path / "o3")]) == 2
+    assert "expected a stopping option" in capsys.readouterr().err

@@ -223,6 +223,9 @@ def cmd_shrink(a, progress: bool) -> None:
     from .stats import compare_models
     from .surgery import shrink
 
+    if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None:
+        raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons or --max-accuracy-drop); "
+                             "without one every unit would go")
     meta = read_meta(a.model)
     model = load_model(a.model)
     d = load(a.data)
