@@ -43,7 +43,8 @@ def evaluate(model, X, T, loss: str = "sse", *, output_activation: str | None = 
     """
     from .pruning import is_generic
     if is_generic(model):
-        return _evaluate_any(model, X, T, losses.check_loss(loss), output_activation or "identity")
+        own = getattr(model, "output_activation", None)           # a GatedModel knows its own
+        return _evaluate_any(model, X, T, losses.check_loss(loss), output_activation or own or "identity")
     m = as_mlp(model)
     m.check_finite()
     p = next(m.parameters())

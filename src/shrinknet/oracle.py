@@ -9,6 +9,8 @@ one full forward pass per candidate. Here it is exact but cheaper:
   by a rank-1 term, (a - g_k) f(x_lk) * W_{l+1}[:, k], computed for a whole chunk of
   candidates at once as a batched tensor op;
 * downstream, only neurons still active are computed (removed ones contribute nothing);
+* on the CPU, the first downstream layer runs in a compiled kernel (fused.py) that never stores
+  the moved pre-activations;
 * chunks over candidates and samples bound the memory used.
 
 Every value equals E(net with that one gate changed) up to float rounding; the tests
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from . import losses
+from . import fused, losses
 from .models import MLP, Cache
 
 #: elements of the widest intermediate tensor per chunk (4 bytes each in float32): small on a
@@ -45,12 +47,16 @@ class _Rank1:
         self.Wc = W[:, self.units] if self.rows is None else W[self.rows][:, self.units]  # (R, C)
         self.base = cache.z if self.rows is None else cache.pre[layer + 1][:, self.rows]  # (N, R)
         N, C = self.base.shape[0], self.units.numel()
-        width = max([self.base.shape[1]] + [len(a) for a in self.actives[layer + 1:]] + [T.shape[1]])
+        self.down = _compact_downstream(model, layer + 1, self.actives, self.rows)
+        # with a hidden layer downstream, the compiled kernel takes its first step (fused.py) and the
+        # (n, c, R) pre-activations are never stored: the widest tensor is then one layer further on
+        self.fused = bool(self.down) and fused.supports(model.hidden_activation, self.base)
+        widths = [len(a) for a in self.actives[layer + 2 if self.fused else layer + 1:]] + [T.shape[1]]
+        width = max(widths + ([] if self.fused else [self.base.shape[1]]))
         # all candidates in a chunk where possible, so each chunk reads whole (contiguous) sample rows
         self.c_step = max(1, min(C, chunk // width))
         self.n_step = max(1, min(N, chunk // (self.c_step * width)))
         self.N, self.C = N, C
-        self.down = _compact_downstream(model, layer + 1, self.actives, self.rows)
 
     def chunks(self):
         for n0 in range(0, self.N, self.n_step):
@@ -60,9 +66,14 @@ class _Rank1:
     def loss(self, sl, cs, dh, loss: str) -> torch.Tensor:
         """Summed loss of samples sl when candidate c's output changes by dh[:, c]; (c,).
         One buffer is reused in place through the layers, to save memory passes."""
-        act = self.model._act
-        x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
-        for gate, Wt, b in self.down:                                             # on to the output z
+        act, down = self.model._act, self.down
+        if self.fused:                                                            # (n, c, S), one pass
+            gate, Wt, b = down[0]
+            x = fused.rank1_layer(self.base[sl], dh, self.Wc[:, cs], gate, Wt, b, self.model.hidden_activation)
+            down = down[1:]
+        else:
+            x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
+        for gate, Wt, b in down:                                                  # on to the output z
             h = act.inplace(x)
             if not bool((gate == 1).all()):
                 h.mul_(gate)

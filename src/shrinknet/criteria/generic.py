@@ -39,11 +39,8 @@ import torch
 from .. import losses
 from ..gating import GatedModel
 from . import mark_removed, register_generic
+from .brute_force import error_now
 from .taylor import threshold
-
-
-def current_error(model: GatedModel, X, T, loss) -> torch.Tensor:
-    return losses.total(model.cache(X).z, T, model.output_activation, loss)
 
 
 def _chunks(model, N: int, C: int):
@@ -53,8 +50,9 @@ def _chunks(model, N: int, C: int):
 
 
 def _replicated(model, X, T, layer, units, gate_rows):
-    """Yield (z, cand_slice, n) for candidates `units` of `layer`, their data copies with per-sample
-    gates gate_rows(cands) -> (c, K) applied; z is (c * n, n_out), candidate-major."""
+    """For candidates `units` of `layer`: yield (z, T repeated, slice of the candidates, n, c) per
+    forward pass over n data rows copied once per candidate (c of them), copy k with the gate row
+    gate_rows(candidates)[k] (each (K,)); z is (c * n, n_out), candidate-major."""
     N, C = X.shape[0], units.numel()
     n_step, c_step = _chunks(model, N, C)
     for i in range(0, N, n_step):
@@ -97,7 +95,7 @@ def _silent(model: GatedModel, X) -> list[torch.Tensor]:
 
 
 def _by_layer(model, X, T, loss, errors_fn):
-    E0 = current_error(model, X, T, loss)
+    E0 = error_now(model, X, T, loss)
     silent = _silent(model, X)
     out = []
     for l, g in enumerate(model.gates):
