@@ -64,3 +64,15 @@ def test_compare_with_compensation_follows_the_compensated_oracle():
     assert res.oracle.compensation == "lstsq"
     assert res.oracle.removed == shrinknet.prune(m, X, T, "brute-force", stop=4, compensation="lstsq").removed
     assert (res.table.regret >= -1e-9).all()
+
+
+def test_compare_on_a_cnn():
+    from tests.conftest import image_data, tiny_cnn
+    X, y = image_data(n=20)
+    res = shrinknet.compare(tiny_cnn(), X, y, ["taylor2", "taylor2-exact", "l1-out"], "cross-entropy", steps=4)
+    t = res.table
+    assert len(t) == 12 and set(t.criterion) == {"taylor2", "taylor2-exact", "l1-out"}
+    # ReLU net: the Gauss-Newton taylor2 is the exact second-order estimate, so the two rank alike
+    a, b = (t[t.criterion == c].spearman.to_numpy() for c in ("taylor2", "taylor2-exact"))
+    assert np.allclose(a, b) and (t.regret >= -1e-9).all()
+    assert res.paths["taylor2"].unit_names == ["0", "4", "9"]

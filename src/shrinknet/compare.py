@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from . import compensation as comp
 from ._validation import ShrinkNetError
 from .criteria import criterion_name, get_criterion
+from .gating import GatedModel
 from .pruning import _check_scores, _flat_order, prepare, prune
 from .results import PruneResult
 
@@ -67,7 +68,7 @@ class CompareResult:
 
 def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss: str = "sse", *,
             steps: int | None = None, test=None, own_paths: bool = True, compensation: str = "none",
-            dtype=None, device=None, progress: bool = False) -> CompareResult:
+            units=None, output_activation=None, dtype=None, device=None, progress: bool = False) -> CompareResult:
     """Compare `criteria` with the exact oracle along its removal path.
 
     Parameters
@@ -77,6 +78,7 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
     test : (X_test, T_test), tracked on every criterion's own path
     own_paths : also run every criterion's own iterative pruning path
     compensation : {"none", "mean", "lstsq"}, scoring and removing with that compensation on
+    units, output_activation : for models other than the MLP class, as in :func:`shrinknet.prune`
 
     Returns
     -------
@@ -88,11 +90,13 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
 
     if not criteria:
         raise ShrinkNetError("criteria: expected at least one criterion, got none")
-    crits = [(criterion_name(c), get_criterion(c)) for c in criteria]
     mode = comp.check_mode(compensation)
-    src, work, X, T = prepare(model, X, T, loss, dtype, device)
+    src, work, X, T = prepare(model, X, T, loss, dtype, device, units, output_activation)
+    if isinstance(work, GatedModel) and mode != "none":
+        raise ShrinkNetError(f"compensation {mode!r}: works on shrinknet.MLP only; expected 'none'")
+    crits = [(criterion_name(c), get_criterion(c, work)) for c in criteria]
     work.compensation = mode
-    oracle = get_criterion("brute-force")
+    oracle = get_criterion("brute-force", work)
     n = work.n_active() if steps is None else min(int(steps), work.n_active())
     rows = []
     t0 = time.perf_counter()
@@ -113,11 +117,12 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
                          "agrees": (cl, cu) == (ol, ou),
                          "regret": float(exact[cl][cu]) - best,
                          "chosen_layer": cl, "chosen_unit": cu, "n_candidates": int(active.sum())})
-        comp.remove(work, work.cache(X), ol, ou)
+        comp.remove(work, work.cache(X) if mode != "none" else None, ol, ou)
     table = pd.DataFrame(rows)
     res = CompareResult(table)
     if own_paths:
-        kw = dict(loss=loss, test=test, compensation=mode, dtype=dtype, device=device, progress=progress)
+        kw = dict(loss=loss, test=test, compensation=mode, dtype=dtype, device=device, progress=progress,
+                  units=units, output_activation=output_activation)
         res.oracle = res.paths["brute-force"] = prune(src, X, T, "brute-force", "iterative", stop=n, **kw)
         for name, fn in crits:
             res.paths[name] = prune(src, X, T, fn, "iterative", stop=n, **kw)
