@@ -219,13 +219,15 @@ def cmd_shrink(a, progress: bool) -> None:
 
     from .data import load
     from .pruning import Stop, prune
-    from .saving import load_model, read_meta, save_shrunk
+    from .saving import check_onnx, load_model, read_meta, save_shrunk
     from .stats import compare_models
     from .surgery import shrink
 
     if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None:
         raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons or --max-accuracy-drop); "
                              "without one every unit would go")
+    if a.onnx:
+        check_onnx()                                  # before the work, not after it
     meta = read_meta(a.model)
     model = load_model(a.model)
     d = load(a.data)

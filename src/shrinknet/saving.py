@@ -194,6 +194,15 @@ def _resize(model: nn.Module, shapes: dict, path) -> None:
                     m.running_mean, m.running_var = m.running_mean.new_empty(k), m.running_var.new_empty(k)
 
 
+def check_onnx() -> None:
+    """Raise, saying how to install them, unless the ONNX export packages are there."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        raise ShrinkNetError("ONNX export needs the onnx and onnxscript packages: pip install 'shrinknet[onnx]'") from None
+
+
 def export_onnx(model: nn.Module, path, example_input) -> Path:
     """Export ``model`` to ONNX (``torch.onnx.export``, dynamo exporter), batch size left free.
 
@@ -202,11 +211,7 @@ def export_onnx(model: nn.Module, path, example_input) -> Path:
     import io
     import logging
     import warnings
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ShrinkNetError("ONNX export needs the onnx and onnxscript packages: pip install 'shrinknet[onnx]'") from None
+    check_onnx()
     p = next(iter(model.parameters()), None)
     x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32)[:1]
     x = x.expand(2, *x.shape[1:]).contiguous()            # batch 2, so the batch size stays symbolic
