@@ -51,8 +51,9 @@ class _Rank1:
         # with a hidden layer downstream, the compiled kernel takes its first step (fused.py) and the
         # (n, c, R) pre-activations are never stored: the widest tensor is then one layer further on
         self.fused = bool(self.down) and fused.supports(model.hidden_activation, self.base)
-        widths = [len(a) for a in self.actives[layer + 2 if self.fused else layer + 1:]] + [T.shape[1]]
-        width = max(widths + ([] if self.fused else [self.base.shape[1]]))
+        whole = self.fused and self.down[0][1].shape[1] <= fused.FUSE_MAX_WIDTH    # (n, c, R) never stored
+        widths = [len(a) for a in self.actives[layer + 2 if whole else layer + 1:]] + [T.shape[1]]
+        width = max(widths + ([] if whole else [self.base.shape[1]]))
         # all candidates in a chunk where possible, so each chunk reads whole (contiguous) sample rows
         self.c_step = max(1, min(C, chunk // width))
         self.n_step = max(1, min(N, chunk // (self.c_step * width)))
