@@ -64,11 +64,7 @@ def main(argv=None):
     report = shrinknet.compare_models(net, small, Xte[:1], data=(Xte, yte), kept=res)
     print(report)
     print("(accuracy on the 10,000 test images)")
-    try:
-        files = save_shrunk(small, a.out, Xte[:1], report)
-    except shrinknet.ShrinkNetError as e:            # no onnx / onnxscript installed
-        print(f"(no ONNX file: {e})")
-        files = save_shrunk(small, a.out, Xte[:1], report, onnx=False)
+    files = save_shrunk(small, a.out, Xte[:1], report)       # small.onnx too where onnx is installed
     print(f"saved {', '.join(files)} in {a.out}/")
     return report
 

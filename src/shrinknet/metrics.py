@@ -27,12 +27,29 @@ def accuracy_of(o: torch.Tensor, T: torch.Tensor, output: str) -> float:
 
 
 @torch.no_grad()
+def error_and_accuracy(z: torch.Tensor, T: torch.Tensor, output: str, loss: str, classes: bool):
+    """(E, accuracy or None) of outputs z (before the output activation) against targets T."""
+    E = float(losses.total(z, T, output, loss))
+    return E, (accuracy_of(apply_output(z, output), T, output) if classes else None)
+
+
+@torch.no_grad()
 def measure(model, X: torch.Tensor, T: torch.Tensor, loss: str, classes: bool):
     """(E, accuracy or None) of `model` with its current gates."""
-    z = model.cache(X).z
-    E = float(losses.total(z, T, model.output_activation, loss))
-    acc = accuracy_of(apply_output(z, model.output_activation), T, model.output_activation) if classes else None
-    return E, acc
+    return error_and_accuracy(model.cache(X).z, T, model.output_activation, loss, classes)
+
+
+@torch.no_grad()
+def outputs(model, X: torch.Tensor) -> torch.Tensor:
+    """model(X) in eval mode, in passes sized to the model's activations; its mode is restored."""
+    from .gating import rows_per_pass
+    was = model.training
+    model.eval()
+    try:
+        b = rows_per_pass(model, X[:1])
+        return torch.cat([model(X[i:i + b]) for i in range(0, X.shape[0], b)])
+    finally:
+        model.train(was)
 
 
 def evaluate(model, X, T, loss: str = "sse", *, output_activation: str | None = None) -> dict:
@@ -58,23 +75,15 @@ def evaluate(model, X, T, loss: str = "sse", *, output_activation: str | None = 
 def _evaluate_any(model, X, T, loss: str, output: str) -> dict:
     from .activations import output_activation as check_output
     from ._validation import ShrinkNetError, as_tensor
-    from .gating import rows_per_pass
     output = check_output(output)
     p = next(iter(model.parameters()), None)
     X = as_tensor(X, "X", p.dtype if p is not None else torch.float32, p.device if p is not None else None)
-    was = model.training
-    model.eval()
     try:
-        b = rows_per_pass(model, X[:1])
-        z = torch.cat([model(X[i:i + b]) for i in range(0, X.shape[0], b)])
+        z = outputs(model, X)
     except RuntimeError as e:
         raise ShrinkNetError(f"X: the model cannot take inputs of shape {tuple(X.shape)} ({e})") from None
-    finally:
-        model.train(was)
     if z.ndim != 2:
         raise ShrinkNetError(f"model: expected outputs of shape (N, n_out), got {tuple(z.shape)}")
     T = check_targets(T, X.shape[0], z.shape[1], z.dtype, z.device)
-    classes = has_classes(T)
-    E = float(losses.total(z, T, output, loss))
-    acc = accuracy_of(apply_output(z, output), T, output) if classes else None
+    E, acc = error_and_accuracy(z, T, output, loss, has_classes(T))
     return {"error": E, "accuracy": acc, "n": int(X.shape[0])}

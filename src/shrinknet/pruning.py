@@ -6,6 +6,7 @@ neuron's gate to 0 and measures the error and accuracy that result.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -131,8 +132,7 @@ def prepare(model, X, T, loss: str, dtype=None, device=None, units=None, output_
             raise ShrinkNetError("units / output_activation: a GatedModel has its own; expected None")
         work = model.clone(dtype=dtype, device=device)
         work.model.eval()
-        if tuple(X.shape[1:]) != work.input_shape:
-            raise ShrinkNetError(f"X: expected samples of shape {work.input_shape}, got {tuple(X.shape[1:])}")
+        X = _inputs(work, X, dtype, device)
     else:
         work = GatedModel(_copy_to(model, dtype, device), units, X[:1], output_activation or "identity", copy=False)
     work.check_finite()
@@ -144,7 +144,6 @@ def prepare(model, X, T, loss: str, dtype=None, device=None, units=None, output_
 
 
 def _copy_to(model, dtype, device):
-    import copy
     return copy.deepcopy(model).to(dtype=dtype, device=device)
 
 

@@ -232,15 +232,22 @@ def export_onnx(model: nn.Module, path, example_input) -> Path:
     return path
 
 
-def save_shrunk(small: nn.Module, folder, example_input, report=None, onnx: bool = True) -> list[str]:
-    """Write ``small.safetensors`` (with the input shape), ``report.json`` (a ShrinkReport, if given) and,
-    with ``onnx`` and the packages installed, ``small.onnx`` into ``folder``; the names written."""
+def save_shrunk(small: nn.Module, folder, example_input, report=None, onnx: bool | None = None) -> list[str]:
+    """Write ``small.safetensors`` (with the input shape), ``report.json`` (a ShrinkReport, if given) and
+    ``small.onnx`` into ``folder``; the names written. ``onnx``: True = required (an error without the
+    packages), False = no ONNX file, None = where the packages are installed."""
     folder = Path(folder)
     save_model(small, folder / "small.safetensors", example_input=example_input)
     written = ["small.safetensors"]
     if report is not None:
         report.save_json(folder / "report.json")
         written.append("report.json")
+    if onnx is None:
+        try:
+            check_onnx()
+            onnx = True
+        except ShrinkNetError:
+            onnx = False
     if onnx:
         export_onnx(small, folder / "small.onnx", example_input)
         written.append("small.onnx")

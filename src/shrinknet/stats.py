@@ -68,22 +68,14 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, batch: int = LATEN
 
 @torch.no_grad()
 def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
-    """Share of samples classified right (y: labels or one-hot rows): the largest output, or for a
-    single output, output > 0 (> 0.5 for an MLP with sigmoid / softmax outputs)."""
-    from .gating import rows_per_pass
-    was = model.training
-    model.eval()
-    try:
-        b = rows_per_pass(model, X[:1])
-        out = torch.cat([model(X[i:i + b]) for i in range(0, X.shape[0], b)])
-    finally:
-        model.train(was)
-    if out.shape[1] == 1:
-        cut = 0.5 if isinstance(model, MLP) and model.output_activation != "identity" else 0.0
-        pred, labels = (out[:, 0] > cut).long(), (y.reshape(-1) > 0.5).long()
-    else:
-        pred, labels = out.argmax(1), (y.argmax(1) if y.ndim == 2 else y.long())
-    return float((pred.cpu() == labels.cpu()).double().mean())
+    """Share of samples classified right (y: labels or one-hot rows), as :func:`shrinknet.evaluate`
+    counts it: the largest output, or for a single output, output > 0 (> 0.5 for an MLP with
+    sigmoid / softmax outputs)."""
+    from .metrics import accuracy_of, outputs
+    out = outputs(model, X)
+    T = y.reshape(-1, 1) if out.shape[1] == 1 else (y if y.ndim == 2 else torch.eye(out.shape[1])[y.long()])
+    kind = model.output_activation if isinstance(model, MLP) else "identity"
+    return accuracy_of(out.cpu(), T.cpu().to(out.dtype), kind)
 
 
 def model_stats(model: nn.Module, example_input, *, data=None, batch: int = LATENCY_BATCH,
