@@ -65,16 +65,33 @@ def run_fast(name, device, max_seconds, q):
     K = m.n_active()
     steps = []
 
-    class Timer:  # a criterion wrapper that stops the run once the time budget is spent
+    class Timer:  # brute-force, stopping the run once the time budget is spent
         def __init__(self):
             self.t0 = time.perf_counter()
             self.inner = shrinknet.criteria.get_criterion("brute-force")
+            self.counted = False
 
-        def __call__(self, model, X, T, loss):
+        def check(self, model):
             if time.perf_counter() - self.t0 > max_seconds:
                 raise TimeoutError
             steps.append(model.n_active())
+
+        def __call__(self, model, X, T, loss):      # scoring every neuron (where the serial path does not apply)
+            if not self.counted:
+                self.check(model)
+            self.counted = False
             return self.inner(model, X, T, loss)
+
+        def serial(self, model, X, T, loss):        # the serial path the loop uses for brute-force
+            inner, timer = self.inner.serial(model, X, T, loss), self
+
+            class Session:
+                def best(self):
+                    timer.check(model)
+                    pick = inner.best()
+                    timer.counted = pick is None
+                    return pick
+            return Session()
 
     t0 = time.perf_counter()
     try:

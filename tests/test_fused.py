@@ -1,31 +1,112 @@
-"""The compiled oracle kernel against the PyTorch path it replaces."""
+"""The compiled oracle kernel against the formula it computes, and the serial (step-to-step) path."""
 import numpy as np
 import pytest
 import torch
 
 import shrinknet
-from shrinknet import fused
+from shrinknet import fused, losses
+from shrinknet.activations import apply_output
+from shrinknet.criteria import get_criterion
+from shrinknet.pruning import _check_scores, _flat_order
+from shrinknet.serial import Serial
 from tests.conftest import random_data, random_net
 
 pytestmark = pytest.mark.skipif(fused.library() is None, reason="no C compiler: the PyTorch path is used")
 ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
 
 
-@pytest.mark.parametrize("activation", list(ACT))
+def formula(base, dh, w, T, loss, output, hidden=None):
+    x = base[:, None, :] + dh[:, :, None] * w.T[None]                          # (n, c, R)
+    if hidden is not None:
+        gate, Wt, b, act = hidden
+        x = (ACT[act](x) * gate) @ Wt + b                                       # (n, c, S)
+    return losses.total(x, T[:, None, :], output, loss)
+
+
+def problem(dtype, S, R, c=11, n=37, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)
+    T = torch.softmax(r(n, S), 1) if S > 1 else torch.rand(n, S, generator=g, dtype=dtype)
+    return r(n, R) * 3, r(n, c), r(R, c), T, r(R, S), r(S)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("S", [3, 20])                    # fused whole, and elementwise part + BLAS
-def test_rank1_layer_is_the_formula(activation, dtype, S):
-    g = torch.Generator().manual_seed(0)
-    n, c, R = 37, 11, 9
-    base, dh = torch.randn(n, R, generator=g, dtype=dtype) * 3, torch.randn(n, c, generator=g, dtype=dtype)
-    w, Wt, b = (torch.randn(*s, generator=g, dtype=dtype) for s in ((R, c), (R, S), (S,)))
-    gate = torch.rand(R, generator=g, dtype=dtype) * 2
-    gate[4] = 0.0
-    want = torch.addmm(b, (ACT[activation](base[:, None, :] + dh[:, :, None] * w.T[None]) * gate).reshape(n * c, R),
-                       Wt).view(n, c, S)
-    got = fused.rank1_layer(base, dh, w, gate, Wt, b, activation)
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    assert torch.allclose(got, want, rtol=tol, atol=tol)
+@pytest.mark.parametrize("loss, output", list(fused.MODES))
+@pytest.mark.parametrize("hidden", [None, "sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("S", [3, 12])                    # a width compiled as a constant, and one that is not
+def test_candidate_losses_are_the_formula(dtype, loss, output, hidden, S):
+    R = S if hidden is None else 9
+    base, dh, w, T, Wt, b = problem(dtype, S, R)
+    dh[:, 3] = 0                                                                # a candidate that does not move
+    h = None if hidden is None else (torch.rand(R, dtype=dtype) * 2, Wt, b, hidden)
+    got, moved = fused.candidate_losses(base, dh, w, T, loss, output, h)
+    want = formula(base, dh, w, T, loss, output, h)
+    tol = 2e-6 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    assert moved.tolist() == [j != 3 for j in range(11)]
+
+
+def test_moves_gathered_from_a_layer_equal_the_moves_given():
+    base, _, w, T, Wt, b = problem(torch.float64, 3, 7, c=5)
+    src = torch.randn(37, 20, dtype=torch.float64)
+    idx, f = torch.tensor([4, 0, 19, 4, 7]), torch.tensor([-1.0, 2.0, 0.5, 0.0, -3.0], dtype=torch.float64)
+    h = (torch.ones(7, dtype=torch.float64), Wt, b, "tanh")
+    got, moved = fused.candidate_losses(base, (src, idx, f), w, T, "sse", "sigmoid", h)
+    want, _ = fused.candidate_losses(base, src[:, idx] * f, w, T, "sse", "sigmoid", h)
+    torch.testing.assert_close(got, want, rtol=1e-14, atol=0)
+    assert moved.tolist() == [True, True, True, False, True]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stored_outputs_follow_a_change_of_gates(dtype):
+    # stored with gates g, then units 2 and 5 change: the update equals computing afresh with the new gates
+    base, dh, w, T, Wt, b = problem(dtype, 3, 8, c=13)
+    g = torch.rand(8, dtype=dtype) + 0.5
+    store = fused.new_store(37, 13, 3, dtype)
+    fused.candidate_losses(base, dh, w, T, "sse", "softmax", (g, Wt, b, "sigmoid"), store, init=True)
+    g2 = g.clone()
+    g2[[2, 5]] = torch.tensor([0.0, 1.7], dtype=dtype)
+    rows = torch.tensor([2, 5])
+    got, _ = fused.candidate_losses(base[:, rows], dh, w[rows], T, "sse", "softmax",
+                                    ((g2 - g)[rows], Wt[rows], b, "sigmoid"), store, init=False)
+    want = formula(base, dh, w, T, "sse", "softmax", (g2, Wt, b, "sigmoid"))
+    tol = 2e-6 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("hidden", [[6], [5, 4], [4, 3, 5]])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "gelu"])
+@pytest.mark.parametrize("out, loss", [("sigmoid", "sse"), ("softmax", "cross-entropy"), ("identity", "sse"),
+                                       ("sigmoid", "cross-entropy")])
+def test_serial_choice_is_the_lowest_score_at_every_step(hidden, act, out, loss):
+    m = random_net(hidden, act, out, seed=len(hidden))
+    X, T = random_data(seed=3, classes=loss == "cross-entropy" or out != "sigmoid")
+    if act == "relu":
+        m.gates[0][0] = 0.0                      # and relu nets get a dead unit: exact ties by index
+    s = Serial(m, X, T, loss)
+    crit = get_criterion("brute-force")
+    while m.n_active():
+        scores = _check_scores(crit(m, X, T, loss), m, "brute-force")
+        want = _flat_order(scores)[0]
+        got = s.best()
+        # the lowest score, of a unit that has it (which of two units tied up to rounding is chosen
+        # may differ: the literal-definition test below checks exact ties)
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(float(scores[got[0]][got[1]]), want[2], rtol=1e-9, atol=1e-12)
+        m.set_gate(got[0], got[1], 0.0)
+
+
+@pytest.mark.parametrize("hidden", [[6], [5, 4], [4, 3, 5]])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("loss", ["sse", "cross-entropy"])
+def test_fast_serial_prune_decides_as_the_literal_definition(hidden, act, loss):
+    m = random_net(hidden, act, "softmax", seed=7)
+    X, T = random_data(seed=7)
+    fast = shrinknet.prune(m, X, T, "brute-force", loss=loss)
+    lit = shrinknet.prune(m, X, T, "brute-force-literal", loss=loss)
+    assert fast.removed == lit.removed
+    np.testing.assert_allclose(fast.predicted, lit.predicted, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.errors, lit.errors, rtol=1e-12)
 
 
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
@@ -38,3 +119,16 @@ def test_the_oracle_decides_the_same_with_and_without_the_kernel(act, monkeypatc
     without = shrinknet.prune(m, X, T, "brute-force", loss="cross-entropy")
     assert with_kernel.removed == without.removed
     np.testing.assert_allclose(with_kernel.predicted, without.predicted, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_serial_prune_matches_the_float64_one_on_a_trained_net():
+    # the kernel's float32 arithmetic (its own exp, reciprocal) decides as float64 does on a real net
+    from shrinknet.data import load
+    from shrinknet.train import TrainConfig, train
+    d = load("digits")
+    m = shrinknet.MLP([64, 12, 8, 10], "sigmoid", "sigmoid", seed=0)
+    train(m, d.X_train, d.T_train, TrainConfig(epochs=5, seed=0))
+    r32 = shrinknet.prune(m, d.X_train, d.T_train, "brute-force", stop=10)
+    r64 = shrinknet.prune(m, d.X_train, d.T_train, "brute-force", stop=10, dtype=torch.float64)
+    assert r32.removed == r64.removed
+    np.testing.assert_allclose(r32.errors, r64.errors, rtol=1e-5)

@@ -8,7 +8,7 @@ from .conftest import ACTS, random_data, random_net
 
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("loss", ["sse", "cross-entropy"])
-def test_perturbed_errors_match_literal_for_any_gains(act, loss):
+def test_perturbed_errors_match_literal_for_any_gains(act, loss, monkeypatch):
     m = random_net([5, 6, 4], act, "softmax", seed=4)
     X, T = random_data(n=25, seed=4)
     m.gates[1][2] = 0.0
@@ -17,8 +17,12 @@ def test_perturbed_errors_match_literal_for_any_gains(act, loss):
     for layer in range(3):
         units = torch.tensor([0, 1, 3, 3, 1])
         gains = torch.tensor([0.0, 2.5, -1.0, 0.3, 1.0], dtype=torch.float64)
-        fast = oracle.perturbed_errors(m, cache, T, loss, layer, units, gains, chunk=11)
         ref = oracle.literal_errors(m, X, T, loss, layer, units, gains)
+        fast = oracle.perturbed_errors(m, cache, T, loss, layer, units, gains)       # kernel where it applies
+        torch.testing.assert_close(fast, ref, rtol=1e-11, atol=1e-12)
+        monkeypatch.setenv("SHRINKNET_FUSED", "0")                                   # the chunked PyTorch path
+        fast = oracle.perturbed_errors(m, cache, T, loss, layer, units, gains, chunk=11)
+        monkeypatch.delenv("SHRINKNET_FUSED")
         torch.testing.assert_close(fast, ref, rtol=1e-11, atol=1e-12)
 
 

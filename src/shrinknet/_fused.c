@@ -1,93 +1,288 @@
-/* One fused step of the fast oracle (see fused.py): for every sample i and candidate j,
+/* The fast oracle's inner loop in one pass (see fused.py): for every sample i and candidate j,
 
-       out[i, j, :] = b + sum_r act(base[i, r] + dh[i, j] * w[r, j]) * gate[r] * Wt[r, :]
+       move   x = base[i, :] + dh[i, j] * w[:, j]               (the next layer's pre-activations)
+       [one hidden layer on:  z = b + (act(x) * gate) @ Wt]     (when hidden >= 0; else z = x)
+       out[j] += loss(z, T[i, :])                               (output activation + loss, per sample)
+       out[c + j] += (dh[i, j] != 0)                            (does the candidate move anything?
+                                                                 with ReLU: any unit's activation)
 
-   i.e. the next layer's pre-activations moved by the candidate's rank-1 term, through the
-   activation and the gate, into the layer after, without ever writing the (n, c, R) tensor the
-   PyTorch path materialises three times. Vectorised over candidates j (glibc's libmvec supplies
-   the SIMD exp / tanh under -ffast-math); exp's argument is clamped where sigmoid has saturated.
+   so only the candidates' summed losses are written, never an (n, c, R) tensor. With a hidden
+   layer, zs (when not NULL) keeps each (sample, candidate)'s outputs z between calls, in the
+   kernel's own layout (n, c / lanes, S, lanes): init = 1 computes z from b and stores it; init = 0
+   adds the given units' terms to the stored z (gate = their change of gain), which is how the
+   oracle follows removals in the last hidden layer without recomputing every unit.
 
-   base (n, R), dh (n, c), w (R, c), gate (R), Wt (R, S), b (S), out (n, c, S): row-major.
-   kind: 0 sigmoid, 1 tanh, 2 relu. */
+   Vectorised over candidates with GCC/Clang vector types (8 floats or 4 doubles per vector;
+   AVX2 where -march=native has it, pairs of SSE registers otherwise). For the common output
+   widths S is a compile-time constant (see CASES), so the S running sums stay in registers.
+   float: exp and log are Cephes' single-precision polynomials (about 1 ulp); double: libm per lane.
+   No -ffast-math: the range reductions below rely on the order of their operations.
+
+   dh[i, j] = src[i, idx[j]] * f[j]: the moves are gathered from a layer's outputs (src (n, K)),
+   so the caller copies nothing per call. base (n, R), w (R, c), gate (R), Wt (R, S), b (S),
+   T (n, S): row-major; idx, f (c); c a multiple of the vector width (the caller pads);
+   out (threads, 2 c) in double, added to (sums of BLOCK samples are first kept in T).
+   hidden: -1 none, 0 sigmoid, 1 tanh, 2 relu.
+   mode: 0 sse identity, 1 sse sigmoid, 2 sse softmax, 3 cross-entropy sigmoid (binary, per
+   output), 4 cross-entropy on logits (softmax or identity outputs). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
-#define KERNEL(NAME, T, EXP, TANH, LIM)                                                           \
-  int NAME(const T* base, const T* dh, const T* w, const T* gate, const T* Wt, const T* b, T* out, \
-           int64_t n, int64_t c, int64_t R, int64_t S, int kind) {                               \
-    T* acc = (T*)malloc(sizeof(T) * (size_t)(S * c + c));                                         \
-    if (!acc) return 1;                                                                           \
-    T* h = acc + S * c;                                                                           \
-    for (int64_t i = 0; i < n; ++i) {                                                             \
-      const T* di = dh + i * c;                                                                   \
-      for (int64_t s = 0; s < S; ++s)                                                             \
-        for (int64_t j = 0; j < c; ++j) acc[s * c + j] = b[s];                                    \
-      for (int64_t r = 0; r < R; ++r) {                                                           \
-        const T br = base[i * R + r], g = gate[r];                                                \
-        const T* wr = w + r * c;                                                                  \
-        if (g == 0) continue;                                                                     \
-        if (kind == 0) {                                                                          \
-          for (int64_t j = 0; j < c; ++j) {                                                       \
-            T x = br + di[j] * wr[j];                                                             \
-            x = x < -LIM ? -LIM : (x > LIM ? LIM : x);                                            \
-            h[j] = g / (1 + EXP(-x));                                                             \
-          }                                                                                       \
-        } else if (kind == 1) {                                                                   \
-          for (int64_t j = 0; j < c; ++j) h[j] = g * TANH(br + di[j] * wr[j]);                    \
-        } else {                                                                                  \
-          for (int64_t j = 0; j < c; ++j) {                                                       \
-            T x = br + di[j] * wr[j];                                                             \
-            h[j] = x > 0 ? g * x : 0;                                                             \
-          }                                                                                       \
-        }                                                                                         \
-        const T* ws = Wt + r * S;                                                                 \
-        for (int64_t s = 0; s < S; ++s) {                                                         \
-          const T v = ws[s];                                                                      \
-          T* a = acc + s * c;                                                                     \
-          for (int64_t j = 0; j < c; ++j) a[j] += h[j] * v;                                       \
-        }                                                                                         \
-      }                                                                                           \
-      T* o = out + i * c * S;                                                                     \
-      for (int64_t j = 0; j < c; ++j)                                                             \
-        for (int64_t s = 0; s < S; ++s) o[j * S + s] = acc[s * c + j];                           \
-    }                                                                                             \
-    free(acc);                                                                                    \
-    return 0;                                                                                     \
+#define MAXS 16
+#define BLOCK 64      /* samples summed in the working precision before adding to the doubles */
+
+typedef float vf __attribute__((vector_size(32)));
+typedef int32_t vfi __attribute__((vector_size(32)));
+typedef double vd __attribute__((vector_size(32)));
+typedef int64_t vdi __attribute__((vector_size(32)));
+
+#define SPLAT_F(a) ((vf){0} + (float)(a))
+#define SPLAT_D(a) ((vd){0} + (double)(a))
+#define SEL(VT, IT, m, a, b) ((VT)(((IT)(a) & (m)) | ((IT)(b) & ~(m))))
+
+static inline vf load_f(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline vd load_d(const double* p) { vd v; memcpy(&v, p, sizeof v); return v; }
+
+
+/* x86 has one-instruction max / min; elsewhere a compare and a select */
+#ifdef __AVX__
+#define MAX_F(a, b) __builtin_ia32_maxps256(a, b)
+#define MIN_F(a, b) __builtin_ia32_minps256(a, b)
+#define MAX_D(a, b) __builtin_ia32_maxpd256(a, b)
+#else
+#define MAX_F(a, b) SEL(vf, vfi, (a) > (b), a, b)
+#define MIN_F(a, b) SEL(vf, vfi, (a) < (b), a, b)
+#define MAX_D(a, b) SEL(vd, vdi, (a) > (b), a, b)
+#endif
+static inline vf max_f(vf a, vf b) { return MAX_F(a, b); }
+
+/* 1 / x: the divider is the bottleneck of sigmoid (not pipelined on many x86 cores), so on AVX
+   an approximate reciprocal (12 bits) and two Newton steps (each squares the relative error),
+   which lands within an ulp or two of the quotient */
+#ifdef __AVX__
+static inline vf recip_f(vf x) {
+  vf r = __builtin_ia32_rcpps256(x);
+  r = r * (2 - x * r);
+  return r * (2 - x * r);
+}
+#else
+static inline vf recip_f(vf x) { return 1 / x; }
+#endif
+static inline vd recip_d(vd x) { return 1 / x; }
+static inline vd max_d(vd a, vd b) { return MAX_D(a, b); }
+
+/* Cephes expf: e^x = 2^n e^r, |r| <= ln2 / 2, r by a two-constant (Cody-Waite) reduction;
+   n = x log2(e) rounded to nearest by adding and subtracting 1.5 * 2^23 (no -ffast-math, so the
+   compiler keeps that, and n's integer value is read from the same bits). */
+static inline vf exp_f(vf x) {
+  x = MIN_F(MAX_F(x, SPLAT_F(-87.0f)), SPLAT_F(88.0f));
+  vf t = x * 1.44269504088896341f + 12582912.0f;
+  vf fn = t - 12582912.0f;
+  vfi n = (vfi)t - 0x4B400000;
+  x = x - fn * 0.693359375f;
+  x = x - fn * -2.12194440e-4f;
+  vf z = x * x;
+  vf y = SPLAT_F(1.9875691500E-4f);
+  y = y * x + 1.3981999507E-3f;
+  y = y * x + 8.3334519073E-3f;
+  y = y * x + 4.1665795894E-2f;
+  y = y * x + 1.6666665459E-1f;
+  y = y * x + 5.0000001201E-1f;
+  y = y * z + x + 1.0f;
+  return y * (vf)((n + 127) << 23);
+}
+
+/* Cephes logf for positive normal x: x = m 2^e, m in [sqrt(1/2), sqrt(2)). */
+static inline vf log_f(vf x) {
+  vfi bits = (vfi)x;
+  vfi e = ((bits >> 23) & 0xff) - 126;
+  vf m = (vf)((bits & 0x807fffff) | 0x3f000000);           /* [0.5, 1) */
+  vfi small = m < 0.707106781186547524f;
+  e += small;                                              /* true is -1 */
+  m = m + SEL(vf, vfi, small, m, SPLAT_F(0.0f)) - 1.0f;
+  vf fe = __builtin_convertvector(e, vf);
+  vf z = m * m;
+  vf y = SPLAT_F(7.0376836292E-2f);
+  y = y * m - 1.1514610310E-1f;
+  y = y * m + 1.1676998740E-1f;
+  y = y * m - 1.2420140846E-1f;
+  y = y * m + 1.4249322787E-1f;
+  y = y * m - 1.6668057665E-1f;
+  y = y * m + 2.0000714765E-1f;
+  y = y * m - 2.4999993993E-1f;
+  y = y * m + 3.3333331174E-1f;
+  y = y * m * z;
+  y += fe * -2.12194440e-4f;
+  y += -0.5f * z;
+  return m + y + fe * 0.693359375f;
+}
+
+static inline vd exp_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = exp(x[k]); return x; }
+static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); return x; }
+
+/* log(1 + e) for e in (0, 1], accurate for small e: log(u) e / (u - 1) with u = 1 + e rounded */
+#define LOG1P(V, LOG, e) ({ V u_ = 1 + (e); V d_ = u_ - 1; d_ = SEL(V, __typeof__((e) < 0), d_ == 0, e, d_); \
+                           LOG(u_) * ((e) / d_); })
+
+/* z[s] += sum_r h[r] Wt[r, s] */
+#define SUMS(z, h, Wt, R, S)                                                                     \
+  for (int64_t r = 0; r < (R); ++r) {                                                            \
+    const __typeof__(h[0]) hr = (h)[r];                                                          \
+    for (int s = 0; s < (S); ++s) (z)[s] += hr * (Wt)[r * (S) + s];                              \
+  }
+/* float32 compiles the per-sample body for the common output widths (1-4 outputs, 10 classes) with
+   S a constant, so the S sums stay in registers; other widths, and float64 (on request, slower
+   anyway: libm per lane), take S at run time. Each specialisation costs about a second to build. */
+#define BODY(SUFFIX, S_) \
+  body_##SUFFIX(base, src, K, idx, f, w, gate, Wt, b, Tt, out, zs, n, c, R, S_, hidden, mode, init, h, acc, mv)
+#define CASE(SUFFIX, S_) case S_: BODY(SUFFIX, S_); break;
+#define CASES(SUFFIX) CASE(SUFFIX, 1) CASE(SUFFIX, 2) CASE(SUFFIX, 3) CASE(SUFFIX, 4) CASE(SUFFIX, 10)
+
+#define DEFINE(T, V, VI, L, LOAD, SPLAT, EXP, LOG, MAX, RECIP, SPECIALISE, SUFFIX)                              \
+  static inline __attribute__((always_inline)) V act_##SUFFIX(V x, int kind) {                                                  \
+    if (kind == 0) return RECIP(1 + EXP(-x));                                                    \
+    if (kind == 1) return 1 - 2 * RECIP(1 + EXP(x + x));                                           \
+    return MAX(x, SPLAT(0));                                                                     \
+  }                                                                                              \
+  /* per-lane loss of one sample, z[s] its S outputs (overwritten) */                           \
+  static inline __attribute__((always_inline)) V loss_##SUFFIX(V* z, const T* t, const int S, int mode) {                      \
+    V l = SPLAT(0);                                                                              \
+    if (mode == 0) {                                                                             \
+      for (int s = 0; s < S; ++s) { V d = z[s] - t[s]; l += d * d; }                             \
+      return l * (T)0.5;                                                                         \
+    }                                                                                            \
+    if (mode == 1) {                                                                             \
+      V l2 = SPLAT(0);                    /* two sums: half the dependency chain */             \
+      _Pragma("GCC unroll 16")                                                                  \
+      for (int s = 0; s < S; ++s) {                                                             \
+        V d = RECIP(1 + EXP(-z[s])) - t[s];                                                     \
+        if (s & 1) l2 += d * d; else l += d * d;                                                \
+      }                                                                                         \
+      l += l2;                                                                                  \
+      return l * (T)0.5;                                                                         \
+    }                                                                                            \
+    if (mode == 3) { /* softplus(z) - t z = max(z, 0) + log1p(e^-|z|) - t z; softplus(z) = z above 20, */\
+      for (int s = 0; s < S; ++s) {                 /* as torch's (and so the literal loss) has it */\
+        V e = EXP(-MAX(z[s], -z[s]));                                                           \
+        V sp = MAX(z[s], SPLAT(0)) + LOG1P(V, LOG, e);                                          \
+        l += SEL(V, VI, z[s] > 20, z[s], sp) - z[s] * t[s];                                     \
+      }                                                                                         \
+      return l;                                                                                 \
+    }                                                                                           \
+    V m = z[0], sum = SPLAT(0);                                                                  \
+    for (int s = 1; s < S; ++s) m = MAX(m, z[s]);                                                \
+    if (mode == 2) {                                                                             \
+      for (int s = 0; s < S; ++s) { z[s] = EXP(z[s] - m); sum += z[s]; }                         \
+      V inv = RECIP(sum);                                                                         \
+      for (int s = 0; s < S; ++s) { V d = z[s] * inv - t[s]; l += d * d; }                       \
+      return l * (T)0.5;                                                                         \
+    }                                                                                            \
+    T ts = 0;                             /* -sum t (z - lse) = (sum t) lse - sum t z */         \
+    for (int s = 0; s < S; ++s) { sum += EXP(z[s] - m); l -= z[s] * t[s]; ts += t[s]; }          \
+    return l + (m + LOG(sum)) * ts;                                                              \
+  }                                                                                              \
+  /* h[r] = act(bi[r] + d w[r, :]) gate[r]; one loop per activation keeps its constants in registers. \
+     Returns the lanes whose activations moved: for ReLU, a move that stays below 0 leaves the unit   \
+     (and so the whole net) exactly as it was, which the caller needs for exact ties */             \
+  static __attribute__((noinline)) VI acts_##SUFFIX(V* h, const T* bi, V d, const T* w, int64_t c,  \
+                                                    const T* gate, int64_t R, int hidden) {        \
+    if (hidden == 0)                                                                             \
+      for (int64_t r = 0; r < R; ++r) h[r] = act_##SUFFIX(bi[r] + d * LOAD(w + r * c), 0) * gate[r]; \
+    else if (hidden == 1)                                                                        \
+      for (int64_t r = 0; r < R; ++r) h[r] = act_##SUFFIX(bi[r] + d * LOAD(w + r * c), 1) * gate[r]; \
+    else {                                                                                       \
+      VI moved = (VI){0};                                                                        \
+      for (int64_t r = 0; r < R; ++r) {                                                          \
+        const V x = bi[r] + d * LOAD(w + r * c);                                                 \
+        moved |= (x != bi[r]) & ((x > 0) | (bi[r] > 0));                                         \
+        h[r] = MAX(x, SPLAT(0)) * gate[r];                                                       \
+      }                                                                                          \
+      return moved;                                                                              \
+    }                                                                                            \
+    return (VI)(d != 0);                                                                         \
+  }                                                                                              \
+  static inline __attribute__((always_inline)) void body_##SUFFIX(                               \
+      const T* base, const T* src, int64_t K, const int64_t* idx, const T* f, const T* w,        \
+      const T* gate, const T* Wt, const T* b, const T* Tt, double* out, V* zs, int64_t n,        \
+      int64_t c, int64_t R, const int S, int hidden, int mode, int init, V* h, V* acc, VI* mv) { \
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {                                                  \
+      const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;                                        \
+      for (int64_t jb = 0; jb < c / L; ++jb) { acc[jb] = SPLAT(0); mv[jb] = (VI){0}; }           \
+      for (int64_t i = i0; i < i1; ++i) {                                                        \
+        const T* bi = base + i * R;                                                              \
+        const T* row = src + i * K;                                                              \
+        for (int64_t j0 = 0; j0 < c; j0 += L) {                                                  \
+          V d;                                                 /* gather the candidates' moves */\
+          for (int k = 0; k < L; ++k) d[k] = row[idx[j0 + k]];                                   \
+          d *= LOAD(f + j0);                                                                     \
+          V z[MAXS];                                                                             \
+          VI moved = (VI)(d != 0);                                                               \
+          V* zk = zs ? zs + (i * c + j0) / L * S : NULL;    /* this block's stored outputs */    \
+          if (hidden < 0) {                                                                      \
+            for (int s = 0; s < S; ++s) z[s] = bi[s] + d * LOAD(w + s * c + j0);                 \
+          } else {                                                                               \
+            moved = acts_##SUFFIX(h, bi, d, w + j0, c, gate, R, hidden);  /* all R units, then S sums */\
+            for (int s = 0; s < S; ++s) z[s] = init ? SPLAT(b[s]) : zk[s];                       \
+            SUMS(z, h, Wt, R, S)                                                                 \
+            if (zk)                                                                              \
+              for (int s = 0; s < S; ++s) zk[s] = z[s];                                          \
+          }                                                                                      \
+          acc[j0 / L] += loss_##SUFFIX(z, Tt + i * S, S, mode);                                  \
+          mv[j0 / L] |= moved;                                                                   \
+        }                                                                                        \
+      }                                                                                          \
+      for (int64_t j = 0; j < c; ++j) {          /* a block of samples' sums into the doubles */\
+        out[j] += acc[j / L][j % L];                                                             \
+        out[c + j] += mv[j / L][j % L] != 0;                                                     \
+      }                                                                                          \
+    }                                                                                            \
+  }                                                                                              \
+  static int run_##SUFFIX(const T* base, const T* src, int64_t K, const int64_t* idx, const T* f,  \
+                          const T* w, const T* gate, const T* Wt, const T* b, const T* Tt,       \
+                          double* out, V* zs, int64_t n, int64_t c, int64_t R, int64_t S,        \
+                          int hidden, int mode, int init) {                                      \
+    V* h = (V*)aligned_alloc(32, sizeof(V) * (size_t)(R + 2 * (c / L) + 1));                     \
+    if (!h) return 1;                                                                            \
+    V* acc = h + R;                                                                              \
+    VI* mv = (VI*)(acc + c / L);                                                                 \
+    switch (SPECIALISE ? S : 0) {                                                                \
+      CASES(SUFFIX)                                                                              \
+      default: BODY(SUFFIX, S);                                                                  \
+    }                                                                                            \
+    free(h);                                                                                     \
+    return 0;                                                                                    \
+  }                                                                                              \
+  /* the samples split in blocks over `threads` OpenMP threads (torch's own pool: the library   \
+     is linked to the libgomp torch has loaded); thread t adds to out[t * 2c ...] */             \
+  int cand_##SUFFIX(const T* base, const T* src, int64_t K, const int64_t* idx, const T* f,      \
+                    const T* w, const T* gate, const T* Wt, const T* b, const T* Tt,             \
+                    double* out, V* zs, int64_t n, int64_t c, int64_t R, int64_t S, int hidden,  \
+                    int mode, int init, int threads) {                                           \
+    if (c % L || S < 1 || S > MAXS || (hidden < 0 && R != S) || (!init && !zs) || threads < 1)   \
+      return 2;                                                                                  \
+    const int64_t step = (n + threads - 1) / threads;                                            \
+    int rc = 0;                                                                                  \
+    _Pragma("omp parallel for num_threads(threads) reduction(|:rc) schedule(static, 1)")         \
+    for (int t = 0; t < threads; ++t) {                                                          \
+      const int64_t i0 = t * step, m = i0 + step < n ? step : n - i0;                            \
+      if (m > 0)                                                                                 \
+        rc |= run_##SUFFIX(base + i0 * R, src + i0 * K, K, idx, f, w, gate, Wt, b, Tt + i0 * S,  \
+                           out + 2 * c * t, zs ? zs + i0 * (c / L) * S : NULL, m, c, R, S,       \
+                           hidden, mode, init);                                                  \
+    }                                                                                            \
+    return rc;                                                                                   \
   }
 
-KERNEL(rank1_f32, float, expf, tanhf, 80.0f)
-KERNEL(rank1_f64, double, exp, tanh, 700.0)
+/* 1 where the kernel splits the work itself (built with OpenMP) */
+int threaded(void) {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
 
-/* Only the first half, for wide next layers (left to BLAS):
-   h[i, j, r] = act(base[i, r] + dh[i, j] * w[j, r]) * gate[r];  w here is (c, R), h (n, c, R). */
-#define ACT(NAME, T, EXP, TANH, LIM)                                                              \
-  int NAME(const T* base, const T* dh, const T* w, const T* gate, T* h, int64_t n, int64_t c,      \
-           int64_t R, int kind) {                                                                 \
-    for (int64_t i = 0; i < n; ++i) {                                                             \
-      const T* bi = base + i * R;                                                                 \
-      for (int64_t j = 0; j < c; ++j) {                                                           \
-        const T d = dh[i * c + j];                                                                \
-        const T* wj = w + j * R;                                                                  \
-        T* o = h + (i * c + j) * R;                                                               \
-        if (kind == 0) {                                                                          \
-          for (int64_t r = 0; r < R; ++r) {                                                       \
-            T x = bi[r] + d * wj[r];                                                              \
-            x = x < -LIM ? -LIM : (x > LIM ? LIM : x);                                            \
-            o[r] = gate[r] / (1 + EXP(-x));                                                       \
-          }                                                                                       \
-        } else if (kind == 1) {                                                                   \
-          for (int64_t r = 0; r < R; ++r) o[r] = gate[r] * TANH(bi[r] + d * wj[r]);               \
-        } else {                                                                                  \
-          for (int64_t r = 0; r < R; ++r) {                                                       \
-            T x = bi[r] + d * wj[r];                                                              \
-            o[r] = x > 0 ? gate[r] * x : 0;                                                       \
-          }                                                                                       \
-        }                                                                                         \
-      }                                                                                           \
-    }                                                                                             \
-    return 0;                                                                                     \
-  }
-
-ACT(act_f32, float, expf, tanhf, 80.0f)
-ACT(act_f64, double, exp, tanh, 700.0)
+DEFINE(float, vf, vfi, 8, load_f, SPLAT_F, exp_f, log_f, max_f, recip_f, 1, f32)
+DEFINE(double, vd, vdi, 4, load_d, SPLAT_D, exp_d, log_d, max_d, recip_d, 0, f64)

@@ -1,15 +1,20 @@
-"""A compiled kernel for the fast oracle's heaviest step, with the PyTorch path as the fallback.
+"""A compiled kernel for the fast oracle's inner loop, with the PyTorch path as the fallback.
 
-For candidates of hidden layer l the oracle computes, chunk by chunk, the next layer's
-pre-activations moved by a rank-1 term, the activation, the gate and the layer after. PyTorch
-does that in four passes over an (n, c, R) tensor (copy, addcmul, activation, then a skinny
-matrix product); ``_fused.c`` does it in one pass that never writes that tensor. Same arithmetic,
-float rounding aside (``-ffast-math``: vectorised exp / tanh from glibc's libmvec).
+For the candidates of a hidden layer with at most one hidden layer after it, the oracle needs,
+per candidate, the loss summed over samples after a rank-1 move of the next layer's
+pre-activations. PyTorch does that in several passes over (n, c, R) and (n, c, S) tensors
+(copy, addcmul, activation, a skinny matrix product, output activation, loss); ``_fused.c`` does
+it in one pass per sample that keeps a vector of candidates' running sums in registers and
+writes nothing but the C totals. Same arithmetic, float rounding aside (its float32 exp / log
+are Cephes' polynomials, about 1 ulp; sums are kept in double).
 
-The C file is compiled on first use with the system's C compiler (``cc -O3 -march=native``, about a
-second) into ``~/.cache/shrinknet/`` (or ``$SHRINKNET_CACHE``), keyed by the source, the flags and
-the CPU. Without a compiler, or with ``SHRINKNET_FUSED=0``, the oracle runs its PyTorch path; the
-tests run both. The work is split over ``torch.get_num_threads()`` threads (ctypes releases the GIL).
+The C file is compiled on first use with the system's C compiler (``cc -O3 -march=native``, a
+second or two) into ``~/.cache/shrinknet/`` (or ``$SHRINKNET_CACHE``), keyed by the source, the
+flags and the CPU. Without a compiler, or with ``SHRINKNET_FUSED=0``, the oracle runs its PyTorch
+path; the tests run both. The samples are split over ``torch.get_num_threads()`` OpenMP threads:
+built with ``-fopenmp``, the library shares the libgomp that torch has already loaded, so its
+threads are torch's own (already awake after torch's last operation; a thread pool of our own was
+slower, since waking idle threads costs more than a small call).
 """
 from __future__ import annotations
 
@@ -20,17 +25,21 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 SOURCE = Path(__file__).with_name("_fused.c")
-FLAGS = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
-KINDS = {"sigmoid": 0, "tanh": 1, "relu": 2}
+FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
+HIDDEN = {"sigmoid": 0, "tanh": 1, "relu": 2}
+#: (loss, output activation) -> the kernel's loss mode
+MODES = {("sse", "identity"): 0, ("sse", "sigmoid"): 1, ("sse", "softmax"): 2,
+         ("cross-entropy", "sigmoid"): 3, ("cross-entropy", "softmax"): 4, ("cross-entropy", "identity"): 4}
+#: the kernel keeps up to this many outputs' running sums per candidate; wider outputs use PyTorch
+MAX_OUTPUTS = 16
+LANES = {torch.float32: 8, torch.float64: 4}
 
 _lib = None          # the loaded library, False once building it has failed
-_pool: ThreadPoolExecutor | None = None
 
 
 def _cpu() -> str:
@@ -41,24 +50,27 @@ def _cpu() -> str:
 
 
 def _build() -> Path | None:
+    """Compile the kernel (with OpenMP where the compiler has it) into the cache folder."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None or not SOURCE.is_file():
         return None
-    src = SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join(FLAGS).encode() + _cpu().encode() + platform.machine().encode()).hexdigest()[:16]
     folder = Path(os.environ.get("SHRINKNET_CACHE", Path.home() / ".cache" / "shrinknet"))
-    lib = folder / f"fused-{key}.so"
-    if lib.is_file():
-        return lib
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so")
-        os.close(fd)
-        subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
-        os.replace(tmp, lib)                       # atomic: parallel builders never see half a file
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return lib
+    for flags in (FLAGS + ["-fopenmp"], FLAGS):
+        key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + _cpu().encode()
+                             + platform.machine().encode()).hexdigest()[:16]
+        lib = folder / f"fused-{key}.so"
+        if lib.is_file():
+            return lib
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so")
+            os.close(fd)
+            subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
+            os.replace(tmp, lib)                   # atomic: parallel builders never see half a file
+            return lib
+        except (OSError, subprocess.SubprocessError):
+            Path(tmp).unlink(missing_ok=True)
+    return None
 
 
 def library():
@@ -74,59 +86,71 @@ def library():
             _lib = False
         if _lib:
             P, I = ctypes.c_void_p, ctypes.c_int64
-            for f in (_lib.rank1_f32, _lib.rank1_f64):
-                f.argtypes = [P] * 7 + [I] * 4 + [ctypes.c_int]
+            for f in (_lib.cand_f32, _lib.cand_f64):
+                f.argtypes = [P, P, I] + [P] * 9 + [I] * 4 + [ctypes.c_int] * 4
                 f.restype = ctypes.c_int
-            for f in (_lib.act_f32, _lib.act_f64):
-                f.argtypes = [P] * 5 + [I] * 3 + [ctypes.c_int]
-                f.restype = ctypes.c_int
+            _lib.threaded.restype = ctypes.c_int
     return _lib or None
 
 
-def supports(activation: str, t: torch.Tensor) -> bool:
-    """Whether the kernel can run this step (CPU tensors, float32/64, a supported activation)."""
-    return (activation in KINDS and t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-            and library() is not None)
+def supports(T: torch.Tensor, loss: str, output: str, hidden: str | None = None) -> bool:
+    """Whether the kernel can score candidates whose move reaches outputs T through at most one
+    hidden layer of activation `hidden` (None: the candidates feed the output layer)."""
+    return (T.device.type == "cpu" and T.dtype in LANES and 1 <= T.shape[1] <= MAX_OUTPUTS
+            and (loss, output) in MODES and (hidden is None or hidden in HIDDEN) and library() is not None)
 
 
-#: next layers up to this wide are fused whole; wider ones go to BLAS after the fused activation
-FUSE_MAX_WIDTH = 16
+def padded(c: int, dtype) -> int:
+    """c rounded up to whole vectors of candidates."""
+    return c + (-c % LANES[dtype])
 
 
-def rank1_layer(base, dh, w, gate, Wt, b, activation: str) -> torch.Tensor:
-    """(n, c, S): b + act(base[:, None, :] + dh[:, :, None] * w.T[None]) * gate @ Wt.
-
-    base (n, R), dh (n, c), w (R, c), gate (R,), Wt (R, S), b (S,)."""
-    lib = library()
-    n, R = base.shape
-    c, S = dh.shape[1], Wt.shape[1]
-    base, dh, gate = base.contiguous(), dh.contiguous(), gate.contiguous()
-    if S > FUSE_MAX_WIDTH:                       # fuse the elementwise part only; the product is BLAS's
-        h = torch.empty(n, c, R, dtype=base.dtype)
-        wT = w.T.contiguous()                                                   # (c, R)
-        fn = lib.act_f32 if base.dtype == torch.float32 else lib.act_f64
-        _split(n, lambda i0, m: fn(base[i0].data_ptr(), dh[i0].data_ptr(), wT.data_ptr(), gate.data_ptr(),
-                                   h[i0].data_ptr(), m, c, R, KINDS[activation]))
-        return torch.addmm(b, h.view(n * c, R), Wt).view(n, c, S)
-    w, Wt, b = w.contiguous(), Wt.contiguous(), b.contiguous()
-    out = torch.empty(n, c, S, dtype=base.dtype)
-    fn = lib.rank1_f32 if base.dtype == torch.float32 else lib.rank1_f64
-    _split(n, lambda i0, m: fn(base[i0].data_ptr(), dh[i0].data_ptr(), w.data_ptr(), gate.data_ptr(), Wt.data_ptr(),
-                               b.data_ptr(), out[i0].data_ptr(), m, c, R, S, KINDS[activation]))
-    return out
+def new_store(n: int, c: int, S: int, dtype) -> torch.Tensor:
+    """Room for every (sample, candidate)'s S outputs, for candidate_losses(store=...)."""
+    return torch.empty(n * padded(c, dtype) * S, dtype=dtype)
 
 
-def _split(n: int, call) -> None:
-    """call(first row, rows) on torch.get_num_threads() threads, each a block of the n sample rows."""
-    global _pool
-    threads = max(1, min(torch.get_num_threads(), n))
-    step = -(-n // threads)
-    starts = range(0, n, step)
-    if threads == 1:
-        codes = [call(0, n)]
+def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True):
+    """Every candidate j's loss summed over the samples, and whether its move is nonzero anywhere.
+
+    The next layer's pre-activations move to x_ij = base_i + dh_ij w_j; then z_ij = x_ij
+    (hidden None, R = S), or, with hidden = (gate (R,), Wt (R, S), b (S,), activation),
+    z_ij = b + act(x_ij) * gate @ Wt. With a `store` (from :func:`new_store`) the z_ij are kept:
+    init=True computes and stores them; init=False adds this call's units to the stored z_ij
+    instead of starting from b (gate then holds those units' change of gain).
+
+    moves: dh (n, c), or (src (n, K), idx (c,), f (c,)) for dh[:, j] = src[:, idx[j]] * f[j],
+    which the kernel gathers itself. base (n, R), w (R, c), T (n, S).
+    Returns ((c,) losses in base's dtype, (c,) bool).
+    """
+    lib, dtype = library(), base.dtype
+    if isinstance(moves, torch.Tensor):
+        moves = (moves, torch.arange(moves.shape[1], device=moves.device), torch.ones(moves.shape[1], dtype=dtype))
+    src, idx, f = moves
+    n, c = src.shape[0], idx.numel()
+    R, S = base.shape[1], T.shape[1]
+    cp = padded(c, dtype)                          # the kernel works on whole vectors of candidates
+    src, base, T = src.contiguous(), base.contiguous(), T.contiguous()
+    idx = torch.cat([idx.long(), idx[:1].long().expand(cp - c)]) if c else torch.zeros(cp, dtype=torch.long)
+    f = torch.nn.functional.pad(f.to(dtype), (0, cp - c))         # padded lanes do not move
+    w = torch.nn.functional.pad(w, (0, cp - c)) if cp > c else w.contiguous()
+    if hidden is None:
+        keep, kind = (None, None, None), -1
     else:
-        if _pool is None or _pool._max_workers != threads:
-            _pool = ThreadPoolExecutor(threads)
-        codes = list(_pool.map(lambda i0: call(i0, min(n, i0 + step) - i0), starts))
-    if any(codes):
-        raise MemoryError("fused oracle kernel: out of memory")
+        keep = tuple(t.contiguous() for t in hidden[:3])   # alive until the calls return
+        kind = HIDDEN[hidden[3]]
+    addr = [None if t is None else t.data_ptr() for t in keep]
+    if store is not None and store.numel() != n * cp * S:
+        raise ValueError(f"store: expected {n * cp * S} elements, got {store.numel()}")
+    fn = lib.cand_f32 if dtype == torch.float32 else lib.cand_f64
+    # the kernel splits the samples over torch's own OpenMP threads (one thread without OpenMP)
+    threads = max(1, min(torch.get_num_threads(), n)) if lib.threaded() else 1
+    out = torch.zeros(threads, 2 * cp, dtype=torch.float64)
+    code = fn(base.data_ptr(), src.data_ptr(), src.shape[1], idx.data_ptr(), f.data_ptr(), w.data_ptr(), *addr,
+              T.data_ptr(), out.data_ptr(), None if store is None else store.data_ptr(), n, cp, R, S, kind,
+              MODES[(loss, output)], int(init), threads)
+    if code:
+        raise MemoryError("fused oracle kernel: out of memory") if code == 1 else \
+            RuntimeError("fused oracle kernel: bad arguments")
+    total = out.sum(0)
+    return total[:c].to(dtype), total[cp:cp + c] > 0

@@ -9,8 +9,8 @@ one full forward pass per candidate. Here it is exact but cheaper:
   by a rank-1 term, (a - g_k) f(x_lk) * W_{l+1}[:, k], computed for a whole chunk of
   candidates at once as a batched tensor op;
 * downstream, only neurons still active are computed (removed ones contribute nothing);
-* on the CPU, the first downstream layer runs in a compiled kernel (fused.py) that never stores
-  the moved pre-activations;
+* on the CPU, for candidates with at most one hidden layer after them, a compiled kernel
+  (fused.py) does all of that and the loss in one pass that writes only the C sums;
 * chunks over candidates and samples bound the memory used.
 
 Every value equals E(net with that one gate changed) up to float rounding; the tests
@@ -48,12 +48,10 @@ class _Rank1:
         self.base = cache.z if self.rows is None else cache.pre[layer + 1][:, self.rows]  # (N, R)
         N, C = self.base.shape[0], self.units.numel()
         self.down = _compact_downstream(model, layer + 1, self.actives, self.rows)
-        # with a hidden layer downstream, the compiled kernel takes its first step (fused.py) and the
-        # (n, c, R) pre-activations are never stored: the widest tensor is then one layer further on
-        self.fused = bool(self.down) and fused.supports(model.hidden_activation, self.base)
-        whole = self.fused and self.down[0][1].shape[1] <= fused.FUSE_MAX_WIDTH    # (n, c, R) never stored
-        widths = [len(a) for a in self.actives[layer + 2 if whole else layer + 1:]] + [T.shape[1]]
-        width = max(widths + ([] if whole else [self.base.shape[1]]))
+        if self.rows is not None:                                                 # (N, R) before the gates
+            self.act_next = cache.act[layer + 1][:, self.rows]
+        widths = [len(a) for a in self.actives[layer + 1:]] + [T.shape[1]]
+        width = max(widths + [self.base.shape[1]])
         # all candidates in a chunk where possible, so each chunk reads whole (contiguous) sample rows
         self.c_step = max(1, min(C, chunk // width))
         self.n_step = max(1, min(N, chunk // (self.c_step * width)))
@@ -64,23 +62,21 @@ class _Rank1:
             for c0 in range(0, self.C, self.c_step):
                 yield slice(n0, n0 + self.n_step), slice(c0, c0 + self.c_step)
 
-    def loss(self, sl, cs, dh, loss: str) -> torch.Tensor:
-        """Summed loss of samples sl when candidate c's output changes by dh[:, c]; (c,).
-        One buffer is reused in place through the layers, to save memory passes."""
-        act, down = self.model._act, self.down
-        if self.fused:                                                            # (n, c, S), one pass
-            gate, Wt, b = down[0]
-            x = fused.rank1_layer(self.base[sl], dh, self.Wc[:, cs], gate, Wt, b, self.model.hidden_activation)
-            down = down[1:]
-        else:
-            x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
-        for gate, Wt, b in down:                                                  # on to the output z
+    def loss(self, sl, cs, dh, loss: str):
+        """Summed loss of samples sl when candidate c's output changes by dh[:, c], (c,); and, for
+        ReLU nets, which candidates leave the next layer's activations exactly as they were
+        ((c,) bool, else None). One buffer is reused in place through the layers, to save memory passes."""
+        act, down, same = self.model._act, self.down, None
+        x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
+        for k, (gate, Wt, b) in enumerate(down):                                  # on to the output z
             h = act.inplace(x)
+            if k == 0 and self.model.hidden_activation == "relu":
+                same = (h == self.act_next[sl, None, :]).all(2).all(0)
             if not bool((gate == 1).all()):
                 h.mul_(gate)
-            n, c, k = h.shape
-            x = torch.addmm(b, h.reshape(n * c, k), Wt).view(n, c, Wt.shape[1])
-        return losses.total_(x, self.T[sl, None, :], self.model.output_activation, loss)
+            n, c, r = h.shape
+            x = torch.addmm(b, h.reshape(n * c, r), Wt).view(n, c, Wt.shape[1])
+        return losses.total_(x, self.T[sl, None, :], self.model.output_activation, loss), same
 
 
 @torch.no_grad()
@@ -100,14 +96,26 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
 def errors_for_changes(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer: int,
                        units, dh: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """E when candidate c's output (neuron units[c] of `layer`) changes by dh[:, c]; returns (C,)."""
-    r = _Rank1(model, cache, T, layer, units, chunk)
-    out = torch.zeros(r.C, dtype=T.dtype, device=T.device)
-    for sl, cs in r.chunks():
-        out[cs] += r.loss(sl, cs, dh[sl, cs], loss)
-    # A candidate whose output does not change at all (a dead ReLU unit, gain = gate) leaves E
-    # exactly as it is; return that very number, so exact ties stay exact ties and are broken
-    # by index, as with the literal definition, instead of by rounding noise.
-    still = ~(dh != 0).any(0)
+    kernel = _kernel_errors(model, cache, T, loss, layer, units, dh)
+    if kernel is None:
+        r = _Rank1(model, cache, T, layer, units, chunk)
+        out = torch.zeros(r.C, dtype=T.dtype, device=T.device)
+        still = ~(dh != 0).any(0)
+        same = torch.ones_like(still)
+        for sl, cs in r.chunks():
+            part, s = r.loss(sl, cs, dh[sl, cs], loss)
+            out[cs] += part
+            if s is not None:
+                same[cs] &= s
+        if model.hidden_activation == "relu" and r.rows is not None:
+            still |= same
+    else:
+        out, moved = kernel
+        still = ~moved
+    # A candidate whose output does not change at all (a dead ReLU unit, gain = gate), or whose
+    # change leaves the next layer's activations exactly as they were (ReLU units kept below 0),
+    # leaves E exactly as it is; return that very number, so exact ties stay exact ties and are
+    # broken by index, as with the literal definition, instead of by rounding noise.
     if still.any():
         out[still] = current_error(model, cache, T, loss)
     return out
@@ -146,6 +154,25 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
         d1[cs] += a.sum(0)
         d2[cs] += b.sum(0)
     return d1, d2
+
+
+def _kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, dh):
+    """(errors, moved) through the compiled kernel, or None where it does not apply (GPU,
+    wide outputs, two or more hidden layers downstream, an activation it lacks)."""
+    L, out_act = model.n_hidden_layers, model.output_activation
+    units = torch.as_tensor(units, device=T.device, dtype=torch.long)
+    last = model.layers[-1]
+    if layer == L - 1:                                  # the move reaches the output layer directly
+        if not fused.supports(T, loss, out_act):
+            return None
+        return fused.candidate_losses(cache.z, dh, last.weight[:, units], T, loss, out_act)
+    if layer != L - 2 or not fused.supports(T, loss, out_act, model.hidden_activation):
+        return None
+    rows = torch.nonzero(model.gates[layer + 1]).flatten()      # active units of the next layer
+    nxt = model.layers[layer + 1]
+    hidden = (model.gates[layer + 1][rows], last.weight[:, rows].T, last.bias, model.hidden_activation)
+    return fused.candidate_losses(cache.pre[layer + 1][:, rows], dh, nxt.weight[rows][:, units], T, loss,
+                                  out_act, hidden)
 
 
 def _compact_downstream(model: MLP, first: int, actives, rows):

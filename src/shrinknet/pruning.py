@@ -290,13 +290,19 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     res.stop_reason = "every hidden neuron removed" if limit == work.n_active() else "neuron count reached"
 
     order = None
+    # a criterion may offer a cheaper way to its lowest score alone (all an iterative step uses)
+    serial = getattr(crit, "serial", None) if schedule == "iterative" else None
+    session = serial(work, X, T, loss) if serial is not None else None
     with tqdm(total=limit, desc=f"{name} ({schedule})", disable=not progress, leave=False) as bar:
         while res.n_removed < limit:
-            if order is None or schedule == "iterative":
-                order = _flat_order(_check_scores(crit(work, X, T, loss), work, name))
-                pos = 0
-            l, u, pred = order[pos]
-            pos += 1
+            pick = session.best() if session is not None else None
+            if pick is None:
+                if order is None or schedule == "iterative":
+                    order = _flat_order(_check_scores(crit(work, X, T, loss), work, name))
+                    pos = 0
+                pick = order[pos]
+                pos += 1
+            l, u, pred = pick
             old = float(work.gates[l][u])
             nxt = work.layers[l + 1] if mode != "none" else None
             saved = (nxt.weight.detach().clone(), nxt.bias.detach().clone()) if mode != "none" else None

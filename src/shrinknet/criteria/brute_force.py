@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from .. import compensation, losses, oracle
+from ..serial import Serial
 from . import mark_removed, register_criterion
 
 
@@ -44,6 +45,10 @@ def removal_errors(model, cache, T, loss, layer: int, units) -> torch.Tensor:
 def brute_force(model, X, T, loss):
     """Exact change in error when each neuron is switched off (fast batched path)."""
     return _by_layer(model, X, T, loss, lambda cache, l, u: removal_errors(model, cache, T, loss, l, u))
+
+
+# an iterative prune needs only each step's lowest score: serial.Serial finds it with less work
+brute_force.serial = Serial
 
 
 @register_criterion("brute-force-literal")
