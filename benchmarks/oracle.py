@@ -168,7 +168,7 @@ def in_child(fn, *args):
 
 
 def fmt_time(s: float) -> str:
-    return f"{s:8.1f} s" if s < 3600 else f"{s / 3600:8.1f} h"
+    return f"{s:8.2f} s" if s < 10 else f"{s:8.1f} s" if s < 3600 else f"{s / 3600:8.1f} h"
 
 
 def main():

@@ -30,7 +30,10 @@ def accuracy_of(o: torch.Tensor, T: torch.Tensor, output: str) -> float:
 def error_and_accuracy(z: torch.Tensor, T: torch.Tensor, output: str, loss: str, classes: bool):
     """(E, accuracy or None) of outputs z (before the output activation) against targets T."""
     E = float(losses.total(z, T, output, loss))
-    return E, (accuracy_of(apply_output(z, output), T, output) if classes else None)
+    if not classes:
+        return E, None
+    # every output activation keeps the order of a row, so argmax needs no activation
+    return E, accuracy_of(z if T.shape[1] > 1 else apply_output(z, output), T, output)
 
 
 @torch.no_grad()

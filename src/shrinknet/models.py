@@ -46,6 +46,12 @@ class Cache:
         return self.X if layer == 0 else self.out[layer - 1]
 
 
+def version_key(tensors) -> tuple:
+    """Where each tensor's memory is and how often it has been changed in place: equal keys mean
+    equal contents (torch bumps ``_version`` on every in-place change)."""
+    return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
 class MLP(nn.Module):
     """Fully connected net with gated hidden neurons.
 
@@ -156,8 +162,11 @@ class MLP(nn.Module):
 
     def _state_key(self, X):
         # torch bumps a tensor's _version on every in-place change, so this notices any edit
-        ts = [X, *self.gates, *self.parameters()]
-        return tuple((t.data_ptr(), t._version) for t in ts)
+        return version_key([X, *self.gates, *self.weights()])
+
+    def weights(self) -> list[torch.Tensor]:
+        """Every layer's weight and bias, read directly (quicker than walking the modules)."""
+        return [t for lin in self.layers for t in (lin.weight, lin.bias)]
 
     def _forward_from(self, c: Cache, first: int, h: torch.Tensor) -> None:
         """Recompute hidden layers first.. and the output of cache c from h (the input of layer first)."""

@@ -22,6 +22,7 @@ import torch
 
 from . import compensation, fused, oracle
 from ._validation import ShrinkNetError
+from .models import version_key
 
 #: most numbers (n x c x S) kept for the stored outputs; above this they are computed every step
 STORE_BUDGET = 1 << 28
@@ -66,12 +67,12 @@ class Serial:
             else:
                 E = oracle.errors_for_changes(m, cache, T, loss, l, units, -cache.out[l][:, units])
             s = E - E0
-            k = int(torch.argmin(s))                 # the first of equal minima: the lowest unit
-            v = float(s[k])
-            if v != v or abs(v) == float("inf") or not bool(torch.isfinite(s).all()):
+            if not bool(torch.isfinite(s).all()):    # as the loop says it for scores (pruning._check_scores)
                 bad = int(torch.nonzero(~torch.isfinite(s)).flatten()[0])
                 raise ShrinkNetError(f"criterion 'brute-force' gave a non-finite score to active neuron "
                                      f"(layer {l}, unit {int(units[bad])})")
+            k = int(torch.argmin(s))                 # the first of equal minima: the lowest unit
+            v = float(s[k])
             if pick is None or v < pick[2]:
                 pick = (l, int(units[k]), v)
         return pick
@@ -82,8 +83,7 @@ class Serial:
         L, n, S, c = m.n_hidden_layers, T.shape[0], T.shape[1], units.numel()
         gates = m.gates[L - 1]
         nxt, last = m.layers[L - 1], m.layers[-1]
-        seen = (tuple((p.data_ptr(), p._version) for p in (*m.parameters(), self.X, self.T)),
-                [g.clone() for g in m.gates])
+        seen = (version_key([*m.weights(), self.X, self.T]), [g.clone() for g in m.gates])
         # (ReLU: the kernel tells which candidates leave every unit of L-1 as it was, for exact ties;
         # an update sees only the changed units, so ReLU nets compute afresh every step)
         if (self.store is not None and m.hidden_activation != "relu" and self.seen[0] == seen[0]
