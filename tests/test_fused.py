@@ -5,7 +5,6 @@ import torch
 
 import shrinknet
 from shrinknet import fused, losses
-from shrinknet.activations import apply_output
 from shrinknet.criteria import get_criterion
 from shrinknet.pruning import _check_scores, _flat_order
 from shrinknet.serial import Serial
