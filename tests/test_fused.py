@@ -131,3 +131,16 @@ def test_float32_serial_prune_matches_the_float64_one_on_a_trained_net():
     r64 = shrinknet.prune(m, d.X_train, d.T_train, "brute-force", stop=10, dtype=torch.float64)
     assert r32.removed == r64.removed
     np.testing.assert_allclose(r32.errors, r64.errors, rtol=1e-5)
+
+
+def test_serial_path_steps_aside_where_it_does_not_apply():
+    m = random_net([5, 4])
+    X, T = random_data()
+    mean = m.clone()
+    mean.compensation = "mean"
+    assert Serial(mean, X, T, "sse").best() is None                      # compensation: the loop scores
+    gm = shrinknet.GatedModel(torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double(),
+                              example_input=X[:1])
+    assert Serial(gm, X, T, "sse").best() is None                        # not the MLP class
+    r = shrinknet.prune(m, X, T, "brute-force", compensation="mean", stop=2)
+    assert len(r.removed) == 2

@@ -10,11 +10,16 @@ compiled kernel (fused.py) and keeps what a removal leaves valid:
   are stored (n x c x S numbers). Removing unit r of the last hidden layer changes each z_ij by
   one term, -g_r act(x_ijr) W_out[:, r] (x_ijr: unit r's pre-activation with j removed), so such a
   step costs O(n c S) instead of the O(n c R S) of computing z_ij afresh. Any other change (a
-  removal in an earlier layer, other weights or data) computes them afresh;
+  removal in an earlier layer, other weights or data) computes them afresh, and so does every
+  step of a ReLU net (the kernel then also tells which candidates leave every unit exactly as it
+  was, which needs all units);
 * earlier layers (nets of three or more hidden layers): :func:`oracle.errors_for_changes`.
 
-Every E equals the literal definition's up to float rounding (the stored z_ij are sums in another
-order), and the choice is the loop's: lowest E, ties to the lowest (layer, unit).
+No candidate is skipped: every E is computed, and equals the literal definition's up to float
+rounding (the stored z_ij are sums in another order); candidates that change nothing get E
+exactly, so exact ties stay ties. The choice is the loop's: lowest E, ties to the lowest (layer, unit).
+Anything else (a GPU, compensation, other models, > 16 outputs): best() returns None and the loop
+scores every neuron with the criterion.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import torch
 
 from . import compensation, fused, oracle
 from ._validation import ShrinkNetError
-from .models import version_key
+from .models import MLP, version_key
 
 #: most numbers (n x c x S) kept for the stored outputs; above this they are computed every step
 STORE_BUDGET = 1 << 28
@@ -36,7 +41,7 @@ class Serial:
         self.store = None       # z_ij of the candidates of hidden layer L-2, as of `self.seen`
         self.seen = None        # (parameter versions, gates) when the store was last brought up to date
         self.units = None
-        self.applies = (compensation.mode_of(model) == "none" and hasattr(model, "n_hidden_layers")
+        self.applies = (isinstance(model, MLP) and compensation.mode_of(model) == "none"
                         and fused.supports(T, loss, model.output_activation))
         self.stores = self.applies and fused.supports(T, loss, model.output_activation, model.hidden_activation)
         self.minus = -torch.ones(max(model.hidden_sizes, default=0), dtype=T.dtype) if self.applies else None

@@ -3,7 +3,11 @@
 A criterion is a function ``fn(model, X, T, loss) -> list[Tensor]``: for every hidden
 layer (unit group) l, a (K_l,) tensor with the estimated change in error E when that neuron is
 switched off (gate set to 0), NaN for neurons already removed. Lower = better to remove.
-The pruning loop only ever calls criteria through this signature.
+The pruning loop only ever calls criteria through this signature, and one optional hook: a
+criterion may carry ``fn.serial(model, X, T, loss) -> session``, whose ``session.best()`` returns
+the (layer, unit, score) that ranks first at the current step (or None to fall back on scoring
+every neuron). An iterative prune creates one session and asks it at every step; ``brute-force``
+uses this to keep work from step to step (:mod:`shrinknet.serial`).
 
 A name can have two implementations: one for the :class:`~shrinknet.MLP` class (closed forms, the
 fast oracle) and one for any other model wrapped in a :class:`~shrinknet.gating.GatedModel`
