@@ -144,3 +144,28 @@ def test_serial_path_steps_aside_where_it_does_not_apply():
     assert Serial(gm, X, T, "sse").best() is None                        # not the MLP class
     r = shrinknet.prune(m, X, T, "brute-force", compensation="mean", stop=2)
     assert len(r.removed) == 2
+
+
+def test_without_openmp_the_kernel_is_built_single_threaded(tmp_path, monkeypatch):
+    cc = tmp_path / "cc"                                   # a compiler that has no OpenMP
+    cc.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-fopenmp" ] && exit 1; done\nexec cc "$@"\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("SHRINKNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(fused, "_lib", None)
+    assert fused.library().threaded() == 0
+    base, dh, w, T, Wt, b = problem(torch.float64, 3, 5)
+    h = (torch.ones(5, dtype=torch.float64), Wt, b, "sigmoid")
+    got, _ = fused.candidate_losses(base, dh, w, T, "sse", "sigmoid", h)
+    torch.testing.assert_close(got, formula(base, dh, w, T, "sse", "sigmoid", h), rtol=1e-10, atol=1e-10)
+
+
+def test_an_unwritable_cache_leaves_the_pytorch_path(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("SHRINKNET_CACHE", str(tmp_path / "file" / "cache"))   # cannot be a folder
+    monkeypatch.setattr(fused, "_lib", None)
+    assert fused.library() is None
+    m = random_net([5, 4])
+    X, T = random_data()
+    assert shrinknet.prune(m, X, T, "brute-force", stop=3).removed == \
+        shrinknet.prune(m, X, T, "brute-force-literal", stop=3).removed

@@ -61,6 +61,7 @@ def _build() -> Path | None:
         lib = folder / f"fused-{key}.so"
         if lib.is_file():
             return lib
+        tmp = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so")
@@ -69,7 +70,8 @@ def _build() -> Path | None:
             os.replace(tmp, lib)                   # atomic: parallel builders never see half a file
             return lib
         except (OSError, subprocess.SubprocessError):
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
     return None
 
 
