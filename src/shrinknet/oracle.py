@@ -48,7 +48,7 @@ class _Rank1:
         self.base = cache.z if self.rows is None else cache.pre[layer + 1][:, self.rows]  # (N, R)
         N, C = self.base.shape[0], self.units.numel()
         self.down = _compact_downstream(model, layer + 1, self.actives, self.rows)
-        if self.rows is not None:                                                 # (N, R) before the gates
+        if self.rows is not None and model.hidden_activation == "relu":          # (N, R), for loss()'s check
             self.act_next = cache.act[layer + 1][:, self.rows]
         widths = [len(a) for a in self.actives[layer + 1:]] + [T.shape[1]]
         width = max(widths + [self.base.shape[1]])
@@ -96,7 +96,7 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
 def errors_for_changes(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer: int,
                        units, dh: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """E when candidate c's output (neuron units[c] of `layer`) changes by dh[:, c]; returns (C,)."""
-    kernel = _kernel_errors(model, cache, T, loss, layer, units, dh)
+    kernel = kernel_errors(model, cache, T, loss, layer, units, dh)
     if kernel is None:
         r = _Rank1(model, cache, T, layer, units, chunk)
         out = torch.zeros(r.C, dtype=T.dtype, device=T.device)
@@ -110,8 +110,7 @@ def errors_for_changes(model: MLP, cache: Cache, T: torch.Tensor, loss: str, lay
         if model.hidden_activation == "relu" and r.rows is not None:
             still |= same
     else:
-        out, moved = kernel
-        still = ~moved
+        out, still = kernel
     # A candidate whose output does not change at all (a dead ReLU unit, gain = gate), or whose
     # change leaves the next layer's activations exactly as they were (ReLU units kept below 0),
     # leaves E exactly as it is; return that very number, so exact ties stay exact ties and are
@@ -156,23 +155,35 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
     return d1, d2
 
 
-def _kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, dh):
-    """(errors, moved) through the compiled kernel, or None where it does not apply (GPU,
-    wide outputs, two or more hidden layers downstream, an activation it lacks)."""
+def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves):
+    """(E for each candidate, which candidates change nothing) through the compiled kernel, or None
+    where it does not apply (GPU, wide outputs, two or more hidden layers downstream, an activation
+    it lacks). moves: dh (N, C), or (src, idx, f) for dh[:, c] = src[:, idx[c]] * f[c] (fused.py)."""
     L, out_act = model.n_hidden_layers, model.output_activation
     units = torch.as_tensor(units, device=T.device, dtype=torch.long)
     last = model.layers[-1]
     if layer == L - 1:                                  # the move reaches the output layer directly
         if not fused.supports(T, loss, out_act):
             return None
-        return fused.candidate_losses(cache.z, dh, last.weight[:, units], T, loss, out_act)
+        w = last.weight[:, units]
+        E, moved = fused.candidate_losses(cache.z, moves, w, T, loss, out_act)
+        return E, unchanged(moved, w)
     if layer != L - 2 or not fused.supports(T, loss, out_act, model.hidden_activation):
         return None
     rows = torch.nonzero(model.gates[layer + 1]).flatten()      # active units of the next layer
-    nxt = model.layers[layer + 1]
+    w = model.layers[layer + 1].weight[rows][:, units]
     hidden = (model.gates[layer + 1][rows], last.weight[:, rows].T, last.bias, model.hidden_activation)
-    return fused.candidate_losses(cache.pre[layer + 1][:, rows], dh, nxt.weight[rows][:, units], T, loss,
-                                  out_act, hidden)
+    E, moved = fused.candidate_losses(cache.pre[layer + 1][:, rows], moves, w, T, loss, out_act, hidden)
+    return E, unchanged(moved, w)
+
+
+def unchanged(moved: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """(C,) bool: candidates that change nothing downstream, from the kernel's `moved` flags and
+    their weights w (R, C) to the active units of the next layer: no change of their output
+    anywhere (a dead ReLU unit), no nonzero weight to an active unit, or (ReLU) moves that leave
+    every unit of the next layer as it was. The literal definition gives E exactly as it is for
+    all of them, so they get that very number and exact ties stay ties, broken by index."""
+    return ~(moved & (w != 0).any(0))
 
 
 def _compact_downstream(model: MLP, first: int, actives, rows):

@@ -62,11 +62,8 @@ class Serial:
             if not c:
                 continue
             if l == L - 1:                           # removal moves the output layer's input only
-                last = m.layers[-1]
-                w = last.weight[:, units]
-                E, moved = fused.candidate_losses(cache.z, (cache.out[l], units, self.minus[:c]), w, T, loss,
-                                                  m.output_activation)
-                E = _unmoved(E, moved, w, E0)
+                E, still = oracle.kernel_errors(m, cache, T, loss, l, units, (cache.out[l], units, self.minus[:c]))
+                E = torch.where(still, E0, E)
             elif l == L - 2 and self.stores:
                 E = self._stored(cache, units, E0)
             else:
@@ -112,13 +109,5 @@ class Serial:
                                           nxt.weight[rows][:, units], T, self.loss, m.output_activation, hidden,
                                           self.store, init)
         self.units, self.seen = units, seen
-        return _unmoved(E, moved, nxt.weight[gates != 0][:, units], E0)
-
-
-def _unmoved(E, moved, w, E0):
-    """E0 itself for candidates that move nothing downstream: no change of their output anywhere
-    (a dead ReLU unit), no nonzero weight to an active unit of the next layer, or (ReLU) moves
-    that leave every unit of the next layer as it was. The literal
-    definition gives E0 exactly for all of them, so their exact ties stay ties, broken by index,
-    instead of by the rounding of sums (the stored outputs are sums in another order)."""
-    return torch.where(moved & (w != 0).any(0), E, E0)
+        # E0 itself where nothing changes (see oracle.unchanged): not the rounding of the stored sums
+        return torch.where(oracle.unchanged(moved, nxt.weight[gates != 0][:, units]), E0, E)
