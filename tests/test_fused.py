@@ -56,6 +56,17 @@ def test_moves_gathered_from_a_layer_equal_the_moves_given():
     assert moved.tolist() == [True, True, True, False, True]
 
 
+def test_columns_gathered_by_the_kernel_equal_the_columns_given():
+    base, dh, w, T, Wt, b = problem(torch.float32, 3, 6)
+    full = torch.randn(37, 10)
+    cols = np.array([7, 0, 3, 9, 4, 5])
+    base = full[:, cols].contiguous()
+    h = (torch.rand(6), Wt, b, "sigmoid")
+    want, _ = fused.candidate_losses(base, dh, w, T, "sse", "sigmoid", h)
+    got, _ = fused.candidate_losses(full, dh, w, T, "sse", "sigmoid", h, cols=cols)
+    assert torch.equal(got, want)                                     # the same numbers, read another way
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_stored_outputs_follow_a_change_of_gates(dtype):
     # stored with gates g, then units 2 and 5 change: the update equals computing afresh with the new gates
@@ -169,3 +180,62 @@ def test_an_unwritable_cache_leaves_the_pytorch_path(tmp_path, monkeypatch):
     X, T = random_data()
     assert shrinknet.prune(m, X, T, "brute-force", stop=3).removed == \
         shrinknet.prune(m, X, T, "brute-force-literal", stop=3).removed
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("loss, output", list(fused.MODES))
+@pytest.mark.parametrize("S", [1, 3, 10, 12])
+def test_measure_is_the_loss_and_the_argmax_count(dtype, loss, output, S):
+    g = torch.Generator().manual_seed(S)
+    n = 45                                                            # not a multiple of the vector width
+    z = torch.randn(n, S, generator=g, dtype=dtype) * 3
+    z[5] = z[5, 0]                                                    # a row of equal outputs: the first counts
+    T = torch.nn.functional.one_hot(torch.randint(0, S, (n,), generator=g), S).to(dtype)
+    T[5] = 0
+    T[5, S // 2] = 1
+    E, right = fused.measure(z, T, loss, output)
+    tol = 2e-6 if dtype == torch.float32 else 1e-12
+    np.testing.assert_allclose(E, float(losses.total(z, T, output, loss)), rtol=tol, atol=tol)
+    if S > 1:
+        assert right == int((z.argmax(1) == T.argmax(1)).sum())
+
+
+def test_measure_notices_outputs_changed_in_place():
+    z, T = torch.randn(20, 3), torch.softmax(torch.randn(20, 3), 1)
+    first = fused.measure(z, T, "sse", "sigmoid")
+    assert fused.measure(z, T, "sse", "sigmoid") == first              # remembered
+    z.add_(1.0)
+    np.testing.assert_allclose(fused.measure(z, T, "sse", "sigmoid")[0],
+                               float(losses.total(z, T, "sigmoid", "sse")), rtol=2e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n, R, S", [(1, 5, 1), (37, 13, 3), (100, 16, 10), (700, 101, 16), (9, 3, 12)])
+def test_linear_is_torchs_product(dtype, n, R, S):
+    g = torch.Generator().manual_seed(R)
+    h, W, b = (torch.randn(*s, generator=g, dtype=dtype) for s in ((n, R), (S, R), (S,)))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(fused.linear(h, W, b), torch.nn.functional.linear(h, W, b), rtol=tol, atol=tol)
+
+
+def test_linear_leaves_autograd_and_wide_outputs_to_torch():
+    h, W, b = torch.randn(4, 3), torch.randn(2, 3, requires_grad=True), torch.randn(2)
+    assert fused.linear(h, W, b) is None                              # a gradient is wanted
+    with torch.no_grad():
+        assert fused.linear(h, W, b) is not None
+        assert fused.linear(h, torch.randn(17, 3), torch.randn(17)) is None
+    m = random_net([5])
+    X, _ = random_data()
+    with torch.no_grad():
+        assert torch.equal(m.logits(X), m.cache(X).z)                 # the forward pass uses it too
+    torch.testing.assert_close(m.logits(X).detach(), m.cache(X).z)    # and with autograd, torch's: rounding apart
+
+
+def test_the_loop_measures_with_and_without_the_kernel_alike(monkeypatch):
+    from shrinknet.metrics import error_and_accuracy
+    z, T = torch.randn(50, 4, dtype=torch.float64), torch.eye(4, dtype=torch.float64)[torch.arange(50) % 4]
+    fast = error_and_accuracy(z, T, "softmax", "cross-entropy", True)
+    monkeypatch.setenv("SHRINKNET_FUSED", "0")
+    slow = error_and_accuracy(z, T, "softmax", "cross-entropy", True)
+    np.testing.assert_allclose(fast[0], slow[0], rtol=1e-12)
+    assert fast[1] == slow[1]

@@ -89,4 +89,5 @@ def test_cache_notices_weight_and_gate_edits():
     assert c2 is not c and not torch.equal(c2.z, c.z)
     m.gates[0][1] = 0.0  # a direct edit, not through set_gate
     c3 = m.cache(X)
-    assert c3 is not c2 and torch.equal(c3.z, m.logits(X))
+    with torch.no_grad():          # (with autograd the output layer is torch's product: rounding differs)
+        assert c3 is not c2 and torch.equal(c3.z, m.logits(X))

@@ -19,9 +19,11 @@
    No -ffast-math: the range reductions below rely on the order of their operations.
 
    dh[i, j] = src[i, idx[j]] * f[j]: the moves are gathered from a layer's outputs (src (n, K)),
-   so the caller copies nothing per call. base (n, R), w (R, c), gate (R), Wt (R, S), b (S),
+   so the caller copies nothing per call; base[i, r] likewise is base[i * ldb + cols[r]] (cols
+   NULL: base[i * ldb + r]), read once per sample. base (n, R), w (R, c), gate (R), Wt (R, S), b (S),
    T (n, S): row-major; idx, f (c); c a multiple of the vector width (the caller pads);
-   out (threads, 2 c) in double, added to (sums of BLOCK samples are first kept in T).
+   out (threads, 2 c) in double, zeros on entry (sums of BLOCK samples are first kept in T); the
+   totals end in its first row.
    hidden: -1 none, 0 sigmoid, 1 tanh, 2 relu.
    mode: 0 sse identity, 1 sse sigmoid, 2 sse softmax, 3 cross-entropy sigmoid (binary, per
    output), 4 cross-entropy on logits (softmax or identity outputs). */
@@ -71,6 +73,31 @@ static inline vf recip_f(vf x) {
 static inline vf recip_f(vf x) { return 1 / x; }
 #endif
 static inline vd recip_d(vd x) { return 1 / x; }
+
+/* out[s] = b[s] + sum of the lanes of acc[s], s < S: the dot products of linear_ (below). On AVX,
+   eight at a time through a tree of horizontal adds (9 instructions for 8 sums, not 8 x 7). */
+static inline void lane_sums_f32(const vf* acc, const float* b, float* out, int S) {
+  int s = 0;
+#ifdef __AVX__
+  for (; s + 8 <= S; s += 8) {
+    const vf* a = acc + s;
+    vf h01 = __builtin_ia32_haddps256(a[0], a[1]), h23 = __builtin_ia32_haddps256(a[2], a[3]);
+    vf h45 = __builtin_ia32_haddps256(a[4], a[5]), h67 = __builtin_ia32_haddps256(a[6], a[7]);
+    vf q0 = __builtin_ia32_haddps256(h01, h23), q1 = __builtin_ia32_haddps256(h45, h67);
+    vf t = __builtin_ia32_vperm2f128_ps256(q0, q1, 0x20) + __builtin_ia32_vperm2f128_ps256(q0, q1, 0x31);
+    t += load_f(b + s);
+    memcpy(out + s, &t, sizeof t);
+  }
+#endif
+  for (; s < S; ++s) {
+    float t = 0;
+    for (int k = 0; k < 8; ++k) t += acc[s][k];
+    out[s] = b[s] + t;
+  }
+}
+static inline void lane_sums_f64(const vd* acc, const double* b, double* out, int S) {
+  for (int s = 0; s < S; ++s) out[s] = b[s] + ((acc[s][0] + acc[s][1]) + (acc[s][2] + acc[s][3]));
+}
 static inline vd max_d(vd a, vd b) { return MAX_D(a, b); }
 
 /* Cephes expf: e^x = 2^n e^r, |r| <= ln2 / 2, r by a two-constant (Cody-Waite) reduction;
@@ -136,7 +163,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
    S a constant, so the S sums stay in registers; other widths, and float64 (on request, slower
    anyway: libm per lane), take S at run time. Each specialisation costs about a second to build. */
 #define BODY(SUFFIX, S_) \
-  body_##SUFFIX(base, src, K, idx, f, w, gate, Wt, b, Tt, out, zs, n, c, R, S_, hidden, mode, init, h, acc, mv)
+  body_##SUFFIX(base, ldb, cols, src, K, idx, f, w, gate, Wt, b, Tt, out, zs, n, c, R, S_, hidden, mode, init, h, acc, mv, bl)
 #define CASE(SUFFIX, S_) case S_: BODY(SUFFIX, S_); break;
 #define CASES(SUFFIX) CASE(SUFFIX, 1) CASE(SUFFIX, 2) CASE(SUFFIX, 3) CASE(SUFFIX, 4) CASE(SUFFIX, 10)
 
@@ -146,8 +173,8 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     if (kind == 1) return 1 - 2 * RECIP(1 + EXP(x + x));                                           \
     return MAX(x, SPLAT(0));                                                                     \
   }                                                                                              \
-  /* per-lane loss of one sample, z[s] its S outputs (overwritten) */                           \
-  static inline __attribute__((always_inline)) V loss_##SUFFIX(V* z, const T* t, const int S, int mode) {                      \
+  /* per-lane loss: z[s] the S outputs (overwritten), t[s] the targets */                      \
+  static inline __attribute__((always_inline)) V loss_##SUFFIX(V* z, const V* t, const int S, int mode) { \
     V l = SPLAT(0);                                                                              \
     if (mode == 0) {                                                                             \
       for (int s = 0; s < S; ++s) { V d = z[s] - t[s]; l += d * d; }                             \
@@ -179,7 +206,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
       for (int s = 0; s < S; ++s) { V d = z[s] * inv - t[s]; l += d * d; }                       \
       return l * (T)0.5;                                                                         \
     }                                                                                            \
-    T ts = 0;                             /* -sum t (z - lse) = (sum t) lse - sum t z */         \
+    V ts = SPLAT(0);                      /* -sum t (z - lse) = (sum t) lse - sum t z */         \
     for (int s = 0; s < S; ++s) { sum += EXP(z[s] - m); l -= z[s] * t[s]; ts += t[s]; }          \
     return l + (m + LOG(sum)) * ts;                                                              \
   }                                                                                              \
@@ -204,15 +231,22 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     return (VI)(d != 0);                                                                         \
   }                                                                                              \
   static inline __attribute__((always_inline)) void body_##SUFFIX(                               \
-      const T* base, const T* src, int64_t K, const int64_t* idx, const T* f, const T* w,        \
-      const T* gate, const T* Wt, const T* b, const T* Tt, double* out, V* zs, int64_t n,        \
-      int64_t c, int64_t R, const int S, int hidden, int mode, int init, V* h, V* acc, VI* mv) { \
+      const T* base, int64_t ldb, const int64_t* cols, const T* src, int64_t K, const int64_t* idx, \
+      const T* f, const T* w, const T* gate, const T* Wt, const T* b, const T* Tt, double* out,  \
+      V* zs, int64_t n, int64_t c, int64_t R, const int S, int hidden, int mode, int init, V* h,  \
+      V* acc, VI* mv, T* bl) {                                                                   \
     for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {                                                  \
       const int64_t i1 = i0 + BLOCK < n ? i0 + BLOCK : n;                                        \
       for (int64_t jb = 0; jb < c / L; ++jb) { acc[jb] = SPLAT(0); mv[jb] = (VI){0}; }           \
       for (int64_t i = i0; i < i1; ++i) {                                                        \
-        const T* bi = base + i * R;                                                              \
+        const T* bi = base + i * ldb;                                                            \
+        if (cols) {                             /* this sample's R columns of base, gathered once */\
+          for (int64_t r = 0; r < R; ++r) bl[r] = bi[cols[r]];                                   \
+          bi = bl;                                                                               \
+        }                                                                                        \
         const T* row = src + i * K;                                                              \
+        V t[MAXS];                                          /* this sample's targets, every lane */\
+        for (int s = 0; s < S; ++s) t[s] = SPLAT(Tt[i * S + s]);                                 \
         for (int64_t j0 = 0; j0 < c; j0 += L) {                                                  \
           V d;                                                 /* gather the candidates' moves */\
           for (int k = 0; k < L; ++k) d[k] = row[idx[j0 + k]];                                   \
@@ -229,7 +263,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
             if (zk)                                                                              \
               for (int s = 0; s < S; ++s) zk[s] = z[s];                                          \
           }                                                                                      \
-          acc[j0 / L] += loss_##SUFFIX(z, Tt + i * S, S, mode);                                  \
+          acc[j0 / L] += loss_##SUFFIX(z, t, S, mode);                                           \
           mv[j0 / L] |= moved;                                                                   \
         }                                                                                        \
       }                                                                                          \
@@ -239,14 +273,17 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
       }                                                                                          \
     }                                                                                            \
   }                                                                                              \
-  static int run_##SUFFIX(const T* base, const T* src, int64_t K, const int64_t* idx, const T* f,  \
+  static int run_##SUFFIX(const T* base, int64_t ldb, const int64_t* cols, const T* src, int64_t K, \
+                          const int64_t* idx, const T* f,                                        \
                           const T* w, const T* gate, const T* Wt, const T* b, const T* Tt,       \
                           double* out, V* zs, int64_t n, int64_t c, int64_t R, int64_t S,        \
                           int hidden, int mode, int init) {                                      \
-    V* h = (V*)aligned_alloc(32, sizeof(V) * (size_t)(R + 2 * (c / L) + 1));                     \
+    /* scratch: h (R), acc and mv (c / L each), this sample's gathered columns of base (R) */     \
+    V* h = (V*)aligned_alloc(32, sizeof(V) * (size_t)(2 * R + 2 * (c / L) + 1));                 \
     if (!h) return 1;                                                                            \
     V* acc = h + R;                                                                              \
     VI* mv = (VI*)(acc + c / L);                                                                 \
+    T* bl = (T*)(mv + c / L);                                                                    \
     switch (SPECIALISE ? S : 0) {                                                                \
       CASES(SUFFIX)                                                                              \
       default: BODY(SUFFIX, S);                                                                  \
@@ -256,11 +293,13 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
   }                                                                                              \
   /* the samples split in blocks over `threads` OpenMP threads (torch's own pool: the library   \
      is linked to the libgomp torch has loaded); thread t adds to out[t * 2c ...] */             \
-  int cand_##SUFFIX(const T* base, const T* src, int64_t K, const int64_t* idx, const T* f,      \
+  int cand_##SUFFIX(const T* base, int64_t ldb, const int64_t* cols, const T* src, int64_t K,   \
+                    const int64_t* idx, const T* f,                                              \
                     const T* w, const T* gate, const T* Wt, const T* b, const T* Tt,             \
                     double* out, V* zs, int64_t n, int64_t c, int64_t R, int64_t S, int hidden,  \
                     int mode, int init, int threads) {                                           \
-    if (c % L || S < 1 || S > MAXS || (hidden < 0 && R != S) || (!init && !zs) || threads < 1)   \
+    if (c % L || S < 1 || S > MAXS || (hidden < 0 && R != S) || (!init && !zs) || threads < 1    \
+        || (!cols && ldb < R))                                                                   \
       return 2;                                                                                  \
     const int64_t step = (n + threads - 1) / threads;                                            \
     int rc = 0;                                                                                  \
@@ -268,11 +307,104 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     for (int t = 0; t < threads; ++t) {                                                          \
       const int64_t i0 = t * step, m = i0 + step < n ? step : n - i0;                            \
       if (m > 0)                                                                                 \
-        rc |= run_##SUFFIX(base + i0 * R, src + i0 * K, K, idx, f, w, gate, Wt, b, Tt + i0 * S,  \
+        rc |= run_##SUFFIX(base + i0 * ldb, ldb, cols, src + i0 * K, K, idx, f, w, gate, Wt, b,   \
+                           Tt + i0 * S,                                                          \
                            out + 2 * c * t, zs ? zs + i0 * (c / L) * S : NULL, m, c, R, S,       \
                            hidden, mode, init);                                                  \
     }                                                                                            \
+    for (int t = 1; t < threads; ++t)                    /* the threads' sums into out[0 .. 2c) */\
+      for (int64_t j = 0; j < 2 * c; ++j) out[j] += out[2 * c * t + j];                           \
     return rc;                                                                                   \
+  }                                                                                              \
+  /* z (n, S) = b + h (n, R) W (S, R)^T: the output layer of a forward pass. Each sample's S dot  \
+     products run over L units at a time, in registers (S a constant for the common widths); W   \
+     comes with its rows padded with zeros to Rp, a multiple of L, and the last units of a row of \
+     h are read into a zero-padded vector. With few outputs this is several times quicker than   \
+     the BLAS call torch makes. */                                                               \
+  static inline __attribute__((always_inline)) void linear_body_##SUFFIX(                        \
+      const T* h, const T* W, const T* b, T* z, int64_t n, int64_t R, int64_t Rp, const int S) {  \
+    const int64_t Rv = R - R % L;                                                                \
+    for (int64_t i = 0; i < n; ++i) {                                                            \
+      const T* hi = h + i * R;                                                                   \
+      V acc[MAXS];                                                                               \
+      for (int s = 0; s < S; ++s) acc[s] = SPLAT(0);                                             \
+      for (int64_t r = 0; r < Rv; r += L) {                                                      \
+        const V x = LOAD(hi + r);                                                                \
+        for (int s = 0; s < S; ++s) acc[s] += x * LOAD(W + s * Rp + r);                          \
+      }                                                                                          \
+      if (Rv < R) {                                                                              \
+        V x = SPLAT(0);                                                                          \
+        for (int64_t r = Rv; r < R; ++r) x[r - Rv] = hi[r];                                      \
+        for (int s = 0; s < S; ++s) acc[s] += x * LOAD(W + s * Rp + Rv);                         \
+      }                                                                                          \
+      lane_sums_##SUFFIX(acc, b, z + i * S, S);                                                  \
+    }                                                                                            \
+  }                                                                                              \
+  int linear_##SUFFIX(const T* h, const T* W, const T* b, T* z, int64_t n, int64_t R, int64_t Rp,  \
+                      int64_t S, int threads) {                                                  \
+    if (S < 1 || S > MAXS || threads < 1 || Rp % L || Rp < R) return 2;                          \
+    const int64_t step = (n + threads - 1) / threads;                                            \
+    _Pragma("omp parallel for num_threads(threads) schedule(static, 1)")                         \
+    for (int t = 0; t < threads; ++t) {           /* a run of samples per thread, as in cand_ */  \
+      const int64_t i0 = t * step, m = i0 + step < n ? step : n - i0;                            \
+      const T* ht = h + i0 * R;                                                                  \
+      T* zt = z + i0 * S;                                                                        \
+      if (m <= 0) continue;                                                                      \
+      switch (SPECIALISE ? S : 0) {                                                              \
+        case 1: linear_body_##SUFFIX(ht, W, b, zt, m, R, Rp, 1); break;                          \
+        case 10: linear_body_##SUFFIX(ht, W, b, zt, m, R, Rp, 10); break;                        \
+        default: linear_body_##SUFFIX(ht, W, b, zt, m, R, Rp, (int)S);                           \
+      }                                                                                          \
+    }                                                                                            \
+    return 0;                                                                                    \
+  }                                                                                              \
+  /* the loss of outputs z (n, S) against T (n, S), summed, into out[0]; and into out[1] the      \
+     samples whose first largest output is the target's first largest (accuracy, S > 1): the      \
+     pruning loop's measure after every removal. Vectorised over samples: a vector holds one       \
+     output of L samples (lanes past n hold z = t = 0 and are not counted). */                     \
+  static inline __attribute__((always_inline)) void measure_body_##SUFFIX(                       \
+      const T* z, const T* Tt, int64_t n, const int S, int mode, double* out) {                  \
+    double E = 0, right = 0;                                                                     \
+    for (int64_t i0 = 0; i0 < n; i0 += BLOCK) {                                                  \
+      V acc = SPLAT(0);                                                                          \
+      for (int64_t i = i0; i < i0 + BLOCK && i < n; i += L) {                                    \
+        const int64_t m = n - i < L ? n - i : L;                                                 \
+        const T *zp = z + i * S, *tp = Tt + i * S;                                               \
+        T zr[L * MAXS], tr[L * MAXS];                  /* the last samples, padded with zeros */   \
+        if (m < L) {                                                                             \
+          memset(zr, 0, sizeof zr), memset(tr, 0, sizeof tr);                                    \
+          memcpy(zr, zp, m * S * sizeof(T)), memcpy(tr, tp, m * S * sizeof(T));                  \
+          zp = zr, tp = tr;                                                                      \
+        }                                                                                        \
+        V zv[MAXS], tv[MAXS];                                                                    \
+        for (int s = 0; s < S; ++s)                                                              \
+          for (int k = 0; k < L; ++k) zv[s][k] = zp[k * S + s], tv[s][k] = tp[k * S + s];        \
+        V bz = zv[0], bt = tv[0];                                                                \
+        VI az = (VI){0}, at = (VI){0};                 /* first largest output: strictly greater */\
+        for (int s = 1; s < S; ++s) {                                                            \
+          VI gz = zv[s] > bz, gt = tv[s] > bt;                                                   \
+          bz = SEL(V, VI, gz, zv[s], bz), az = SEL(VI, VI, gz, (VI){0} + s, az);                 \
+          bt = SEL(V, VI, gt, tv[s], bt), at = SEL(VI, VI, gt, (VI){0} + s, at);                 \
+        }                                                                                        \
+        V l = loss_##SUFFIX(zv, tv, S, mode);                                                    \
+        VI keep = (VI){0};                                                                       \
+        for (int k = 0; k < L; ++k) keep[k] = k < m ? -1 : 0;                                    \
+        acc += SEL(V, VI, keep, l, SPLAT(0));                                                    \
+        VI hit = (az == at) & keep;                                                              \
+        for (int k = 0; k < L; ++k) right += hit[k] != 0;                                        \
+      }                                                                                          \
+      for (int k = 0; k < L; ++k) E += acc[k];                                                   \
+    }                                                                                            \
+    out[0] = E, out[1] = right;                                                                  \
+  }                                                                                              \
+  int measure_##SUFFIX(const T* z, const T* Tt, int64_t n, int64_t S, int mode, double* out) {   \
+    if (S < 1 || S > MAXS) return 2;                                                             \
+    switch (SPECIALISE ? S : 0) {                                                                \
+      case 1: measure_body_##SUFFIX(z, Tt, n, 1, mode, out); break;                              \
+      case 10: measure_body_##SUFFIX(z, Tt, n, 10, mode, out); break;                            \
+      default: measure_body_##SUFFIX(z, Tt, n, (int)S, mode, out);                               \
+    }                                                                                            \
+    return 0;                                                                                    \
   }
 
 /* 1 where the kernel splits the work itself (built with OpenMP) */

@@ -27,6 +27,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 SOURCE = Path(__file__).with_name("_fused.c")
@@ -38,6 +39,7 @@ MODES = {("sse", "identity"): 0, ("sse", "sigmoid"): 1, ("sse", "softmax"): 2,
 #: the kernel keeps up to this many outputs' running sums per candidate; wider outputs use PyTorch
 MAX_OUTPUTS = 16
 LANES = {torch.float32: 8, torch.float64: 4}
+T_OF = {np.float32: torch.float32, np.float64: torch.float64}
 
 _lib = None          # the loaded library, False once building it has failed
 
@@ -89,9 +91,15 @@ def library():
         if _lib:
             P, I = ctypes.c_void_p, ctypes.c_int64
             for f in (_lib.cand_f32, _lib.cand_f64):
-                f.argtypes = [P, P, I] + [P] * 9 + [I] * 4 + [ctypes.c_int] * 4
+                f.argtypes = [P, I, P, P, I] + [P] * 9 + [I] * 4 + [ctypes.c_int] * 4
                 f.restype = ctypes.c_int
             _lib.threaded.restype = ctypes.c_int
+            for f in (_lib.linear_f32, _lib.linear_f64):
+                f.argtypes = [P] * 4 + [I] * 4 + [ctypes.c_int]
+                f.restype = ctypes.c_int
+            for f in (_lib.measure_f32, _lib.measure_f64):
+                f.argtypes = [P, P, I, I, ctypes.c_int, P]
+                f.restype = ctypes.c_int
     return _lib or None
 
 
@@ -112,7 +120,18 @@ def new_store(n: int, c: int, S: int, dtype) -> torch.Tensor:
     return torch.empty(n * padded(c, dtype) * S, dtype=dtype)
 
 
-def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True):
+def _array(t, dtype=None) -> np.ndarray:
+    """A C-contiguous NumPy array of CPU tensor or array t (no copy where it already is one)."""
+    a = t.detach().numpy() if isinstance(t, torch.Tensor) else t
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _ptr(a: np.ndarray | None):
+    return None if a is None else a.__array_interface__["data"][0]
+
+
+def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True,
+                     cols=None):
     """Every candidate j's loss summed over the samples, and whether its move is nonzero anywhere.
 
     The next layer's pre-activations move to x_ij = base_i + dh_ij w_j; then z_ij = x_ij
@@ -122,37 +141,91 @@ def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, sto
     instead of starting from b (gate then holds those units' change of gain).
 
     moves: dh (n, c), or (src (n, K), idx (c,), f (c,)) for dh[:, j] = src[:, idx[j]] * f[j],
-    which the kernel gathers itself. base (n, R), w (R, c), T (n, S).
-    Returns ((c,) losses in base's dtype, (c,) bool).
+    which the kernel gathers itself. base (n, R), or base (n, K) and cols (R,) for its columns cols
+    (gathered by the kernel too); w (R, c), T (n, S); CPU tensors or NumPy arrays
+    (the small ones are handled in NumPy: a call is made at every step of a prune, and each torch
+    operation on a small tensor costs several microseconds).
+    Returns ((c,) losses in T's dtype, (c,) bool: the move is nonzero for some sample; with ReLU,
+    some unit's activation moves).
     """
-    lib, dtype = library(), base.dtype
+    lib, dtype = library(), T.dtype
+    real = np.float32 if dtype == torch.float32 else np.float64
     if isinstance(moves, torch.Tensor):
-        moves = (moves, torch.arange(moves.shape[1], device=moves.device), torch.ones(moves.shape[1], dtype=dtype))
+        moves = (moves, np.arange(moves.shape[1]), np.ones(moves.shape[1], real))
     src, idx, f = moves
-    n, c = src.shape[0], idx.numel()
-    R, S = base.shape[1], T.shape[1]
+    idx, f = _array(idx, np.int64), _array(f, real)
+    n, c = src.shape[0], idx.size
+    S = T.shape[1]
+    cols = None if cols is None else _array(cols, np.int64)
+    R = base.shape[1] if cols is None else cols.size
     cp = padded(c, dtype)                          # the kernel works on whole vectors of candidates
-    src, base, T = src.contiguous(), base.contiguous(), T.contiguous()
-    idx = torch.cat([idx.long(), idx[:1].long().expand(cp - c)]) if c else torch.zeros(cp, dtype=torch.long)
-    f = torch.nn.functional.pad(f.to(dtype), (0, cp - c))         # padded lanes do not move
-    w = torch.nn.functional.pad(w, (0, cp - c)) if cp > c else w.contiguous()
+    big = [_array(t) for t in (base, src, T)] + [None if store is None else _array(store)]
+    pad_idx = np.full(cp, idx[0] if c else 0, np.int64)
+    pad_idx[:c] = idx
+    pad_f = np.zeros(cp, real)                     # padded lanes do not move
+    pad_f[:c] = f
+    w = _array(w, real)
+    pad_w = np.zeros((R, cp), real)
+    pad_w[:, :c] = w
     if hidden is None:
         keep, kind = (None, None, None), -1
     else:
-        keep = tuple(t.contiguous() for t in hidden[:3])   # alive until the calls return
-        kind = HIDDEN[hidden[3]]
-    addr = [None if t is None else t.data_ptr() for t in keep]
+        keep, kind = tuple(_array(t, real) for t in hidden[:3]), HIDDEN[hidden[3]]
     if store is not None and store.numel() != n * cp * S:
         raise ValueError(f"store: expected {n * cp * S} elements, got {store.numel()}")
     fn = lib.cand_f32 if dtype == torch.float32 else lib.cand_f64
     # the kernel splits the samples over torch's own OpenMP threads (one thread without OpenMP)
     threads = max(1, min(torch.get_num_threads(), n)) if lib.threaded() else 1
-    out = torch.zeros(threads, 2 * cp, dtype=torch.float64)
-    code = fn(base.data_ptr(), src.data_ptr(), src.shape[1], idx.data_ptr(), f.data_ptr(), w.data_ptr(), *addr,
-              T.data_ptr(), out.data_ptr(), None if store is None else store.data_ptr(), n, cp, R, S, kind,
-              MODES[(loss, output)], int(init), threads)
+    out = np.zeros((threads, 2 * cp))
+    code = fn(_ptr(big[0]), big[0].shape[1], _ptr(cols), _ptr(big[1]), src.shape[1], _ptr(pad_idx),
+              _ptr(pad_f), _ptr(pad_w), *map(_ptr, keep), _ptr(big[2]), _ptr(out), _ptr(big[3]), n, cp, R, S,
+              kind, MODES[(loss, output)], int(init), threads)
     if code:
         raise MemoryError("fused oracle kernel: out of memory") if code == 1 else \
             RuntimeError("fused oracle kernel: bad arguments")
-    total = out.sum(0)
-    return total[:c].to(dtype), total[cp:cp + c] > 0
+    return torch.from_numpy(out[0, :c].astype(real)), torch.from_numpy(out[0, cp:cp + c] > 0)
+
+
+_measured = None     # the last measure() call: (z, its version, T, its version, loss, output, result)
+
+
+def measure(z: torch.Tensor, T: torch.Tensor, loss: str, output: str):
+    """(E, number of samples whose first largest output is the target's) of outputs z (n, S)
+    against T (n, S) in one pass; None where the kernel does not apply (then use losses.total).
+    The count is only meaningful for S > 1. The last result is remembered: the pruning loop
+    measures the net after a removal and the serial oracle asks for the same E next.
+    (The memo holds z itself, so no other tensor can take its place at the same address.)"""
+    global _measured
+    m = _measured
+    if (m is not None and m[0] is z and m[1] == z._version and m[2] is T and m[3] == T._version
+            and m[4:6] == (loss, output)):
+        return m[6]
+    if z.dtype != T.dtype or not supports(T, loss, output):
+        return None
+    zc, Tc = z.contiguous(), T.contiguous()
+    out = (ctypes.c_double * 2)()
+    fn = library().measure_f32 if T.dtype == torch.float32 else library().measure_f64
+    if fn(zc.data_ptr(), Tc.data_ptr(), z.shape[0], z.shape[1], MODES[(loss, output)], out):
+        raise RuntimeError("fused measure: bad arguments")
+    _measured = (z, z._version, T, T._version, loss, output, (out[0], int(out[1])))
+    return _measured[6]
+
+
+def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+    """b + h @ W.T for an output layer of at most MAX_OUTPUTS units, h (n, R) on the CPU, without
+    autograd; None where that does not apply (the caller then runs torch's linear)."""
+    if (h.device.type != "cpu" or h.ndim != 2 or h.dtype not in LANES or W.dtype != h.dtype
+            or not 1 <= W.shape[0] <= MAX_OUTPUTS or library() is None
+            or (torch.is_grad_enabled() and (h.requires_grad or W.requires_grad or b.requires_grad))):
+        return None
+    n, R, S = h.shape[0], h.shape[1], W.shape[0]
+    h, b = _array(h), _array(b)
+    Rp = padded(R, T_OF[h.dtype.type])
+    Wp = np.zeros((S, Rp), h.dtype)                # rows padded to whole vectors
+    Wp[:, :R] = _array(W)
+    z = np.empty((n, S), h.dtype)
+    fn = library().linear_f32 if h.dtype == np.float32 else library().linear_f64
+    threads = max(1, min(torch.get_num_threads(), n // 512)) if library().threaded() else 1
+    if fn(_ptr(h), _ptr(Wp), _ptr(b), _ptr(z), n, R, Rp, S, threads):
+        raise RuntimeError("fused linear: bad arguments")
+    return torch.from_numpy(z)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import fused
 from ._io import atomic_target
 from ._validation import ShrinkNetError, as_tensor, check_inputs
 from .activations import HIDDEN, apply_output
@@ -91,13 +92,16 @@ class MLP(nn.Module):
     def hidden_sizes(self) -> list[int]:
         return self.sizes[1:-1]
 
+    # (the pruning loop reads these several times per removal: straight from the module's dicts,
+    # not through nn.Module.__getattr__)
     @property
     def n_hidden_layers(self) -> int:
-        return len(self.layers) - 1
+        return len(self._modules["layers"]) - 1
 
     @property
     def gates(self) -> list[torch.Tensor]:
-        return [getattr(self, f"gate{l}") for l in range(self.n_hidden_layers)]
+        b = self._buffers
+        return [b[f"gate{l}"] for l in range(self.n_hidden_layers)]
 
     def set_gates(self, gates) -> "MLP":
         """Copy gate values in (a list with one (K_l,) array per hidden layer)."""
@@ -136,7 +140,7 @@ class MLP(nn.Module):
         h = X
         for lin, g in zip(self.layers[:-1], self._gates(gates)):
             h = self._act.f(lin(h)) * g
-        return self.layers[-1](h)
+        return self._output(h)
 
     def forward(self, X: torch.Tensor, gates=None) -> torch.Tensor:
         """Network outputs o = out(z), (N, n_out)."""
@@ -166,17 +170,25 @@ class MLP(nn.Module):
 
     def weights(self) -> list[torch.Tensor]:
         """Every layer's weight and bias, read directly (quicker than walking the modules)."""
-        return [t for lin in self.layers for t in (lin.weight, lin.bias)]
+        return [t for lin in self._modules["layers"] for t in (lin._parameters["weight"], lin._parameters["bias"])]
 
     def _forward_from(self, c: Cache, first: int, h: torch.Tensor) -> None:
         """Recompute hidden layers first.. and the output of cache c from h (the input of layer first)."""
         del c.pre[first:], c.act[first:], c.out[first:]
-        for lin, g in zip(self.layers[first:-1], self.gates[first:]):
+        layers = list(self._modules["layers"])              # (slicing a ModuleList builds a new one)
+        for lin, g in zip(layers[first:-1], self.gates[first:]):
             x = lin(h)
             a = self._act.f(x)
             h = a * g
             c.pre.append(x), c.act.append(a), c.out.append(h)
-        c.z = self.layers[-1](h)
+        c.z = self._output(h)
+
+    def _output(self, h: torch.Tensor) -> torch.Tensor:
+        # torch's linear for a handful of outputs costs several times the compiled product
+        # (fused.linear; the pruning loop runs it after every removal); it keeps autograd
+        lin = self.layers[-1]
+        z = fused.linear(h, lin.weight, lin.bias)
+        return lin(h) if z is None else z
 
     @torch.no_grad()
     def set_gate(self, layer: int, unit: int, value: float) -> None:
@@ -186,7 +198,10 @@ class MLP(nn.Module):
         valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == self._state_key(X)]
         self.gates[layer][unit] = value
         for k, X, c in valid:
-            c.out[layer][:, unit] = c.act[layer][:, unit] * self.gates[layer][unit]
+            if X.device.type == "cpu":     # NumPy: torch's indexing of one column costs tens of microseconds
+                c.out[layer].numpy()[:, unit] = c.act[layer].numpy()[:, unit] * self.gates[layer].numpy()[unit]
+            else:
+                c.out[layer][:, unit] = c.act[layer][:, unit] * self.gates[layer][unit]
             self._forward_from(c, layer + 1, c.out[layer])
             memo[k] = (X, self._state_key(X), c)
 

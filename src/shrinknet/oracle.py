@@ -18,6 +18,7 @@ compare with :func:`literal_errors`, which really runs one forward pass per cand
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from . import fused, losses
@@ -160,30 +161,40 @@ def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, mov
     where it does not apply (GPU, wide outputs, two or more hidden layers downstream, an activation
     it lacks). moves: dh (N, C), or (src, idx, f) for dh[:, c] = src[:, idx[c]] * f[c] (fused.py)."""
     L, out_act = model.n_hidden_layers, model.output_activation
-    units = torch.as_tensor(units, device=T.device, dtype=torch.long)
-    last = model.layers[-1]
+    units = _index(units)
     if layer == L - 1:                                  # the move reaches the output layer directly
         if not fused.supports(T, loss, out_act):
             return None
-        w = last.weight[:, units]
+        w = weights(model.layers[-1])[0][:, units]
         E, moved = fused.candidate_losses(cache.z, moves, w, T, loss, out_act)
         return E, unchanged(moved, w)
     if layer != L - 2 or not fused.supports(T, loss, out_act, model.hidden_activation):
         return None
-    rows = torch.nonzero(model.gates[layer + 1]).flatten()      # active units of the next layer
-    w = model.layers[layer + 1].weight[rows][:, units]
-    hidden = (model.gates[layer + 1][rows], last.weight[:, rows].T, last.bias, model.hidden_activation)
-    E, moved = fused.candidate_losses(cache.pre[layer + 1][:, rows], moves, w, T, loss, out_act, hidden)
+    g = model.gates[layer + 1].numpy()
+    rows = np.flatnonzero(g)                            # active units of the next layer
+    W, (Wout, b) = weights(model.layers[layer + 1])[0], weights(model.layers[-1])
+    w = W[rows][:, units]
+    hidden = (g[rows], Wout[:, rows].T, b, model.hidden_activation)
+    E, moved = fused.candidate_losses(cache.pre[layer + 1], moves, w, T, loss, out_act, hidden, cols=rows)
     return E, unchanged(moved, w)
 
 
-def unchanged(moved: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def unchanged(moved: torch.Tensor, w: np.ndarray) -> torch.Tensor:
     """(C,) bool: candidates that change nothing downstream, from the kernel's `moved` flags and
     their weights w (R, C) to the active units of the next layer: no change of their output
     anywhere (a dead ReLU unit), no nonzero weight to an active unit, or (ReLU) moves that leave
     every unit of the next layer as it was. The literal definition gives E exactly as it is for
     all of them, so they get that very number and exact ties stay ties, broken by index."""
-    return ~(moved & (w != 0).any(0))
+    return ~(moved & torch.from_numpy((w != 0).any(0)))
+
+
+def weights(lin) -> tuple[np.ndarray, np.ndarray]:
+    """A CPU linear layer's weight (out, in) and bias as NumPy arrays (no copies)."""
+    return lin.weight.detach().numpy(), lin.bias.detach().numpy()
+
+
+def _index(units) -> np.ndarray:
+    return units.cpu().numpy() if isinstance(units, torch.Tensor) else np.asarray(units)
 
 
 def _compact_downstream(model: MLP, first: int, actives, rows):
@@ -200,6 +211,8 @@ def _compact_downstream(model: MLP, first: int, actives, rows):
 
 @torch.no_grad()
 def current_error(model: MLP, cache: Cache, T: torch.Tensor, loss: str) -> torch.Tensor:
+    """E of the net as it is, summed as the PyTorch path sums every candidate's E: a candidate
+    that changes nothing then gets exactly this number there, and exact ties stay ties."""
     return losses.total(cache.z, T, model.output_activation, loss)
 
 

@@ -23,6 +23,7 @@ scores every neuron with the criterion.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from . import compensation, fused, oracle
@@ -34,7 +35,11 @@ STORE_BUDGET = 1 << 28
 
 
 class Serial:
-    """Exact brute-force choices for one iterative prune of `model` on (X, T)."""
+    """Exact brute-force choices for one iterative prune of `model` on (X, T).
+
+    The per-step bookkeeping (active units, weights of the candidates, the choice) is done in
+    NumPy on views of the model's tensors: it runs at every step, and each torch operation on a
+    small tensor costs several microseconds."""
 
     def __init__(self, model, X, T, loss: str):
         self.model, self.X, self.T, self.loss = model, X, T, loss
@@ -44,7 +49,8 @@ class Serial:
         self.applies = (isinstance(model, MLP) and compensation.mode_of(model) == "none"
                         and fused.supports(T, loss, model.output_activation))
         self.stores = self.applies and fused.supports(T, loss, model.output_activation, model.hidden_activation)
-        self.minus = -torch.ones(max(model.hidden_sizes, default=0), dtype=T.dtype) if self.applies else None
+        real = np.float32 if T.dtype == torch.float32 else np.float64
+        self.minus = -np.ones(max(model.hidden_sizes, default=0), real)
 
     @torch.no_grad()
     def best(self):
@@ -54,49 +60,53 @@ class Serial:
             return None
         m, T, loss = self.model, self.T, self.loss
         cache = m.cache(self.X)
-        E0 = oracle.current_error(m, cache, T, loss)
         L, pick = m.n_hidden_layers, None
-        for l in range(L):
-            units = torch.nonzero(m.gates[l]).flatten()
-            c = units.numel()
+        if L <= 2:      # every E from the kernel: E0 as the loop measures it (one compiled pass)
+            E0 = np.asarray(fused.measure(cache.z, T, loss, m.output_activation)[0], self.minus.dtype)
+        else:           # E0 as the PyTorch path of deeper layers sums it, for exact ties (oracle.current_error)
+            E0 = oracle.current_error(m, cache, T, loss).numpy()
+        for l, g in enumerate(m.gates):
+            units = np.flatnonzero(g.numpy())
+            c = units.size
             if not c:
                 continue
             if l == L - 1:                           # removal moves the output layer's input only
                 E, still = oracle.kernel_errors(m, cache, T, loss, l, units, (cache.out[l], units, self.minus[:c]))
-                E = torch.where(still, E0, E)
             elif l == L - 2 and self.stores:
-                E = self._stored(cache, units, E0)
+                E, still = self._stored(cache, units)
             else:
-                E = oracle.errors_for_changes(m, cache, T, loss, l, units, -cache.out[l][:, units])
-            s = E - E0
-            if not bool(torch.isfinite(s).all()):    # as the loop says it for scores (pruning._check_scores)
-                bad = int(torch.nonzero(~torch.isfinite(s)).flatten()[0])
+                E = oracle.errors_for_changes(m, cache, T, loss, l, torch.from_numpy(units), -cache.out[l][:, units])
+                still = None                        # (errors_for_changes gives those E0 itself)
+            E = E.numpy()
+            s = (E if still is None else np.where(still.numpy(), E0, E)) - E0
+            if not np.isfinite(s).all():             # as the loop says it for scores (pruning._check_scores)
+                bad = int(np.flatnonzero(~np.isfinite(s))[0])
                 raise ShrinkNetError(f"criterion 'brute-force' gave a non-finite score to active neuron "
                                      f"(layer {l}, unit {int(units[bad])})")
-            k = int(torch.argmin(s))                 # the first of equal minima: the lowest unit
+            k = int(np.argmin(s))                    # the first of equal minima: the lowest unit
             v = float(s[k])
             if pick is None or v < pick[2]:
                 pick = (l, int(units[k]), v)
         return pick
 
-    def _stored(self, cache, units, E0):
-        """E with each of `units` (hidden layer L-2) removed, through the stored outputs."""
+    def _stored(self, cache, units):
+        """(E, changes nothing) of each of `units` (hidden layer L-2) removed, through the stored outputs."""
         m, T = self.model, self.T
-        L, n, S, c = m.n_hidden_layers, T.shape[0], T.shape[1], units.numel()
-        gates = m.gates[L - 1]
-        nxt, last = m.layers[L - 1], m.layers[-1]
-        seen = (version_key([*m.weights(), self.X, self.T]), [g.clone() for g in m.gates])
+        L, n, S, c = m.n_hidden_layers, T.shape[0], T.shape[1], units.size
+        gates = [g.numpy() for g in m.gates]
+        W, (Wout, b) = oracle.weights(m.layers[L - 1])[0], oracle.weights(m.layers[-1])
+        seen = (version_key([*m.weights(), self.X, self.T]), [g.copy() for g in gates])
         # (ReLU: the kernel tells which candidates leave every unit of L-1 as it was, for exact ties;
         # an update sees only the changed units, so ReLU nets compute afresh every step)
         if (self.store is not None and m.hidden_activation != "relu" and self.seen[0] == seen[0]
-                and self.units.equal(units)
-                and all(a.equal(b) for a, b in zip(self.seen[1][:L - 1], seen[1][:L - 1]))):
-            rows = torch.nonzero(gates != self.seen[1][L - 1]).flatten()  # units of L-1 changed since
-            hidden = (gates[rows] - self.seen[1][L - 1][rows], last.weight[:, rows].T, last.bias, m.hidden_activation)
+                and np.array_equal(self.units, units)
+                and all(np.array_equal(a, b) for a, b in zip(self.seen[1][:L - 1], seen[1][:L - 1]))):
+            rows = np.flatnonzero(gates[L - 1] != self.seen[1][L - 1])  # units of L-1 changed since
+            hidden = (gates[L - 1][rows] - self.seen[1][L - 1][rows], Wout[:, rows].T, b, m.hidden_activation)
             init = False
         else:
-            rows = torch.nonzero(gates).flatten()
-            hidden = (gates[rows], last.weight[:, rows].T, last.bias, m.hidden_activation)
+            rows = np.flatnonzero(gates[L - 1])
+            hidden = (gates[L - 1][rows], Wout[:, rows].T, b, m.hidden_activation)
             init = True
             size = n * fused.padded(c, T.dtype) * S
             if size > STORE_BUDGET:
@@ -105,9 +115,10 @@ class Serial:
                 self.store = fused.new_store(n, c, S, T.dtype)
             else:                       # candidates only ever get fewer: reuse the memory (no page faults)
                 self.store = self.store[:size]
-        E, moved = fused.candidate_losses(cache.pre[L - 1][:, rows], (cache.out[L - 2], units, self.minus[:c]),
-                                          nxt.weight[rows][:, units], T, self.loss, m.output_activation, hidden,
-                                          self.store, init)
+        E, moved = fused.candidate_losses(cache.pre[L - 1], (cache.out[L - 2], units, self.minus[:c]),
+                                          W[rows][:, units], T, self.loss, m.output_activation, hidden,
+                                          self.store, init, cols=rows)
         self.units, self.seen = units, seen
-        # E0 itself where nothing changes (see oracle.unchanged): not the rounding of the stored sums
-        return torch.where(oracle.unchanged(moved, nxt.weight[gates != 0][:, units]), E0, E)
+        # E0 itself where nothing changes (see oracle.unchanged): not the rounding of the stored sums;
+        # the candidates' weights to every active unit of L-1 count, not only to the changed ones
+        return E, oracle.unchanged(moved, W[gates[L - 1] != 0][:, units])
