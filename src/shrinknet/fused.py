@@ -8,10 +8,16 @@ it in one pass per sample that keeps a vector of candidates' running sums in reg
 writes nothing but the C totals. Same arithmetic, float rounding aside (its float32 exp / log
 are Cephes' polynomials, about 1 ulp; sums are kept in double).
 
+Two smaller helpers serve the pruning loop, which runs them after every removal: :func:`measure`
+(E and the argmax count of the outputs in one pass, where torch took a loss and two argmax
+calls) and :func:`linear` (the output layer's product for up to 16 outputs, where torch's BLAS
+call for such a thin matrix took several times as long). On small nets those per-step costs, not
+the candidates, were most of a serial prune's time.
+
 The C file is compiled on first use with the system's C compiler (``cc -O3 -march=native``, a
 second or two) into ``~/.cache/shrinknet/`` (or ``$SHRINKNET_CACHE``), keyed by the source, the
-flags and the CPU. Without a compiler, or with ``SHRINKNET_FUSED=0``, the oracle runs its PyTorch
-path; the tests run both. The samples are split over ``torch.get_num_threads()`` OpenMP threads:
+flags and the CPU. Without a compiler, or with ``SHRINKNET_FUSED=0``, everything runs on PyTorch;
+the tests run both. The samples are split over ``torch.get_num_threads()`` OpenMP threads:
 built with ``-fopenmp``, the library shares the libgomp that torch has already loaded, so its
 threads are torch's own (already awake after torch's last operation; a thread pool of our own was
 slower, since waking idle threads costs more than a small call).

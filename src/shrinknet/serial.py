@@ -17,7 +17,10 @@ compiled kernel (fused.py) and keeps what a removal leaves valid:
 
 No candidate is skipped: every E is computed, and equals the literal definition's up to float
 rounding (the stored z_ij are sums in another order); candidates that change nothing get E
-exactly, so exact ties stay ties. The choice is the loop's: lowest E, ties to the lowest (layer, unit).
+exactly, so exact ties stay ties. That E now is, with one or two hidden layers (every E from the
+kernel), the loop's own compiled measure of the net after the last removal (fused.measure, not
+computed twice); with more, PyTorch's sum, which the deeper layers' PyTorch path gives the
+candidates that change nothing. The choice is the loop's: lowest E, ties to the lowest (layer, unit).
 Anything else (a GPU, compensation, other models, > 16 outputs): best() returns None and the loop
 scores every neuron with the criterion.
 """
