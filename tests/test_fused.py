@@ -107,7 +107,7 @@ def test_serial_choice_is_the_lowest_score_at_every_step(hidden, act, out, loss)
 
 
 @pytest.mark.parametrize("hidden", [[6], [5, 4], [4, 3, 5]])
-@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "gelu"])   # gelu: the kernel for the last layer only
 @pytest.mark.parametrize("loss", ["sse", "cross-entropy"])
 def test_fast_serial_prune_decides_as_the_literal_definition(hidden, act, loss):
     m = random_net(hidden, act, "softmax", seed=7)

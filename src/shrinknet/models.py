@@ -198,7 +198,8 @@ class MLP(nn.Module):
         valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == self._state_key(X)]
         self.gates[layer][unit] = value
         for k, X, c in valid:
-            if X.device.type == "cpu":     # NumPy: torch's indexing of one column costs tens of microseconds
+            if c.out[layer].device.type == "cpu" and c.out[layer].dtype in (torch.float32, torch.float64):
+                # in NumPy: torch's indexing of one column costs tens of microseconds
                 c.out[layer].numpy()[:, unit] = c.act[layer].numpy()[:, unit] * self.gates[layer].numpy()[unit]
             else:
                 c.out[layer][:, unit] = c.act[layer][:, unit] * self.gates[layer][unit]

@@ -17,10 +17,10 @@ compiled kernel (fused.py) and keeps what a removal leaves valid:
 
 No candidate is skipped: every E is computed, and equals the literal definition's up to float
 rounding (the stored z_ij are sums in another order); candidates that change nothing get E
-exactly, so exact ties stay ties. That E now is, with one or two hidden layers (every E from the
-kernel), the loop's own compiled measure of the net after the last removal (fused.measure, not
-computed twice); with more, PyTorch's sum, which the deeper layers' PyTorch path gives the
-candidates that change nothing. The choice is the loop's: lowest E, ties to the lowest (layer, unit).
+exactly, so exact ties stay ties. That E now is, where every E comes from the kernel (one or two
+hidden layers of an activation it has), the loop's own compiled measure of the net after the last
+removal (fused.measure, not computed twice); otherwise PyTorch's sum, which the PyTorch path of the
+other layers gives its candidates that change nothing. The choice is the loop's: lowest E, ties to the lowest (layer, unit).
 Anything else (a GPU, compensation, other models, > 16 outputs): best() returns None and the loop
 scores every neuron with the criterion.
 """
@@ -64,9 +64,9 @@ class Serial:
         m, T, loss = self.model, self.T, self.loss
         cache = m.cache(self.X)
         L, pick = m.n_hidden_layers, None
-        if L <= 2:      # every E from the kernel: E0 as the loop measures it (one compiled pass)
+        if L == 1 or (L == 2 and self.stores):  # every E from the kernel: E0 as the loop measures it
             E0 = np.asarray(fused.measure(cache.z, T, loss, m.output_activation)[0], self.minus.dtype)
-        else:           # E0 as the PyTorch path of deeper layers sums it, for exact ties (oracle.current_error)
+        else:           # E0 as the PyTorch path of the other layers sums it, for exact ties (oracle.current_error)
             E0 = oracle.current_error(m, cache, T, loss).numpy()
         for l, g in enumerate(m.gates):
             units = np.flatnonzero(g.numpy())
