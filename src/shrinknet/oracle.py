@@ -161,11 +161,10 @@ def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, mov
     where it does not apply (GPU, wide outputs, two or more hidden layers downstream, an activation
     it lacks). moves: dh (N, C), or (src, idx, f) for dh[:, c] = src[:, idx[c]] * f[c] (fused.py)."""
     L, out_act = model.n_hidden_layers, model.output_activation
-    units = _index(units)
     if layer == L - 1:                                  # the move reaches the output layer directly
         if not fused.supports(T, loss, out_act):
             return None
-        w = weights(model.layers[-1])[0][:, units]
+        w = weights(model.layers[-1])[0][:, _index(units)]
         E, moved = fused.candidate_losses(cache.z, moves, w, T, loss, out_act)
         return E, unchanged(moved, w)
     if layer != L - 2 or not fused.supports(T, loss, out_act, model.hidden_activation):
@@ -173,7 +172,7 @@ def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, mov
     g = model.gates[layer + 1].numpy()
     rows = np.flatnonzero(g)                            # active units of the next layer
     W, (Wout, b) = weights(model.layers[layer + 1])[0], weights(model.layers[-1])
-    w = W[rows][:, units]
+    w = W[rows][:, _index(units)]
     hidden = (g[rows], Wout[:, rows].T, b, model.hidden_activation)
     E, moved = fused.candidate_losses(cache.pre[layer + 1], moves, w, T, loss, out_act, hidden, cols=rows)
     return E, unchanged(moved, w)
