@@ -217,10 +217,10 @@ def measure(z: torch.Tensor, T: torch.Tensor, loss: str, output: str):
     return _measured[6]
 
 
-def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor | None:
+def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
     """b + h @ W.T for an output layer of at most MAX_OUTPUTS units, h (n, R) on the CPU, without
     autograd; None where that does not apply (the caller then runs torch's linear)."""
-    if (h.device.type != "cpu" or h.ndim != 2 or h.dtype not in LANES or W.dtype != h.dtype
+    if (b is None or h.device.type != "cpu" or h.ndim != 2 or h.dtype not in LANES or W.dtype != h.dtype
             or not 1 <= W.shape[0] <= MAX_OUTPUTS or library() is None
             or (torch.is_grad_enabled() and (h.requires_grad or W.requires_grad or b.requires_grad))):
         return None
