@@ -45,7 +45,6 @@ MODES = {("sse", "identity"): 0, ("sse", "sigmoid"): 1, ("sse", "softmax"): 2,
 #: the kernel keeps up to this many outputs' running sums per candidate; wider outputs use PyTorch
 MAX_OUTPUTS = 16
 LANES = {torch.float32: 8, torch.float64: 4}
-T_OF = {np.float32: torch.float32, np.float64: torch.float64}
 
 _lib = None          # the loaded library, False once building it has failed
 
@@ -220,18 +219,19 @@ def measure(z: torch.Tensor, T: torch.Tensor, loss: str, output: str):
 def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor | None:
     """b + h @ W.T for an output layer of at most MAX_OUTPUTS units, h (n, R) on the CPU, without
     autograd; None where that does not apply (the caller then runs torch's linear)."""
-    if (b is None or h.device.type != "cpu" or h.ndim != 2 or h.dtype not in LANES or W.dtype != h.dtype
-            or not 1 <= W.shape[0] <= MAX_OUTPUTS or library() is None
+    lib = library()
+    if (lib is None or b is None or h.device.type != "cpu" or h.ndim != 2 or h.dtype not in LANES
+            or W.dtype != h.dtype or not 1 <= W.shape[0] <= MAX_OUTPUTS
             or (torch.is_grad_enabled() and (h.requires_grad or W.requires_grad or b.requires_grad))):
         return None
     n, R, S = h.shape[0], h.shape[1], W.shape[0]
+    Rp = padded(R, h.dtype)
+    fn = lib.linear_f32 if h.dtype == torch.float32 else lib.linear_f64
     h, b = _array(h), _array(b)
-    Rp = padded(R, T_OF[h.dtype.type])
     Wp = np.zeros((S, Rp), h.dtype)                # rows padded to whole vectors
     Wp[:, :R] = _array(W)
     z = np.empty((n, S), h.dtype)
-    fn = library().linear_f32 if h.dtype == np.float32 else library().linear_f64
-    threads = max(1, min(torch.get_num_threads(), n // 512)) if library().threaded() else 1
+    threads = max(1, min(torch.get_num_threads(), n // 512)) if lib.threaded() else 1
     if fn(_ptr(h), _ptr(Wp), _ptr(b), _ptr(z), n, R, Rp, S, threads):
         raise RuntimeError("fused linear: bad arguments")
     return torch.from_numpy(z)

@@ -171,11 +171,23 @@ def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, mov
         return None
     g = model.gates[layer + 1].numpy()
     rows = np.flatnonzero(g)                            # active units of the next layer
+    return before_last(model, cache, T, loss, layer, units, moves, rows, g[rows])
+
+
+def before_last(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves, rows, gate,
+                store=None, init: bool = True):
+    """kernel_errors for candidates of hidden layer L-2 (layer). rows: the active units of the last
+    hidden layer, gate their gains; or, with a store (fused.candidate_losses) and init=False, the
+    units changed since the stored outputs were brought up to date, gate their change of gain.
+    Returns (E, which candidates change nothing)."""
+    units = _index(units)
     W, (Wout, b) = weights(model.layers[layer + 1])[0], weights(model.layers[-1])
-    w = W[rows][:, _index(units)]
-    hidden = (g[rows], Wout[:, rows].T, b, model.hidden_activation)
-    E, moved = fused.candidate_losses(cache.pre[layer + 1], moves, w, T, loss, out_act, hidden, cols=rows)
-    return E, unchanged(moved, w)
+    w = W[rows][:, units]
+    E, moved = fused.candidate_losses(cache.pre[layer + 1], moves, w, T, loss, model.output_activation,
+                                      (gate, Wout[:, rows].T, b, model.hidden_activation), store, init, cols=rows)
+    # the weights to every active unit of the next layer count, not only to the changed ones
+    reach = w if init else W[model.gates[layer + 1].numpy() != 0][:, units]
+    return E, unchanged(moved, reach)
 
 
 def unchanged(moved: torch.Tensor, w: np.ndarray) -> torch.Tensor:

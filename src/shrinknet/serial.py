@@ -97,7 +97,6 @@ class Serial:
         m, T = self.model, self.T
         L, n, S, c = m.n_hidden_layers, T.shape[0], T.shape[1], units.size
         gates = [g.numpy() for g in m.gates]
-        W, (Wout, b) = oracle.weights(m.layers[L - 1])[0], oracle.weights(m.layers[-1])
         seen = (version_key([*m.weights(), self.X, self.T]), [g.copy() for g in gates])
         # (ReLU: the kernel tells which candidates leave every unit of L-1 as it was, for exact ties;
         # an update sees only the changed units, so ReLU nets compute afresh every step)
@@ -105,12 +104,10 @@ class Serial:
                 and np.array_equal(self.units, units)
                 and all(np.array_equal(a, b) for a, b in zip(self.seen[1][:L - 1], seen[1][:L - 1]))):
             rows = np.flatnonzero(gates[L - 1] != self.seen[1][L - 1])  # units of L-1 changed since
-            hidden = (gates[L - 1][rows] - self.seen[1][L - 1][rows], Wout[:, rows].T, b, m.hidden_activation)
-            init = False
+            gain, init = gates[L - 1][rows] - self.seen[1][L - 1][rows], False
         else:
             rows = np.flatnonzero(gates[L - 1])
-            hidden = (gates[L - 1][rows], Wout[:, rows].T, b, m.hidden_activation)
-            init = True
+            gain, init = gates[L - 1][rows], True
             size = n * fused.padded(c, T.dtype) * S
             if size > STORE_BUDGET:
                 self.store = None
@@ -118,10 +115,8 @@ class Serial:
                 self.store = fused.new_store(n, c, S, T.dtype)
             else:                       # candidates only ever get fewer: reuse the memory (no page faults)
                 self.store = self.store[:size]
-        E, moved = fused.candidate_losses(cache.pre[L - 1], (cache.out[L - 2], units, self.minus[:c]),
-                                          W[rows][:, units], T, self.loss, m.output_activation, hidden,
-                                          self.store, init, cols=rows)
+        # (best() gives the candidates that change nothing E0 itself, not the rounding of the stored sums)
+        out = oracle.before_last(m, cache, T, self.loss, L - 2, units, (cache.out[L - 2], units, self.minus[:c]),
+                                 rows, gain, self.store, init)
         self.units, self.seen = units, seen
-        # E0 itself where nothing changes (see oracle.unchanged): not the rounding of the stored sums;
-        # the candidates' weights to every active unit of L-1 count, not only to the changed ones
-        return E, oracle.unchanged(moved, W[gates[L - 1] != 0][:, units])
+        return out
