@@ -31,13 +31,16 @@ def problem(dtype, S, R, c=11, n=37, seed=0):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("loss, output", list(fused.MODES))
-@pytest.mark.parametrize("hidden", [None, "sigmoid", "tanh", "relu"])
+# every gate 1 takes a path of its own in the kernel (no product)
+@pytest.mark.parametrize("hidden, gates", [(None, None)] + [(a, g) for a in ("sigmoid", "tanh", "relu")
+                                                             for g in ("random", "ones")])
 @pytest.mark.parametrize("S", [3, 12])                    # a width compiled as a constant, and one that is not
-def test_candidate_losses_are_the_formula(dtype, loss, output, hidden, S):
+def test_candidate_losses_are_the_formula(dtype, loss, output, hidden, gates, S):
     R = S if hidden is None else 9
     base, dh, w, T, Wt, b = problem(dtype, S, R)
     dh[:, 3] = 0                                                                # a candidate that does not move
-    h = None if hidden is None else (torch.rand(R, dtype=dtype) * 2, Wt, b, hidden)
+    g = torch.rand(R, dtype=dtype) * 2 if gates == "random" else torch.ones(R, dtype=dtype)
+    h = None if hidden is None else (g, Wt, b, hidden)
     got, moved = fused.candidate_losses(base, dh, w, T, loss, output, h)
     want = formula(base, dh, w, T, loss, output, h)
     tol = 2e-6 if dtype == torch.float32 else 1e-10

@@ -45,8 +45,10 @@ MODES = {("sse", "identity"): 0, ("sse", "sigmoid"): 1, ("sse", "softmax"): 2,
 #: the kernel keeps up to this many outputs' running sums per candidate; wider outputs use PyTorch
 MAX_OUTPUTS = 16
 LANES = {torch.float32: 8, torch.float64: 4}
+TORCH = {np.float32: torch.float32, np.float64: torch.float64}
 
 _lib = None          # the loaded library, False once building it has failed
+_threaded = False    # whether it splits its work over OpenMP threads
 
 
 def _cpu() -> str:
@@ -84,7 +86,7 @@ def _build() -> Path | None:
 
 def library():
     """The compiled kernel, or None where it cannot be built or is switched off."""
-    global _lib
+    global _lib, _threaded
     if os.environ.get("SHRINKNET_FUSED", "1") == "0":
         return None
     if _lib is None:
@@ -99,6 +101,7 @@ def library():
                 f.argtypes = [P, I, P, P, I] + [P] * 9 + [I] * 4 + [ctypes.c_int] * 4
                 f.restype = ctypes.c_int
             _lib.threaded.restype = ctypes.c_int
+            _threaded = bool(_lib.threaded())
             for f in (_lib.linear_f32, _lib.linear_f64):
                 f.argtypes = [P] * 4 + [I] * 4 + [ctypes.c_int]
                 f.restype = ctypes.c_int
@@ -135,6 +138,16 @@ def _ptr(a: np.ndarray | None):
     return None if a is None else a.__array_interface__["data"][0]
 
 
+def _big(t, real):
+    """(t's data as C-contiguous memory of dtype `real`, its address) without a copy where it already
+    is that: a contiguous tensor's own data_ptr (reading NumPy's address costs ~1.5 us, and a call
+    passes four such arrays at every step of a prune). The first item keeps the memory alive."""
+    if isinstance(t, torch.Tensor) and t.is_contiguous() and t.dtype == TORCH[real]:
+        return t, t.data_ptr()
+    a = _array(t, real)
+    return a, _ptr(a)
+
+
 def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True,
                      cols=None):
     """Every candidate j's loss summed over the samples, and whether its move is nonzero anywhere.
@@ -153,42 +166,47 @@ def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, sto
     Returns ((c,) losses in T's dtype, (c,) bool: the move is nonzero for some sample; with ReLU,
     some unit's activation moves).
     """
+    E, moved = candidate_losses_np(base, moves, w, T, loss, output, hidden, store, init, cols)
+    return torch.from_numpy(E), torch.from_numpy(moved)
+
+
+def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True,
+                        cols=None):
+    """:func:`candidate_losses` returning NumPy arrays (what the oracle's per-step bookkeeping uses)."""
     lib, dtype = library(), T.dtype
     real = np.float32 if dtype == torch.float32 else np.float64
     if isinstance(moves, torch.Tensor):
         moves = (moves, np.arange(moves.shape[1]), np.ones(moves.shape[1], real))
     src, idx, f = moves
-    idx, f = _array(idx, np.int64), _array(f, real)
-    n, c = src.shape[0], idx.size
+    n, c = src.shape[0], len(idx)
     S = T.shape[1]
     cols = None if cols is None else _array(cols, np.int64)
     R = base.shape[1] if cols is None else cols.size
     cp = padded(c, dtype)                          # the kernel works on whole vectors of candidates
-    big = [_array(t) for t in (base, src, T)] + [None if store is None else _array(store)]
-    pad_idx = np.full(cp, idx[0] if c else 0, np.int64)
-    pad_idx[:c] = idx
-    pad_f = np.zeros(cp, real)                     # padded lanes do not move
-    pad_f[:c] = f
-    w = _array(w, real)
+    (base, pb), (src, ps), (T, pT) = _big(base, real), _big(src, real), _big(T, real)
+    if store is not None and store.numel() != n * cp * S:
+        raise ValueError(f"store: expected {n * cp * S} elements, got {store.numel()}")
+    store, pz = (None, None) if store is None else _big(store, real)
+    pad_idx = np.zeros(cp, np.int64)               # padded lanes read column 0 and do not move
+    pad_idx[:c] = _array(idx)
+    pad_f = np.zeros(cp, real)
+    pad_f[:c] = _array(f)
     pad_w = np.zeros((R, cp), real)
-    pad_w[:, :c] = w
+    pad_w[:, :c] = _array(w)
     if hidden is None:
         keep, kind = (None, None, None), -1
     else:
         keep, kind = tuple(_array(t, real) for t in hidden[:3]), HIDDEN[hidden[3]]
-    if store is not None and store.numel() != n * cp * S:
-        raise ValueError(f"store: expected {n * cp * S} elements, got {store.numel()}")
     fn = lib.cand_f32 if dtype == torch.float32 else lib.cand_f64
     # the kernel splits the samples over torch's own OpenMP threads (one thread without OpenMP)
-    threads = max(1, min(torch.get_num_threads(), n)) if lib.threaded() else 1
+    threads = max(1, min(torch.get_num_threads(), n)) if _threaded else 1
     out = np.zeros((threads, 2 * cp))
-    code = fn(_ptr(big[0]), big[0].shape[1], _ptr(cols), _ptr(big[1]), src.shape[1], _ptr(pad_idx),
-              _ptr(pad_f), _ptr(pad_w), *map(_ptr, keep), _ptr(big[2]), _ptr(out), _ptr(big[3]), n, cp, R, S,
-              kind, MODES[(loss, output)], int(init), threads)
+    code = fn(pb, base.shape[1], _ptr(cols), ps, src.shape[1], _ptr(pad_idx), _ptr(pad_f), _ptr(pad_w),
+              *map(_ptr, keep), pT, _ptr(out), pz, n, cp, R, S, kind, MODES[(loss, output)], int(init), threads)
     if code:
         raise MemoryError("fused oracle kernel: out of memory") if code == 1 else \
             RuntimeError("fused oracle kernel: bad arguments")
-    return torch.from_numpy(out[0, :c].astype(real)), torch.from_numpy(out[0, cp:cp + c] > 0)
+    return out[0, :c].astype(real), out[0, cp:cp + c] > 0
 
 
 _measured = None     # the last measure() call: (z, its version, T, its version, loss, output, result)
@@ -227,11 +245,12 @@ def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Te
     n, R, S = h.shape[0], h.shape[1], W.shape[0]
     Rp = padded(R, h.dtype)
     fn = lib.linear_f32 if h.dtype == torch.float32 else lib.linear_f64
-    h, b = _array(h), _array(b)
-    Wp = np.zeros((S, Rp), h.dtype)                # rows padded to whole vectors
+    real = np.float32 if h.dtype == torch.float32 else np.float64
+    (h, ph), (b, pb) = _big(h, real), _big(b, real)
+    Wp = np.zeros((S, Rp), real)                   # rows padded to whole vectors
     Wp[:, :R] = _array(W)
-    z = np.empty((n, S), h.dtype)
-    threads = max(1, min(torch.get_num_threads(), n // 512)) if lib.threaded() else 1
-    if fn(_ptr(h), _ptr(Wp), _ptr(b), _ptr(z), n, R, Rp, S, threads):
+    z = torch.empty((n, S), dtype=TORCH[real])
+    threads = max(1, min(torch.get_num_threads(), n // 512)) if _threaded else 1
+    if fn(ph, _ptr(Wp), pb, z.data_ptr(), n, R, Rp, S, threads):
         raise RuntimeError("fused linear: bad arguments")
-    return torch.from_numpy(z)
+    return z

@@ -200,7 +200,8 @@ class MLP(nn.Module):
         for k, X, c in valid:
             if c.out[layer].device.type == "cpu" and c.out[layer].dtype in (torch.float32, torch.float64):
                 # in NumPy: torch's indexing of one column costs tens of microseconds
-                c.out[layer].numpy()[:, unit] = c.act[layer].numpy()[:, unit] * self.gates[layer].numpy()[unit]
+                out = c.out[layer].numpy()[:, unit]
+                np.multiply(c.act[layer].numpy()[:, unit], self.gates[layer].numpy()[unit], out=out)
             else:
                 c.out[layer][:, unit] = c.act[layer][:, unit] * self.gates[layer][unit]
             self._forward_from(c, layer + 1, c.out[layer])

@@ -111,7 +111,7 @@ def errors_for_changes(model: MLP, cache: Cache, T: torch.Tensor, loss: str, lay
         if model.hidden_activation == "relu" and r.rows is not None:
             still |= same
     else:
-        out, still = kernel
+        out, still = torch.from_numpy(kernel[0]), torch.from_numpy(kernel[1])
     # A candidate whose output does not change at all (a dead ReLU unit, gain = gate), or whose
     # change leaves the next layer's activations exactly as they were (ReLU units kept below 0),
     # leaves E exactly as it is; return that very number, so exact ties stay exact ties and are
@@ -157,15 +157,16 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
 
 
 def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves):
-    """(E for each candidate, which candidates change nothing) through the compiled kernel, or None
-    where it does not apply (GPU, wide outputs, two or more hidden layers downstream, an activation
-    it lacks). moves: dh (N, C), or (src, idx, f) for dh[:, c] = src[:, idx[c]] * f[c] (fused.py)."""
+    """(E for each candidate, which candidates change nothing) as NumPy arrays, through the compiled
+    kernel; or None where it does not apply (GPU, wide outputs, two or more hidden layers
+    downstream, an activation it lacks). moves: dh (N, C), or (src, idx, f) for
+    dh[:, c] = src[:, idx[c]] * f[c] (fused.py)."""
     L, out_act = model.n_hidden_layers, model.output_activation
     if layer == L - 1:                                  # the move reaches the output layer directly
         if not fused.supports(T, loss, out_act):
             return None
         w = weights(model.layers[-1])[0][:, _index(units)]
-        E, moved = fused.candidate_losses(cache.z, moves, w, T, loss, out_act)
+        E, moved = fused.candidate_losses_np(cache.z, moves, w, T, loss, out_act)
         return E, unchanged(moved, w)
     if layer != L - 2 or not fused.supports(T, loss, out_act, model.hidden_activation):
         return None
@@ -183,20 +184,20 @@ def before_last(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves
     units = _index(units)
     W, (Wout, b) = weights(model.layers[layer + 1])[0], weights(model.layers[-1])
     w = W[rows][:, units]
-    E, moved = fused.candidate_losses(cache.pre[layer + 1], moves, w, T, loss, model.output_activation,
+    E, moved = fused.candidate_losses_np(cache.pre[layer + 1], moves, w, T, loss, model.output_activation,
                                       (gate, Wout[:, rows].T, b, model.hidden_activation), store, init, cols=rows)
     # the weights to every active unit of the next layer count, not only to the changed ones
     reach = w if init else W[model.gates[layer + 1].numpy() != 0][:, units]
     return E, unchanged(moved, reach)
 
 
-def unchanged(moved: torch.Tensor, w: np.ndarray) -> torch.Tensor:
+def unchanged(moved: np.ndarray, w: np.ndarray) -> np.ndarray:
     """(C,) bool: candidates that change nothing downstream, from the kernel's `moved` flags and
     their weights w (R, C) to the active units of the next layer: no change of their output
     anywhere (a dead ReLU unit), no nonzero weight to an active unit, or (ReLU) moves that leave
     every unit of the next layer as it was. The literal definition gives E exactly as it is for
     all of them, so they get that very number and exact ties stay ties, broken by index."""
-    return ~(moved & torch.from_numpy((w != 0).any(0)))
+    return ~(moved & (w != 0).any(0))
 
 
 def weights(lin) -> tuple[np.ndarray, np.ndarray]:

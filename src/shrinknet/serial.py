@@ -80,8 +80,8 @@ class Serial:
             else:
                 E = oracle.errors_for_changes(m, cache, T, loss, l, torch.from_numpy(units), -cache.out[l][:, units])
                 still = None                        # (errors_for_changes gives those E0 itself)
-            E = E.numpy()
-            s = (E if still is None else np.where(still.numpy(), E0, E)) - E0
+            E = E.numpy() if isinstance(E, torch.Tensor) else E
+            s = (E if still is None else np.where(still, E0, E)) - E0
             if not np.isfinite(s).all():             # as the loop says it for scores (pruning._check_scores)
                 bad = int(np.flatnonzero(~np.isfinite(s))[0])
                 raise ShrinkNetError(f"criterion 'brute-force' gave a non-finite score to active neuron "
