@@ -185,7 +185,8 @@ def before_last(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves
     W, (Wout, b) = weights(model.layers[layer + 1])[0], weights(model.layers[-1])
     w = W[rows][:, units]
     E, moved = fused.candidate_losses_np(cache.pre[layer + 1], moves, w, T, loss, model.output_activation,
-                                      (gate, Wout[:, rows].T, b, model.hidden_activation), store, init, cols=rows)
+                                         (gate, Wout[:, rows].T, b, model.hidden_activation), store, init,
+                                         cols=rows)
     # the weights to every active unit of the next layer count, not only to the changed ones
     reach = w if init else W[model.gates[layer + 1].numpy() != 0][:, units]
     return E, unchanged(moved, reach)
