@@ -45,7 +45,8 @@ MODES = {("sse", "identity"): 0, ("sse", "sigmoid"): 1, ("sse", "softmax"): 2,
 #: the kernel keeps up to this many outputs' running sums per candidate; wider outputs use PyTorch
 MAX_OUTPUTS = 16
 LANES = {torch.float32: 8, torch.float64: 4}
-TORCH = {np.float32: torch.float32, np.float64: torch.float64}
+NUMPY = {torch.float32: np.float32, torch.float64: np.float64}   # the kernel's dtypes, both ways
+TORCH = {v: k for k, v in NUMPY.items()}
 
 _lib = None          # the loaded library, False once building it has failed
 _threaded = False    # whether it splits its work over OpenMP threads
@@ -174,7 +175,7 @@ def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, 
                         cols=None):
     """:func:`candidate_losses` returning NumPy arrays (what the oracle's per-step bookkeeping uses)."""
     lib, dtype = library(), T.dtype
-    real = np.float32 if dtype == torch.float32 else np.float64
+    real = NUMPY[dtype]
     if isinstance(moves, torch.Tensor):
         moves = (moves, np.arange(moves.shape[1]), np.ones(moves.shape[1], real))
     src, idx, f = moves
@@ -245,11 +246,11 @@ def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Te
     n, R, S = h.shape[0], h.shape[1], W.shape[0]
     Rp = padded(R, h.dtype)
     fn = lib.linear_f32 if h.dtype == torch.float32 else lib.linear_f64
-    real = np.float32 if h.dtype == torch.float32 else np.float64
+    real = NUMPY[h.dtype]
     (h, ph), (b, pb) = _big(h, real), _big(b, real)
     Wp = np.zeros((S, Rp), real)                   # rows padded to whole vectors
     Wp[:, :R] = _array(W)
-    z = torch.empty((n, S), dtype=TORCH[real])
+    z = torch.empty((n, S), dtype=h.dtype)
     threads = max(1, min(torch.get_num_threads(), n // 512)) if _threaded else 1
     if fn(ph, _ptr(Wp), pb, z.data_ptr(), n, R, Rp, S, threads):
         raise RuntimeError("fused linear: bad arguments")

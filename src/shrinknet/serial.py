@@ -52,8 +52,7 @@ class Serial:
         self.applies = (isinstance(model, MLP) and compensation.mode_of(model) == "none"
                         and fused.supports(T, loss, model.output_activation))
         self.stores = self.applies and fused.supports(T, loss, model.output_activation, model.hidden_activation)
-        real = np.float32 if T.dtype == torch.float32 else np.float64
-        self.minus = -np.ones(max(model.hidden_sizes, default=0), real)
+        self.minus = -np.ones(max(model.hidden_sizes, default=0), fused.NUMPY.get(T.dtype, np.float64))
 
     @torch.no_grad()
     def best(self):
@@ -78,9 +77,9 @@ class Serial:
             elif l == L - 2 and self.stores:
                 E, still = self._stored(cache, units)
             else:
-                E = oracle.errors_for_changes(m, cache, T, loss, l, torch.from_numpy(units), -cache.out[l][:, units])
+                E = oracle.errors_for_changes(m, cache, T, loss, l, torch.from_numpy(units),
+                                              -cache.out[l][:, units]).numpy()
                 still = None                        # (errors_for_changes gives those E0 itself)
-            E = E.numpy() if isinstance(E, torch.Tensor) else E
             s = (E if still is None else np.where(still, E0, E)) - E0
             if not np.isfinite(s).all():             # as the loop says it for scores (pruning._check_scores)
                 bad = int(np.flatnonzero(~np.isfinite(s))[0])
