@@ -171,43 +171,73 @@ def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, sto
     return torch.from_numpy(E), torch.from_numpy(moved)
 
 
+class _Scratch:
+    """The small arrays of a kernel call (padded moves and weights, the hidden layer's gates and weights,
+    the sums), kept from call to call with their addresses: reading a NumPy array's address costs
+    ~3 us, allocating one ~1 us, and the serial oracle makes two calls with eight such arrays at every
+    step of a prune. Each name's memory only grows; a call gets a view of its first `size` items."""
+
+    def __init__(self):
+        self.bufs = {}
+
+    def get(self, name: str, size: int, dtype) -> tuple[np.ndarray, int]:
+        buf = self.bufs.get((name, dtype))
+        if buf is None or buf[0].size < size:
+            a = np.empty(max(size, 64), dtype)
+            buf = self.bufs[(name, dtype)] = (a, _ptr(a))
+        return buf[0][:size], buf[1]
+
+    def fill(self, name: str, t, dtype) -> int:
+        """t's values copied into the scratch array `name`; returns its address."""
+        t = t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+        a, p = self.get(name, t.size, dtype)
+        np.copyto(a.reshape(t.shape), t, casting="unsafe")
+        return p
+
+
+_scratch = _Scratch()
+
+
 def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True,
                         cols=None):
     """:func:`candidate_losses` returning NumPy arrays (what the oracle's per-step bookkeeping uses)."""
-    lib, dtype = library(), T.dtype
+    lib, dtype, sc = library(), T.dtype, _scratch
     real = NUMPY[dtype]
     if isinstance(moves, torch.Tensor):
         moves = (moves, np.arange(moves.shape[1]), np.ones(moves.shape[1], real))
     src, idx, f = moves
     n, c = src.shape[0], len(idx)
     S = T.shape[1]
-    cols = None if cols is None else _array(cols, np.int64)
-    R = base.shape[1] if cols is None else cols.size
+    R = base.shape[1] if cols is None else len(cols)
     cp = padded(c, dtype)                          # the kernel works on whole vectors of candidates
     (base, pb), (src, ps), (T, pT) = _big(base, real), _big(src, real), _big(T, real)
     if store is not None and store.numel() != n * cp * S:
         raise ValueError(f"store: expected {n * cp * S} elements, got {store.numel()}")
     store, pz = (None, None) if store is None else _big(store, real)
-    pad_idx = np.zeros(cp, np.int64)               # padded lanes read column 0 and do not move
-    pad_idx[:c] = _array(idx)
-    pad_f = np.zeros(cp, real)
-    pad_f[:c] = _array(f)
-    pad_w = np.zeros((R, cp), real)
-    pad_w[:, :c] = _array(w)
+    pad_idx, p_idx = sc.get("idx", cp, np.int64)   # padded lanes read column 0 and do not move
+    pad_idx[:c], pad_idx[c:] = idx, 0
+    pad_f, p_f = sc.get("f", cp, real)
+    pad_f[:c], pad_f[c:] = f, 0
+    pad_w, p_w = sc.get("w", R * cp, real)
+    pad_w = pad_w.reshape(R, cp)
+    pad_w[:, :c], pad_w[:, c:] = w, 0
+    p_cols = None if cols is None else sc.fill("cols", cols, np.int64)
     if hidden is None:
         keep, kind = (None, None, None), -1
     else:
-        keep, kind = tuple(_array(t, real) for t in hidden[:3]), HIDDEN[hidden[3]]
+        keep = tuple(sc.fill(name, t, real) for name, t in zip(("gate", "Wt", "b"), hidden[:3]))
+        kind = HIDDEN[hidden[3]]
     fn = lib.cand_f32 if dtype == torch.float32 else lib.cand_f64
     # the kernel splits the samples over torch's own OpenMP threads (one thread without OpenMP)
     threads = max(1, min(torch.get_num_threads(), n)) if _threaded else 1
-    out = np.zeros((threads, 2 * cp))
-    code = fn(pb, base.shape[1], _ptr(cols), ps, src.shape[1], _ptr(pad_idx), _ptr(pad_f), _ptr(pad_w),
-              *map(_ptr, keep), pT, _ptr(out), pz, n, cp, R, S, kind, MODES[(loss, output)], int(init), threads)
+    out, p_out = sc.get("out", threads * 2 * cp, np.float64)
+    out.fill(0)
+    code = fn(pb, base.shape[1], p_cols, ps, src.shape[1], p_idx, p_f, p_w, *keep, pT, p_out, pz,
+              n, cp, R, S, kind, MODES[(loss, output)], int(init), threads)
     if code:
         raise MemoryError("fused oracle kernel: out of memory") if code == 1 else \
             RuntimeError("fused oracle kernel: bad arguments")
-    return out[0, :c].astype(real), out[0, cp:cp + c] > 0
+    return out[:c].astype(real), out[cp:cp + c] > 0
 
 
 _measured = None     # the last measure() call: (z, its version, T, its version, loss, output, result)
@@ -248,10 +278,11 @@ def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Te
     fn = lib.linear_f32 if h.dtype == torch.float32 else lib.linear_f64
     real = NUMPY[h.dtype]
     (h, ph), (b, pb) = _big(h, real), _big(b, real)
-    Wp = np.zeros((S, Rp), real)                   # rows padded to whole vectors
-    Wp[:, :R] = _array(W)
+    Wp, p_W = _scratch.get("Wp", S * Rp, real)    # rows padded to whole vectors
+    Wp = Wp.reshape(S, Rp)
+    Wp[:, :R], Wp[:, R:] = W.detach().numpy(), 0
     z = torch.empty((n, S), dtype=h.dtype)
     threads = max(1, min(torch.get_num_threads(), n // 512)) if _threaded else 1
-    if fn(ph, _ptr(Wp), pb, z.data_ptr(), n, R, Rp, S, threads):
+    if fn(ph, p_W, pb, z.data_ptr(), n, R, Rp, S, threads):
         raise RuntimeError("fused linear: bad arguments")
     return z

@@ -195,17 +195,22 @@ class MLP(nn.Module):
         """Set one gate; remembered caches are updated by recomputing only the layers downstream
         of it (the result is identical to a fresh forward pass)."""
         memo = self.__dict__.setdefault("_memo", {})
-        valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == self._state_key(X)]
-        self.gates[layer][unit] = value
+        rest = [*self.gates, *self.weights()]        # what a cache's key holds after its X
+        valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == version_key([X, *rest])]
+        g = rest[layer]
+        g[unit] = value
+        # the keys after the change: only this gate's version has moved (pruning calls this at every step)
+        at = 1 + layer
         for k, X, c in valid:
             if c.out[layer].device.type == "cpu" and c.out[layer].dtype in (torch.float32, torch.float64):
                 # in NumPy: torch's indexing of one column costs tens of microseconds
                 out = c.out[layer].numpy()[:, unit]
-                np.multiply(c.act[layer].numpy()[:, unit], self.gates[layer].numpy()[unit], out=out)
+                np.multiply(c.act[layer].numpy()[:, unit], g.numpy()[unit], out=out)
             else:
-                c.out[layer][:, unit] = c.act[layer][:, unit] * self.gates[layer][unit]
+                c.out[layer][:, unit] = c.act[layer][:, unit] * g[unit]
             self._forward_from(c, layer + 1, c.out[layer])
-            memo[k] = (X, self._state_key(X), c)
+            key = memo[k][1]
+            memo[k] = (X, key[:at] + ((g.data_ptr(), g._version),) + key[at + 1:], c)
 
     def predict(self, X) -> np.ndarray:
         """Outputs for an array-like X, as a NumPy array."""

@@ -156,39 +156,40 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
     return d1, d2
 
 
-def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves):
+def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves, ws=None):
     """(E for each candidate, which candidates change nothing) as NumPy arrays, through the compiled
     kernel; or None where it does not apply (GPU, wide outputs, two or more hidden layers
     downstream, an activation it lacks). moves: dh (N, C), or (src, idx, f) for
-    dh[:, c] = src[:, idx[c]] * f[c] (fused.py)."""
+    dh[:, c] = src[:, idx[c]] * f[c] (fused.py). ws: numpy_weights(model), if the caller has them."""
     L, out_act = model.n_hidden_layers, model.output_activation
     if layer == L - 1:                                  # the move reaches the output layer directly
         if not fused.supports(T, loss, out_act):
             return None
-        w = weights(model.layers[-1])[0][:, _index(units)]
+        w = (ws or numpy_weights(model))[-2][:, _index(units)]
         E, moved = fused.candidate_losses_np(cache.z, moves, w, T, loss, out_act)
         return E, unchanged(moved, w)
     if layer != L - 2 or not fused.supports(T, loss, out_act, model.hidden_activation):
         return None
     g = model.gates[layer + 1].numpy()
     rows = np.flatnonzero(g)                            # active units of the next layer
-    return before_last(model, cache, T, loss, layer, units, moves, rows, g[rows])
+    return before_last(model, cache, T, loss, layer, units, moves, rows, g[rows], ws=ws)
 
 
 def before_last(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves, rows, gate,
-                store=None, init: bool = True):
+                store=None, init: bool = True, ws=None):
     """kernel_errors for candidates of hidden layer L-2 (layer). rows: the active units of the last
     hidden layer, gate their gains; or, with a store (fused.candidate_losses) and init=False, the
     units changed since the stored outputs were brought up to date, gate their change of gain.
     Returns (E, which candidates change nothing)."""
     units = _index(units)
-    W, (Wout, b) = weights(model.layers[layer + 1])[0], weights(model.layers[-1])
-    w = W[rows][:, units]
+    ws = ws or numpy_weights(model)
+    W, Wout, b = ws[2 * layer + 2], ws[-2], ws[-1]
+    w = W[np.ix_(rows, units)]
     E, moved = fused.candidate_losses_np(cache.pre[layer + 1], moves, w, T, loss, model.output_activation,
                                          (gate, Wout[:, rows].T, b, model.hidden_activation), store, init,
                                          cols=rows)
     # the weights to every active unit of the next layer count, not only to the changed ones
-    reach = w if init else W[model.gates[layer + 1].numpy() != 0][:, units]
+    reach = w if init else W[np.ix_(np.flatnonzero(model.gates[layer + 1].numpy()), units)]
     return E, unchanged(moved, reach)
 
 
@@ -198,12 +199,12 @@ def unchanged(moved: np.ndarray, w: np.ndarray) -> np.ndarray:
     anywhere (a dead ReLU unit), no nonzero weight to an active unit, or (ReLU) moves that leave
     every unit of the next layer as it was. The literal definition gives E exactly as it is for
     all of them, so they get that very number and exact ties stay ties, broken by index."""
-    return ~(moved & (w != 0).any(0))
+    return ~(moved & w.any(0))
 
 
-def weights(lin) -> tuple[np.ndarray, np.ndarray]:
-    """A CPU linear layer's weight (out, in) and bias as NumPy arrays (no copies)."""
-    return lin.weight.detach().numpy(), lin.bias.detach().numpy()
+def numpy_weights(model: MLP) -> list[np.ndarray]:
+    """A CPU MLP's weights and biases [W_0, b_0, W_1, b_1, ...] as NumPy arrays (views, no copies)."""
+    return [t.detach().numpy() for t in model.weights()]
 
 
 def _index(units) -> np.ndarray:

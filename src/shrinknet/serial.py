@@ -47,8 +47,8 @@ class Serial:
     def __init__(self, model, X, T, loss: str):
         self.model, self.X, self.T, self.loss = model, X, T, loss
         self.store = None       # z_ij of the candidates of hidden layer L-2, as of `self.seen`
-        self.seen = None        # (parameter versions, gates) when the store was last brought up to date
-        self.units = None
+        self.seen = None        # (versions of the data, weights and gates before L-1; gates of L-1) then
+        self.views = None       # (the weights' versions, their NumPy views)
         self.applies = (isinstance(model, MLP) and compensation.mode_of(model) == "none"
                         and fused.supports(T, loss, model.output_activation))
         self.stores = self.applies and fused.supports(T, loss, model.output_activation, model.hidden_activation)
@@ -67,46 +67,55 @@ class Serial:
             E0 = np.asarray(fused.measure(cache.z, T, loss, m.output_activation)[0], self.minus.dtype)
         else:           # E0 as the PyTorch path of the other layers sums it, for exact ties (oracle.current_error)
             E0 = oracle.current_error(m, cache, T, loss).numpy()
+        ws = self._weights()
         for l, g in enumerate(m.gates):
             units = np.flatnonzero(g.numpy())
             c = units.size
             if not c:
                 continue
             if l == L - 1:                           # removal moves the output layer's input only
-                E, still = oracle.kernel_errors(m, cache, T, loss, l, units, (cache.out[l], units, self.minus[:c]))
+                E, still = oracle.kernel_errors(m, cache, T, loss, l, units, (cache.out[l], units, self.minus[:c]), ws)
             elif l == L - 2 and self.stores:
-                E, still = self._stored(cache, units)
+                E, still = self._stored(cache, units, ws)
             else:
                 E = oracle.errors_for_changes(m, cache, T, loss, l, torch.from_numpy(units),
                                               -cache.out[l][:, units]).numpy()
                 still = None                        # (errors_for_changes gives those E0 itself)
             s = (E if still is None else np.where(still, E0, E)) - E0
-            if not np.isfinite(s).all():             # as the loop says it for scores (pruning._check_scores)
+            k = int(np.argmin(s))                    # the first of equal minima: the lowest unit (NaN: the first NaN)
+            v = float(s[k])
+            if not np.isfinite(v) or not np.isfinite(s).all():   # as the loop says it (pruning._check_scores)
                 bad = int(np.flatnonzero(~np.isfinite(s))[0])
                 raise ShrinkNetError(f"criterion 'brute-force' gave a non-finite score to active neuron "
                                      f"(layer {l}, unit {int(units[bad])})")
-            k = int(np.argmin(s))                    # the first of equal minima: the lowest unit
-            v = float(s[k])
             if pick is None or v < pick[2]:
                 pick = (l, int(units[k]), v)
         return pick
 
-    def _stored(self, cache, units):
+    def _weights(self) -> list[np.ndarray]:
+        """NumPy views of the model's weights and biases, made again only when one was changed or replaced."""
+        ts = self.model.weights()
+        key = version_key(ts)
+        if self.views is None or self.views[0] != key:
+            self.views = (key, [t.detach().numpy() for t in ts])
+        return self.views[1]
+
+    def _stored(self, cache, units, ws):
         """(E, changes nothing) of each of `units` (hidden layer L-2) removed, through the stored outputs."""
         m, T = self.model, self.T
         L, n, S, c = m.n_hidden_layers, T.shape[0], T.shape[1], units.size
-        gates = [g.numpy() for g in m.gates]
-        seen = (version_key([*m.weights(), self.X, self.T]), [g.copy() for g in gates])
+        gates = m.gates
+        last = gates[L - 1].numpy()
+        # equal versions: the same data, weights and gates of layers < L-1 (so the same candidates)
+        key = version_key([*m.weights(), self.X, self.T, *gates[:L - 1]])
         # (ReLU: the kernel tells which candidates leave every unit of L-1 as it was, for exact ties;
         # an update sees only the changed units, so ReLU nets compute afresh every step)
-        if (self.store is not None and m.hidden_activation != "relu" and self.seen[0] == seen[0]
-                and np.array_equal(self.units, units)
-                and all(np.array_equal(a, b) for a, b in zip(self.seen[1][:L - 1], seen[1][:L - 1]))):
-            rows = np.flatnonzero(gates[L - 1] != self.seen[1][L - 1])  # units of L-1 changed since
-            gain, init = gates[L - 1][rows] - self.seen[1][L - 1][rows], False
+        if self.store is not None and m.hidden_activation != "relu" and self.seen[0] == key:
+            rows = np.flatnonzero(last != self.seen[1])  # units of L-1 changed since
+            gain, init = last[rows] - self.seen[1][rows], False
         else:
-            rows = np.flatnonzero(gates[L - 1])
-            gain, init = gates[L - 1][rows], True
+            rows = np.flatnonzero(last)
+            gain, init = last[rows], True
             size = n * fused.padded(c, T.dtype) * S
             if size > STORE_BUDGET:
                 self.store = None
@@ -116,6 +125,6 @@ class Serial:
                 self.store = self.store[:size]
         # (best() gives the candidates that change nothing E0 itself, not the rounding of the stored sums)
         out = oracle.before_last(m, cache, T, self.loss, L - 2, units, (cache.out[L - 2], units, self.minus[:c]),
-                                 rows, gain, self.store, init)
-        self.units, self.seen = units, seen
+                                 rows, gain, self.store, init, ws)
+        self.seen = (key, last.copy())
         return out
