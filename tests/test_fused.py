@@ -70,6 +70,25 @@ def test_columns_gathered_by_the_kernel_equal_the_columns_given():
     assert torch.equal(got, want)                                     # the same numbers, read another way
 
 
+def test_a_call_after_a_larger_one_gives_the_same_numbers():
+    # the small per-call arrays are reused (fused._Scratch): a larger call leaves its numbers past the
+    # smaller call's end, which must be padding that is zeroed again, never read as data
+    small = problem(torch.float32, 3, 5, c=3, n=20, seed=1)
+    big = problem(torch.float32, 10, 40, c=50, n=30, seed=2)
+    call = lambda p, hid: fused.candidate_losses(p[0], p[1], p[2], p[3], "sse", "sigmoid",
+                                                 (torch.rand(p[4].shape[0], generator=torch.Generator().manual_seed(3)),
+                                                  p[4], p[5], hid))
+    first = [call(small, "sigmoid"), call(small, "relu")]
+    call(big, "sigmoid"), call(big, "relu")
+    fused.linear(torch.rand(9, 70), torch.rand(12, 70), torch.rand(12))
+    again = [call(small, "sigmoid"), call(small, "relu")]
+    for (E1, m1), (E2, m2) in zip(first, again):
+        assert torch.equal(E1, E2) and torch.equal(m1, m2)
+    torch.testing.assert_close(first[0][0], formula(*small[:4], "sse", "sigmoid", (
+        torch.rand(5, generator=torch.Generator().manual_seed(3)), small[4], small[5], "sigmoid")),
+        rtol=2e-6, atol=2e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_stored_outputs_follow_a_change_of_gates(dtype):
     # stored with gates g, then units 2 and 5 change: the update equals computing afresh with the new gates

@@ -73,6 +73,7 @@ def test_cache_is_reused_and_set_gate_equals_a_fresh_forward():
     m.set_gate(1, 2, 0.0)
     m.set_gate(0, 4, 0.25)
     updated = m.cache(X)
+    assert updated is c        # updated in place, and still known as valid (no new forward pass)
     fresh = m.clone().cache(X.clone())
     for a, b in zip(updated.pre + updated.act + updated.out + [updated.z],
                     fresh.pre + fresh.act + fresh.out + [fresh.z]):
