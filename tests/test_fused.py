@@ -89,6 +89,19 @@ def test_a_call_after_a_larger_one_gives_the_same_numbers():
         rtol=2e-6, atol=2e-6)
 
 
+def test_calls_from_two_threads_at_once_give_each_its_own_numbers():
+    # ctypes lets go of the GIL during a call: each thread has its own scratch arrays
+    from concurrent.futures import ThreadPoolExecutor
+    problems = [problem(torch.float32, 10, 30, c=40, n=400, seed=s) for s in (4, 5)]
+    call = lambda p: fused.candidate_losses(p[0], p[1], p[2], p[3], "sse", "sigmoid",
+                                            (torch.ones(30), p[4], p[5], "sigmoid"))[0]
+    want = [call(p) for p in problems]
+    def worker(k):
+        return all(torch.equal(call(problems[k]), want[k]) for _ in range(40))
+    with ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(worker, [0, 1, 0, 1]))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_stored_outputs_follow_a_change_of_gates(dtype):
     # stored with gates g, then units 2 and 5 change: the update equals computing afresh with the new gates

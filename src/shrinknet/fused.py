@@ -31,6 +31,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -175,7 +176,8 @@ class _Scratch:
     """The small arrays of a kernel call (padded moves and weights, the hidden layer's gates and weights,
     the sums), kept from call to call with their addresses: reading a NumPy array's address costs
     ~3 us, allocating one ~1 us, and the serial oracle makes two calls with eight such arrays at every
-    step of a prune. Each name's memory only grows; a call gets a view of its first `size` items."""
+    step of a prune. Each name's memory only grows; a call gets a view of its first `size` items. One
+    per thread (:func:`_scratch`): ctypes lets go of the GIL during a call, so two threads' calls may overlap."""
 
     def __init__(self):
         self.bufs = {}
@@ -195,13 +197,21 @@ class _Scratch:
         return p
 
 
-_scratch = _Scratch()
+_local = threading.local()
+
+
+def _scratch() -> _Scratch:
+    """This thread's scratch arrays."""
+    sc = getattr(_local, "scratch", None)
+    if sc is None:
+        sc = _local.scratch = _Scratch()
+    return sc
 
 
 def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True,
                         cols=None):
     """:func:`candidate_losses` returning NumPy arrays (what the oracle's per-step bookkeeping uses)."""
-    lib, dtype, sc = library(), T.dtype, _scratch
+    lib, dtype, sc = library(), T.dtype, _scratch()
     real = NUMPY[dtype]
     if isinstance(moves, torch.Tensor):
         moves = (moves, np.arange(moves.shape[1]), np.ones(moves.shape[1], real))
@@ -278,7 +288,7 @@ def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Te
     fn = lib.linear_f32 if h.dtype == torch.float32 else lib.linear_f64
     real = NUMPY[h.dtype]
     (h, ph), (b, pb) = _big(h, real), _big(b, real)
-    Wp, p_W = _scratch.get("Wp", S * Rp, real)    # rows padded to whole vectors
+    Wp, p_W = _scratch().get("Wp", S * Rp, real)  # rows padded to whole vectors
     Wp = Wp.reshape(S, Rp)
     Wp[:, :R], Wp[:, R:] = W.detach().numpy(), 0
     z = torch.empty((n, S), dtype=h.dtype)

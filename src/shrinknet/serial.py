@@ -47,7 +47,7 @@ class Serial:
     def __init__(self, model, X, T, loss: str):
         self.model, self.X, self.T, self.loss = model, X, T, loss
         self.store = None       # z_ij of the candidates of hidden layer L-2, as of `self.seen`
-        self.seen = None        # (versions of the data, weights and gates before L-1; gates of L-1) then
+        self.seen = None        # (versions of data, weights, gates before L-1; gates of L-1) at the last update
         self.views = None       # (the weights' versions, their NumPy views)
         self.applies = (isinstance(model, MLP) and compensation.mode_of(model) == "none"
                         and fused.supports(T, loss, model.output_activation))
@@ -82,12 +82,12 @@ class Serial:
                                               -cache.out[l][:, units]).numpy()
                 still = None                        # (errors_for_changes gives those E0 itself)
             s = (E if still is None else np.where(still, E0, E)) - E0
-            k = int(np.argmin(s))                    # the first of equal minima: the lowest unit (NaN: the first NaN)
-            v = float(s[k])
-            if not np.isfinite(v) or not np.isfinite(s).all():   # as the loop says it (pruning._check_scores)
+            if not np.isfinite(s).all():             # as the loop says it for scores (pruning._check_scores)
                 bad = int(np.flatnonzero(~np.isfinite(s))[0])
                 raise ShrinkNetError(f"criterion 'brute-force' gave a non-finite score to active neuron "
                                      f"(layer {l}, unit {int(units[bad])})")
+            k = int(np.argmin(s))                    # the first of equal minima: the lowest unit
+            v = float(s[k])
             if pick is None or v < pick[2]:
                 pick = (l, int(units[k]), v)
         return pick
