@@ -62,7 +62,6 @@ static inline vd load_d(const double* p) { vd v; memcpy(&v, p, sizeof v); return
 #endif
 static inline vf max_f(vf a, vf b) { return MAX_F(a, b); }
 
-
 /* out[s] = b[s] + sum of the lanes of acc[s], s < S: the dot products of linear_ (below). On AVX,
    eight at a time through a tree of horizontal adds (9 instructions for 8 sums, not 8 x 7). */
 static inline void lane_sums_f32(const vf* acc, const float* b, float* out, int S) {
@@ -169,7 +168,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
 #define DEFINE(T, V, VI, L, LOAD, SPLAT, EXP, EXPS, LOG, MAX, SPECIALISE, SUFFIX)                        \
   static inline __attribute__((always_inline)) V act_##SUFFIX(V x, int kind) {                                                  \
     if (kind == 0) return 1 / (1 + EXP(-x));                                                    \
-    if (kind == 1) return 1 - 2 / (1 + EXP(x + x));                                           \
+    if (kind == 1) return 1 - 2 / (1 + EXP(x + x));                                              \
     return MAX(x, SPLAT(0));                                                                     \
   }                                                                                              \
   /* per-lane loss: z[s] the S outputs (overwritten), t[s] the targets; the S exps in lock step */\
@@ -184,7 +183,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
       UNROLL for (int s = 0; s < S; ++s) e[s] = -z[s];                                          \
       EXPS(e, S);                                                                               \
       UNROLL for (int s = 0; s < S; ++s) {                                                      \
-        V d = 1 / (1 + e[s]) - t[s];                                                           \
+        V d = 1 / (1 + e[s]) - t[s];                                                             \
         if (s & 1) l2 += d * d; else l += d * d;                                                \
       }                                                                                         \
       l += l2;                                                                                  \
@@ -206,7 +205,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     EXPS(e, S);                                                                                  \
     if (mode == 2) {                                                                             \
       for (int s = 0; s < S; ++s) { z[s] = e[s]; sum += z[s]; }                                  \
-      V inv = 1 / sum;                                                                         \
+      V inv = 1 / sum;                                                                           \
       for (int s = 0; s < S; ++s) { V d = z[s] * inv - t[s]; l += d * d; }                       \
       return l * (T)0.5;                                                                         \
     }                                                                                            \
@@ -228,7 +227,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
       }                                                                                          \
       EXPS(e, 8);                                                                                \
       UNROLL for (int k = 0; k < 8; ++k) {                                                       \
-        const V a = kind ? 1 - 2 / (1 + e[k]) : 1 / (1 + e[k]);                            \
+        const V a = kind ? 1 - 2 / (1 + e[k]) : 1 / (1 + e[k]);                                  \
         h[r + k] = ones ? a : a * gate[r + k];                                                   \
       }                                                                                          \
     }                                                                                            \

@@ -164,9 +164,13 @@ class MLP(nn.Module):
         memo[id(X)] = (X, self._state_key(X), c)
         return c
 
-    def _state_key(self, X):
+    def _state_key(self, X, state=None):
         # torch bumps a tensor's _version on every in-place change, so this notices any edit
-        return version_key([X, *self.gates, *self.weights()])
+        return version_key([X, *(self._state() if state is None else state)])
+
+    def _state(self) -> list[torch.Tensor]:
+        """The tensors besides X that a cache depends on: the gates, then every weight and bias."""
+        return [*self.gates, *self.weights()]
 
     def weights(self) -> list[torch.Tensor]:
         """Every layer's weight and bias, read directly (quicker than walking the modules)."""
@@ -195,12 +199,10 @@ class MLP(nn.Module):
         """Set one gate; remembered caches are updated by recomputing only the layers downstream
         of it (the result is identical to a fresh forward pass)."""
         memo = self.__dict__.setdefault("_memo", {})
-        rest = [*self.gates, *self.weights()]        # what a cache's key holds after its X
-        valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == version_key([X, *rest])]
-        g = rest[layer]
+        state = self._state()                        # read once: pruning calls this at every step
+        valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == self._state_key(X, state)]
+        g = state[layer]
         g[unit] = value
-        # the keys after the change: only this gate's version has moved (pruning calls this at every step)
-        at = 1 + layer
         for k, X, c in valid:
             if c.out[layer].device.type == "cpu" and c.out[layer].dtype in (torch.float32, torch.float64):
                 # in NumPy: torch's indexing of one column costs tens of microseconds
@@ -209,8 +211,7 @@ class MLP(nn.Module):
             else:
                 c.out[layer][:, unit] = c.act[layer][:, unit] * g[unit]
             self._forward_from(c, layer + 1, c.out[layer])
-            key = memo[k][1]
-            memo[k] = (X, key[:at] + ((g.data_ptr(), g._version),) + key[at + 1:], c)
+            memo[k] = (X, self._state_key(X, state), c)
 
     def predict(self, X) -> np.ndarray:
         """Outputs for an array-like X, as a NumPy array."""

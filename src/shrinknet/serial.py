@@ -48,7 +48,6 @@ class Serial:
         self.model, self.X, self.T, self.loss = model, X, T, loss
         self.store = None       # z_ij of the candidates of hidden layer L-2, as of `self.seen`
         self.seen = None        # (versions of data, weights, gates before L-1; gates of L-1) at the last update
-        self.views = None       # (the weights' versions, their NumPy views)
         self.applies = (isinstance(model, MLP) and compensation.mode_of(model) == "none"
                         and fused.supports(T, loss, model.output_activation))
         self.stores = self.applies and fused.supports(T, loss, model.output_activation, model.hidden_activation)
@@ -67,7 +66,7 @@ class Serial:
             E0 = np.asarray(fused.measure(cache.z, T, loss, m.output_activation)[0], self.minus.dtype)
         else:           # E0 as the PyTorch path of the other layers sums it, for exact ties (oracle.current_error)
             E0 = oracle.current_error(m, cache, T, loss).numpy()
-        ws = self._weights()
+        ws = oracle.numpy_weights(m)
         for l, g in enumerate(m.gates):
             units = np.flatnonzero(g.numpy())
             c = units.size
@@ -91,14 +90,6 @@ class Serial:
             if pick is None or v < pick[2]:
                 pick = (l, int(units[k]), v)
         return pick
-
-    def _weights(self) -> list[np.ndarray]:
-        """NumPy views of the model's weights and biases, made again only when one was changed or replaced."""
-        ts = self.model.weights()
-        key = version_key(ts)
-        if self.views is None or self.views[0] != key:
-            self.views = (key, [t.detach().numpy() for t in ts])
-        return self.views[1]
 
     def _stored(self, cache, units, ws):
         """(E, changes nothing) of each of `units` (hidden layer L-2) removed, through the stored outputs."""
