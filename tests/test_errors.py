@@ -109,3 +109,17 @@ def test_not_a_model():
     X, T = random_data()
     with pytest.raises(E, match="model: expected shrinknet.MLP"):
         shrinknet.score("model.pt", X, T)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_non_finite_entry_anywhere_is_found(bad, dtype):
+    from shrinknet._validation import all_finite
+    X = torch.linspace(-3.0, 3.0, 24, dtype=dtype).reshape(4, 6)
+    assert all_finite(X) and all_finite(X[:0])
+    for pos in [(0, 0), (2, 3), (3, 5)]:
+        Y = X.clone()
+        Y[pos] = bad
+        assert not all_finite(Y)
+        with pytest.raises(shrinknet.ShrinkNetError, match="1 NaN/inf entries"):
+            shrinknet.score(MLP([6, 3, 2], seed=0), Y, np.zeros(4, dtype=int))

@@ -102,6 +102,29 @@ def test_calls_from_two_threads_at_once_give_each_its_own_numbers():
         assert all(pool.map(worker, [0, 1, 0, 1]))
 
 
+@pytest.mark.parametrize("n, length", [(1, 64), (64, 64), (2048, 64), (2049, 128), (4000, 128), (60000, 1920)])
+def test_runs_of_samples_are_whole_blocks_and_at_most_runs(n, length):
+    assert fused.run_length(n) == length
+    assert -(-n // length) <= fused.RUNS and length % fused.BLOCK == 0
+
+
+@pytest.mark.skipif(not fused._threaded, reason="built without OpenMP")
+def test_the_numbers_do_not_depend_on_the_thread_count():
+    # the runs' sums are kept apart and added in run order, whichever thread took which run
+    p = problem(torch.float32, 10, 30, c=40, n=3000, seed=6)
+    store = fused.new_store(3000, 40, 10, torch.float32)
+    call = lambda: fused.candidate_losses(p[0], p[1], p[2], p[3], "sse", "sigmoid",
+                                          (torch.ones(30), p[4], p[5], "sigmoid"), store)[0]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one, stored = call(), store.clone()
+        torch.set_num_threads(3)
+        assert all(torch.equal(call(), one) for _ in range(5)) and torch.equal(store, stored)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_stored_outputs_follow_a_change_of_gates(dtype):
     # stored with gates g, then units 2 and 5 change: the update equals computing afresh with the new gates
@@ -177,6 +200,91 @@ def test_float32_serial_prune_matches_the_float64_one_on_a_trained_net():
     r64 = shrinknet.prune(m, d.X_train, d.T_train, "brute-force", stop=10, dtype=torch.float64)
     assert r32.removed == r64.removed
     np.testing.assert_allclose(r32.errors, r64.errors, rtol=1e-5)
+
+
+def _step_by_two_kernel_calls(m, X, T, loss, E0):
+    """Each layer's (unit, score) as serial.py chose them with one kernel call per layer (before the
+    compiled step): the reference the compiled step must equal exactly."""
+    from shrinknet import oracle
+    cache, out = m.cache(X), []
+    for l, g in enumerate(m.gates):
+        units = np.flatnonzero(g.numpy())
+        if not units.size:
+            out.append(None)
+            continue
+        minus = -np.ones(units.size, fused.NUMPY[T.dtype])
+        if l == m.n_hidden_layers - 1:
+            E, still = oracle.kernel_errors(m, cache, T, loss, l, units, (cache.out[l], units, minus))
+        else:
+            rows = np.flatnonzero(m.gates[l + 1].numpy())
+            E, still = oracle.before_last(m, cache, T, loss, l, units, (cache.out[l], units, minus), rows,
+                                          m.gates[l + 1].numpy()[rows])
+        E0r = np.asarray(E0, E.dtype)
+        s = np.where(still, E0r, E) - E0r
+        k = int(np.argmin(s))
+        out.append((int(units[k]), float(s[k])))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hidden, act", [([5], "sigmoid"), ([6, 9], "sigmoid"), ([6, 9], "tanh"), ([6, 9], "relu")])
+@pytest.mark.parametrize("out, loss", [("sigmoid", "sse"), ("softmax", "cross-entropy")])
+def test_the_compiled_step_chooses_as_one_kernel_call_per_layer(dtype, hidden, act, out, loss):
+    m = random_net(hidden, act, out, n_out=10, seed=2).to(dtype)
+    X, T = random_data(n=150, n_out=10, seed=2)
+    X, T = X.to(dtype), T.to(dtype)
+    m.gates[0][1] = 0.0                                   # a removed unit: not a candidate, moves nothing
+    with torch.no_grad():
+        m.layers[-1].weight[:, -1] = 0.0                  # a unit of the last layer that reaches nothing
+    L, cache = m.n_hidden_layers, m.cache(X)
+    E0 = fused.measure(cache.z, T, loss, out)[0]
+    before = None
+    if L == 2:
+        rows = np.flatnonzero(m.gates[1].numpy())
+        before = (cache.pre[1], cache.out[0], m.gates[0], m.layers[1].weight, rows, m.gates[1].numpy()[rows],
+                  None, True, act)
+    got = fused.serial_step(cache.z, cache.out[L - 1], m.gates[L - 1], m.layers[-1].weight, m.layers[-1].bias,
+                            T, loss, out, E0, before)
+    want = _step_by_two_kernel_calls(m, X, T, loss, E0)
+    assert got == ([None] + want if L == 1 else want)
+    assert got[-1][0] != hidden[-1] - 1 or got[-1][1] == 0.0     # reaching nothing: exactly no change
+
+
+def test_the_compiled_step_follows_removals_through_the_kept_outputs():
+    # kept outputs brought up to date unit by unit give the scores computed afresh, up to rounding
+    m = random_net([7, 8], "sigmoid", "sigmoid", n_out=10, seed=4).to(torch.float32)
+    X, T = random_data(n=300, n_out=10, seed=4)
+    X, T = X.float(), T.float()
+    store = fused.new_store(300, 7, 10, torch.float32)
+    def step(rows, gain, init, keep):
+        cache = m.cache(X)
+        E0 = fused.measure(cache.z, T, "sse", "sigmoid")[0]
+        before = (cache.pre[1], cache.out[0], m.gates[0], m.layers[1].weight, rows, gain, keep, init, "sigmoid")
+        return fused.serial_step(cache.z, cache.out[1], m.gates[1], m.layers[-1].weight, m.layers[-1].bias,
+                                 T, "sse", "sigmoid", E0, before)
+    step(np.arange(8), np.ones(8, np.float32), True, store)
+    for u in (3, 0, 6):
+        m.set_gate(1, u, 0.0)
+        followed = step(np.array([u]), np.array([-1.0], np.float32), False, store)
+        rows = np.flatnonzero(m.gates[1].numpy())
+        fresh = step(rows, m.gates[1].numpy()[rows], True, None)
+        assert [p[0] for p in followed] == [p[0] for p in fresh]
+        np.testing.assert_allclose([p[1] for p in followed], [p[1] for p in fresh], rtol=1e-4, atol=1e-4)
+
+
+def test_the_compiled_step_names_a_non_finite_score():
+    m = random_net([4, 5], n_out=3, seed=1)
+    X, T = random_data(seed=1)
+    cache = m.cache(X)
+    rows = np.arange(5)
+    before = (cache.pre[1], cache.out[0], m.gates[0], m.layers[1].weight, rows, np.ones(5), None, True, "sigmoid")
+    with pytest.raises(FloatingPointError) as e:
+        fused.serial_step(cache.z, cache.out[1], m.gates[1], m.layers[-1].weight, m.layers[-1].bias, T, "sse",
+                          "sigmoid", float("nan"), before)
+    assert e.value.args[0] == (0, 0)                  # layer a (the first checked), its first unit
+    m.gates[0].zero_()                                # no candidate before the last layer: the last one's
+    with pytest.raises(shrinknet.ShrinkNetError, match=r"non-finite score to active neuron \(layer 1, unit 0\)"):
+        Serial(m, X, T * float("nan"), "sse").best()
 
 
 def test_serial_path_steps_aside_where_it_does_not_apply():

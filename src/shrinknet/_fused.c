@@ -22,8 +22,8 @@
    so the caller copies nothing per call; base[i, r] likewise is base[i * ldb + cols[r]] (cols
    NULL: base[i * ldb + r]), read once per sample. base (n, R), w (R, c), gate (R), Wt (R, S), b (S),
    T (n, S): row-major; idx, f (c); c a multiple of the vector width (the caller pads);
-   out (threads, 2 c) in double, zeros on entry (sums of BLOCK samples are first kept in T); the
-   totals end in its first row.
+   out (runs, 2 c) in double, runs = ceil(n / chunk), zeros on entry (sums of BLOCK samples are first
+   kept in T); the totals end in its first row.
    hidden: -1 none, 0 sigmoid, 1 tanh, 2 relu (sigmoid and tanh with every gate 1 take a path without the
    product, hidden + ONES).
    mode: 0 sse identity, 1 sse sigmoid, 2 sse softmax, 3 cross-entropy sigmoid (binary, per
@@ -48,6 +48,21 @@ typedef int64_t vdi __attribute__((vector_size(32)));
 
 static inline vf load_f(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline vd load_d(const double* p) { vd v; memcpy(&v, p, sizeof v); return v; }
+
+/* the first m < L items of p (mask: lanes < m set), zeros in the other lanes, without reading past
+   them. AVX has a masked load; elsewhere the items are copied into a zeroed vector (an element-wise
+   fill of a vector in memory stalls the next load: on Zen 3 the output layer's product for 50 units
+   took 2.5x as long as for 48) */
+#ifdef __AVX__
+#define TAIL_F(p, mask, m) __builtin_ia32_maskloadps256((const vf*)(p), mask)
+typedef long long vll __attribute__((vector_size(32)));    /* the builtin's mask type */
+#define TAIL_D(p, mask, m) __builtin_ia32_maskloadpd256((const vd*)(p), (vll)(mask))
+#else
+#define TAIL_F(p, mask, m) tail_copy_f(p, m)
+#define TAIL_D(p, mask, m) tail_copy_d(p, m)
+#endif
+static inline vf tail_copy_f(const float* p, int64_t m) { vf v = {0}; memcpy(&v, p, m * sizeof(float)); return v; }
+static inline vd tail_copy_d(const double* p, int64_t m) { vd v = {0}; memcpy(&v, p, m * sizeof(double)); return v; }
 
 
 /* x86 has one-instruction max / min; elsewhere a compare and a select */
@@ -75,6 +90,14 @@ static inline void lane_sums_f32(const vf* acc, const float* b, float* out, int 
     vf t = __builtin_ia32_vperm2f128_ps256(q0, q1, 0x20) + __builtin_ia32_vperm2f128_ps256(q0, q1, 0x31);
     t += load_f(b + s);
     memcpy(out + s, &t, sizeof t);
+  }
+  for (; s + 2 <= S; s += 2) {    /* two more (10 outputs: 8 + 2) in 4 instructions, not 2 x 7 */
+    vf h = __builtin_ia32_haddps256(acc[s], acc[s + 1]);   /* (s: 01 23, s+1: 01 23 | 45 67 ...) */
+    typedef float v4 __attribute__((vector_size(16)));
+    v4 q = __builtin_ia32_vextractf128_ps256(h, 0) + __builtin_ia32_vextractf128_ps256(h, 1);
+    q = __builtin_ia32_haddps(q, q);                        /* (sum s, sum s+1, ...) */
+    out[s] = b[s] + q[0];
+    out[s + 1] = b[s + 1] + q[1];
   }
 #endif
   for (; s < S; ++s) {
@@ -165,7 +188,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
 /* Sigmoids divide (1 / (1 + e)): the divider is a unit of its own and keeps up with the interleaved
    exps, while the FMA pipes are spared a reciprocal's two Newton steps; the pass over the last hidden
    layer ran ~1.1x quicker than with rcpps and Newton steps, and the quotient is correctly rounded. */
-#define DEFINE(T, V, VI, L, LOAD, SPLAT, EXP, EXPS, LOG, MAX, SPECIALISE, SUFFIX)                        \
+#define DEFINE(T, V, VI, L, LOAD, TAIL, SPLAT, EXP, EXPS, LOG, MAX, SPECIALISE, SUFFIX)                        \
   static inline __attribute__((always_inline)) V act_##SUFFIX(V x, int kind) {                                                  \
     if (kind == 0) return 1 / (1 + EXP(-x));                                                    \
     if (kind == 1) return 1 - 2 / (1 + EXP(x + x));                                              \
@@ -321,33 +344,132 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     free(h);                                                                                     \
     return 0;                                                                                    \
   }                                                                                              \
-  /* the samples split in blocks over `threads` OpenMP threads (torch's own pool: the library   \
-     is linked to the libgomp torch has loaded); thread t adds to out[t * 2c ...] */             \
+  /* the samples split in runs of `chunk` (a multiple of BLOCK) handed out to `threads` OpenMP     \
+     threads as each becomes free (torch's own pool: the library is linked to the libgomp torch    \
+     has loaded). A run's sums go to a row of their own, out[k * 2c ...] for run k, and the rows   \
+     are added in run order at the end, so the totals do not depend on the thread count or on     \
+     which thread took which run; and a thread that starts late (woken from sleep, ~0.1 ms) or     \
+     runs slower (a shared machine) leaves the other the runs it has not taken, where a fixed      \
+     half each had the first thread wait for the second at the join */                           \
   int cand_##SUFFIX(const T* base, int64_t ldb, const int64_t* cols, const T* src, int64_t K,   \
                     const int64_t* idx, const T* f,                                              \
                     const T* w, const T* gate, const T* Wt, const T* b, const T* Tt,             \
                     double* out, V* zs, int64_t n, int64_t c, int64_t R, int64_t S, int hidden,  \
-                    int mode, int init, int threads) {                                           \
+                    int mode, int init, int threads, int64_t chunk) {                            \
     if (c % L || S < 1 || S > MAXS || (hidden < 0 && R != S) || (!init && !zs) || threads < 1    \
-        || (!cols && ldb < R))                                                                   \
+        || (!cols && ldb < R) || chunk < 1 || chunk % BLOCK)                                     \
       return 2;                                                                                  \
-    const int64_t step = (n + threads - 1) / threads;                                            \
+    const int64_t runs = (n + chunk - 1) / chunk;                                                \
     int rc = 0, ones = hidden == 0 || hidden == 1;                                               \
     for (int64_t r = 0; r < R && ones; ++r) ones = gate[r] == 1;                                 \
     hidden += ones ? ONES : 0;                                                                   \
-    _Pragma("omp parallel for num_threads(threads) reduction(|:rc) schedule(static, 1)")         \
-    for (int t = 0; t < threads; ++t) {                                                          \
-      const int64_t i0 = t * step, m = i0 + step < n ? step : n - i0;                            \
-      if (m > 0)                                                                                 \
-        rc |= run_##SUFFIX(base + i0 * ldb, ldb, cols, src + i0 * K, K, idx, f, w, gate, Wt, b,   \
-                           Tt + i0 * S,                                                          \
-                           out + 2 * c * t, zs ? zs + i0 * (c / L) * S : NULL, m, c, R, S,       \
-                           hidden, mode, init);                                                  \
+    _Pragma("omp parallel for num_threads(threads) reduction(|:rc) schedule(dynamic, 1)")        \
+    for (int64_t k = 0; k < runs; ++k) {                                                         \
+      const int64_t i0 = k * chunk, m = i0 + chunk < n ? chunk : n - i0;                         \
+      rc |= run_##SUFFIX(base + i0 * ldb, ldb, cols, src + i0 * K, K, idx, f, w, gate, Wt, b,     \
+                         Tt + i0 * S,                                                            \
+                         out + 2 * c * k, zs ? zs + i0 * (c / L) * S : NULL, m, c, R, S,         \
+                         hidden, mode, init);                                                    \
     }                                                                                            \
-    for (int t = 1; t < threads; ++t)                    /* the threads' sums into out[0 .. 2c) */\
-      for (int64_t j = 0; j < 2 * c; ++j) out[j] += out[2 * c * t + j];                           \
+    for (int64_t k = 1; k < runs; ++k)                   /* the runs' sums into out[0 .. 2c) */   \
+      for (int64_t j = 0; j < 2 * c; ++j) out[j] += out[2 * c * k + j];                           \
     return rc;                                                                                   \
   }                                                                                              \
+  /* One step of the serial oracle (serial.py) in one call: every candidate of the last hidden layer \
+     (b: Kb units, gates gb, feeding the outputs through Wo (S, Kb), bo) and, where Ka > 0, of the \
+     layer a before it (Ka units, gates ga, feeding b through Wb (Kb, Ka)), scored through the kept \
+     outputs zs as cand_ does (rows / gain: the units of b to (re)compute and their gains or changes of \
+     gain, init as in cand_). Both layers' runs of samples go to the threads in one parallel region, \
+     and the choice is made here: where the Python bookkeeping around two cand_ calls and the choice \
+     took ~0.7 ms a step on 400-50-50-10 (on caches the kernel had just swept), now ~0.3 ms remain. \
+     A layer's score of candidate j is E_j - E0 in the working precision, or exactly 0 where removing j \
+     changes nothing downstream (no move, no weight to an active unit, or with ReLU no unit moved), as \
+     serial.py had it; unit[l] / value[l] (l = 0 for a, 1 for b) get the first lowest score's unit and \
+     the score, unit[l] = -1 where layer l has no active unit. Returns 0; 1 out of memory; 2 bad  \
+     arguments; 10 + l where a score of layer l is not finite (unit[l] is then that unit). */     \
+  int step_##SUFFIX(const T* z, const T* outb, int64_t Kb, const T* gb, const T* Wo, const T* bo, \
+                  const T* preb, const T* outa, int64_t Ka, const T* ga, const T* Wb,             \
+                  const int64_t* rows, const T* gain, int64_t nrows, V* zs, int init, int hidden, \
+                  const T* Tt, int64_t n, int64_t S, int mode, int threads, int64_t chunk, double E0d, \
+                  int64_t* unit, double* value) {                                                 \
+    if (S < 1 || S > MAXS || threads < 1 || chunk < 1 || chunk % BLOCK || (Ka > 0 && !init && !zs) \
+        || nrows < 0 || nrows > Kb)                                                               \
+      return 2;                                                                                   \
+    int64_t c[2] = {0, 0}, cp[2];                                                                 \
+    for (int64_t k = 0; k < Ka; ++k) c[0] += ga[k] != 0;                                          \
+    for (int64_t k = 0; k < Kb; ++k) c[1] += gb[k] != 0;                                          \
+    for (int l = 0; l < 2; ++l) cp[l] = c[l] + (L - c[l] % L) % L;                                \
+    const int64_t runs = (n + chunk - 1) / chunk, R = nrows;                                      \
+    /* one block: units (cp each), moves' factors, weights (R x cp0, S x cp1), Wt (R x S), sums */ \
+    const size_t ints = (size_t)(cp[0] + cp[1]), reals = (size_t)(cp[0] + cp[1] + R * cp[0] + S * cp[1] + R * S); \
+    const size_t sums = (size_t)(2 * runs * (cp[0] + cp[1]));                                     \
+    char* mem = malloc(ints * sizeof(int64_t) + reals * sizeof(T) + sums * sizeof(double) + 64);  \
+    if (!mem) return 1;                                                                           \
+    double* out[2] = {(double*)mem, (double*)mem + 2 * runs * cp[0]};                             \
+    int64_t* u[2] = {(int64_t*)(mem + sums * sizeof(double)), NULL};                              \
+    u[1] = u[0] + cp[0];                                                                          \
+    T* f[2] = {(T*)(u[1] + cp[1]), NULL};                                                         \
+    f[1] = f[0] + cp[0];                                                                          \
+    T *wa = f[1] + cp[1], *wb = wa + R * cp[0], *Wt = wb + S * cp[1];                             \
+    memset(out[0], 0, sums * sizeof(double));                                                     \
+    for (int l = 0; l < 2; ++l) {              /* padded lanes read unit 0 and do not move */     \
+      const T* g = l ? gb : ga;                                                                   \
+      int64_t j = 0;                                                                              \
+      for (int64_t k = 0; k < (l ? Kb : Ka); ++k)                                                 \
+        if (g[k] != 0) u[l][j] = k, f[l][j++] = -1;                                               \
+      for (; j < cp[l]; ++j) u[l][j] = 0, f[l][j] = 0;                                            \
+    }                                                                                             \
+    for (int64_t r = 0; r < R; ++r) {                                                             \
+      for (int64_t j = 0; j < cp[0]; ++j) wa[r * cp[0] + j] = j < c[0] ? Wb[rows[r] * Ka + u[0][j]] : 0; \
+      for (int64_t s = 0; s < S; ++s) Wt[r * S + s] = Wo[s * Kb + rows[r]];                       \
+    }                                                                                             \
+    for (int64_t s = 0; s < S; ++s)                                                               \
+      for (int64_t j = 0; j < cp[1]; ++j) wb[s * cp[1] + j] = j < c[1] ? Wo[s * Kb + u[1][j]] : 0; \
+    int ones = hidden == 0 || hidden == 1;                                                        \
+    for (int64_t r = 0; r < R && ones; ++r) ones = gain[r] == 1;                                  \
+    const int hid = hidden + (ones ? ONES : 0);                                                   \
+    /* runs of layer a first (the longer ones), then of layer b */                                \
+    const int64_t na = c[0] ? runs : 0, total = na + (c[1] ? runs : 0);                           \
+    int rc = 0;                                                                                   \
+    _Pragma("omp parallel for num_threads(threads) reduction(|:rc) schedule(dynamic, 1)")         \
+    for (int64_t k = 0; k < total; ++k) {                                                         \
+      const int l = k >= na, q = l ? k - na : k;                                                  \
+      const int64_t i0 = q * chunk, m = i0 + chunk < n ? chunk : n - i0;                          \
+      if (l)                                                                                      \
+        rc |= run_##SUFFIX(z + i0 * S, S, NULL, outb + i0 * Kb, Kb, u[1], f[1], wb, NULL, NULL, NULL, Tt + i0 * S, \
+                         out[1] + 2 * cp[1] * q, NULL, m, cp[1], S, S, -1, mode, 1);              \
+      else                                                                                        \
+        rc |= run_##SUFFIX(preb + i0 * Kb, Kb, rows, outa + i0 * Ka, Ka, u[0], f[0], wa, gain, Wt, bo, Tt + i0 * S, \
+                         out[0] + 2 * cp[0] * q, zs ? zs + i0 * (cp[0] / L) * S : NULL, m, cp[0], R, S, hid, \
+                         mode, init);                                                             \
+    }                                                                                             \
+    const T E0 = (T)E0d;                                                                          \
+    for (int l = 0; l < 2 && !rc; ++l) {                                                          \
+      unit[l] = -1, value[l] = 0;                                                                 \
+      const int64_t C = cp[l];                                                                    \
+      double* o = out[l];                                                                         \
+      for (int64_t q = 1; q < (c[l] ? runs : 0); ++q)    /* the runs' sums, in run order */       \
+        for (int64_t j = 0; j < 2 * C; ++j) o[j] += o[2 * C * q + j];                             \
+      T best = 0;                                                                                 \
+      for (int64_t j = 0; j < c[l]; ++j) {                                                        \
+        int reach = 0;                        /* a nonzero weight to an active unit downstream */ \
+        if (l)                                                                                    \
+          for (int64_t s = 0; s < S && !reach; ++s) reach = wb[s * C + j] != 0;                   \
+        else                                                                                      \
+          for (int64_t r = 0; r < Kb && !reach; ++r) reach = gb[r] != 0 && Wb[r * Ka + u[0][j]] != 0; \
+        const T E = (T)o[j], sc = o[C + j] > 0 && reach ? (T)(E - E0) : (T)0;                     \
+        if (!isfinite(sc)) {                                                                      \
+          unit[l] = u[l][j];                                                                      \
+          rc = 10 + l;                                                                            \
+          break;                                                                                  \
+        }                                                                                         \
+        if (unit[l] < 0 || sc < best) unit[l] = u[l][j], best = sc;                               \
+      }                                                                                           \
+      value[l] = best;                                                                            \
+    }                                                                                             \
+    free(mem);                                                                                    \
+    return rc;                                                                                    \
+  }                                                                                               \
   /* z (n, S) = b + h (n, R) W (S, R)^T: the output layer of a forward pass. Each sample's S dot  \
      products run over L units at a time, in registers (S a constant for the common widths); W   \
      comes with its rows padded with zeros to Rp, a multiple of L, and the last units of a row of \
@@ -356,6 +478,14 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
   static inline __attribute__((always_inline)) void linear_body_##SUFFIX(                        \
       const T* h, const T* W, const T* b, T* z, int64_t n, int64_t R, int64_t Rp, const int S) {  \
     const int64_t Rv = R - R % L;                                                                \
+    /* units Rv..R: where R >= L, the row's last L items are read (one plain load, overlapping the \
+       previous vector) against weights wl that are 0 for the units already counted; a masked     \
+       load of the last R - Rv items took ~1.4x as long over the whole product (50 units, Zen 3) */ \
+    VI tail;                                                                                     \
+    V wl[MAXS];                                                                                  \
+    for (int k = 0; k < L; ++k) tail[k] = k < R - Rv ? -1 : 0;                                   \
+    for (int s = 0; s < S && R >= L; ++s)                                                        \
+      for (int k = 0; k < L; ++k) wl[s][k] = R - L + k >= Rv ? W[s * Rp + R - L + k] : 0;        \
     for (int64_t i = 0; i < n; ++i) {                                                            \
       const T* hi = h + i * R;                                                                   \
       V acc[MAXS];                                                                               \
@@ -364,10 +494,9 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
         const V x = LOAD(hi + r);                                                                \
         for (int s = 0; s < S; ++s) acc[s] += x * LOAD(W + s * Rp + r);                          \
       }                                                                                          \
-      if (Rv < R) {                                                                              \
-        V x = SPLAT(0);                                                                          \
-        for (int64_t r = Rv; r < R; ++r) x[r - Rv] = hi[r];                                      \
-        for (int s = 0; s < S; ++s) acc[s] += x * LOAD(W + s * Rp + Rv);                         \
+      if (Rv < R) {                   /* the last units: the row's last L items, or fewer */   \
+        const V x = R >= L ? LOAD(hi + R - L) : TAIL(hi + Rv, tail, R - Rv);                     \
+        for (int s = 0; s < S; ++s) acc[s] += x * (R >= L ? wl[s] : LOAD(W + s * Rp + Rv));      \
       }                                                                                          \
       lane_sums_##SUFFIX(acc, b, z + i * S, S);                                                  \
     }                                                                                            \
@@ -375,13 +504,15 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
   int linear_##SUFFIX(const T* h, const T* W, const T* b, T* z, int64_t n, int64_t R, int64_t Rp,  \
                       int64_t S, int threads) {                                                  \
     if (S < 1 || S > MAXS || threads < 1 || Rp % L || Rp < R) return 2;                          \
-    const int64_t step = (n + threads - 1) / threads;                                            \
-    _Pragma("omp parallel for num_threads(threads) schedule(static, 1)")                         \
-    for (int t = 0; t < threads; ++t) {           /* a run of samples per thread, as in cand_ */  \
-      const int64_t i0 = t * step, m = i0 + step < n ? step : n - i0;                            \
+    /* runs of 256 samples taken by the threads as each becomes free (as in cand_: a thread woken   \
+       late leaves its share to the other); every sample's outputs are its own, so the result does  \
+       not depend on who took which run */                                                        \
+    const int64_t runs = (n + 255) / 256;                                                        \
+    _Pragma("omp parallel for num_threads(threads) schedule(dynamic, 1)")                        \
+    for (int64_t k = 0; k < runs; ++k) {                                                         \
+      const int64_t i0 = k * 256, m = i0 + 256 < n ? 256 : n - i0;                               \
       const T* ht = h + i0 * R;                                                                  \
       T* zt = z + i0 * S;                                                                        \
-      if (m <= 0) continue;                                                                      \
       switch (SPECIALISE ? S : 0) {                                                              \
         case 1: linear_body_##SUFFIX(ht, W, b, zt, m, R, Rp, 1); break;                          \
         case 10: linear_body_##SUFFIX(ht, W, b, zt, m, R, Rp, 10); break;                        \
@@ -448,5 +579,5 @@ int threaded(void) {
 #endif
 }
 
-DEFINE(float, vf, vfi, 8, load_f, SPLAT_F, exp_f, exps_f, log_f, max_f, 1, f32)
-DEFINE(double, vd, vdi, 4, load_d, SPLAT_D, exp_d, exps_d, log_d, max_d, 0, f64)
+DEFINE(float, vf, vfi, 8, load_f, TAIL_F, SPLAT_F, exp_f, exps_f, log_f, max_f, 1, f32)
+DEFINE(double, vd, vdi, 4, load_d, TAIL_D, SPLAT_D, exp_d, exps_d, log_d, max_d, 0, f64)

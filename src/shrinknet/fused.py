@@ -17,10 +17,12 @@ the candidates, were most of a serial prune's time.
 The C file is compiled on first use with the system's C compiler (``cc -O3 -march=native``, a
 second or two) into ``~/.cache/shrinknet/`` (or ``$SHRINKNET_CACHE``), keyed by the source, the
 flags and the CPU. Without a compiler, or with ``SHRINKNET_FUSED=0``, everything runs on PyTorch;
-the tests run both. The samples are split over ``torch.get_num_threads()`` OpenMP threads:
-built with ``-fopenmp``, the library shares the libgomp that torch has already loaded, so its
-threads are torch's own (already awake after torch's last operation; a thread pool of our own was
-slower, since waking idle threads costs more than a small call).
+the tests run both. The samples are split in fixed runs (:func:`run_length`) that
+``torch.get_num_threads()`` OpenMP threads take as each becomes free; each run's sums are kept apart
+and added in run order, so a call's numbers do not depend on the thread count. Built with
+``-fopenmp``, the library shares the libgomp that torch has already loaded, so its threads are
+torch's own (already awake after torch's last operation; a thread pool of our own was slower, since
+waking idle threads costs more than a small call).
 """
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ def library():
         if _lib:
             P, I = ctypes.c_void_p, ctypes.c_int64
             for f in (_lib.cand_f32, _lib.cand_f64):
-                f.argtypes = [P, I, P, P, I] + [P] * 9 + [I] * 4 + [ctypes.c_int] * 4
+                f.argtypes = [P, I, P, P, I] + [P] * 9 + [I] * 4 + [ctypes.c_int] * 4 + [I]
                 f.restype = ctypes.c_int
             _lib.threaded.restype = ctypes.c_int
             _threaded = bool(_lib.threaded())
@@ -110,6 +112,11 @@ def library():
             for f in (_lib.measure_f32, _lib.measure_f64):
                 f.argtypes = [P, P, I, I, ctypes.c_int, P]
                 f.restype = ctypes.c_int
+            C = ctypes.c_int
+            for f in (_lib.step_f32, _lib.step_f64):
+                f.argtypes = ([P, P, I, P, P, P, P, P, I, P, P, P, P, I, P, C, C, P, I, I, C, C, I, ctypes.c_double]
+                              + [P, P])
+                f.restype = C
     return _lib or None
 
 
@@ -208,6 +215,19 @@ def _scratch() -> _Scratch:
     return sc
 
 
+#: samples the kernel sums in its working precision before adding to doubles (_fused.c's BLOCK)
+BLOCK = 64
+#: the most runs of samples a kernel call is split into
+RUNS = 32
+
+
+def run_length(n: int) -> int:
+    """Samples per run of a kernel call on n samples: whole BLOCKs, at most RUNS runs. The threads
+    take runs as they become free, and each run's sums are kept apart and added in run order, so a
+    call's result depends on n alone, not on the thread count."""
+    return BLOCK * max(1, -(-n // (BLOCK * RUNS)))
+
+
 def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True,
                         cols=None):
     """:func:`candidate_losses` returning NumPy arrays (what the oracle's per-step bookkeeping uses)."""
@@ -238,16 +258,62 @@ def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, 
         keep = tuple(sc.fill(name, t, real) for name, t in zip(("gate", "Wt", "b"), hidden[:3]))
         kind = HIDDEN[hidden[3]]
     fn = lib.cand_f32 if dtype == torch.float32 else lib.cand_f64
-    # the kernel splits the samples over torch's own OpenMP threads (one thread without OpenMP)
+    # the kernel hands runs of samples to torch's own OpenMP threads (one thread without OpenMP)
     threads = max(1, min(torch.get_num_threads(), n)) if _threaded else 1
-    out, p_out = sc.get("out", threads * 2 * cp, np.float64)
+    chunk = run_length(n)
+    out, p_out = sc.get("out", -(-n // chunk) * 2 * cp, np.float64)
     out.fill(0)
     code = fn(pb, base.shape[1], p_cols, ps, src.shape[1], p_idx, p_f, p_w, *keep, pT, p_out, pz,
-              n, cp, R, S, kind, MODES[(loss, output)], int(init), threads)
+              n, cp, R, S, kind, MODES[(loss, output)], int(init), threads, chunk)
     if code:
         raise MemoryError("fused oracle kernel: out of memory") if code == 1 else \
             RuntimeError("fused oracle kernel: bad arguments")
     return out[:c].astype(real), out[cp:cp + c] > 0
+
+
+def serial_step(z, out_b, g_b, W_out, b_out, T, loss: str, output: str, E0: float, before=None):
+    """One step of the serial oracle in one compiled call: the lowest score among the candidates of the
+    last hidden layer b (outputs out_b (n, Kb), gates g_b, output weights W_out (S, Kb), b_out) and,
+    with `before` = (pre_b, out_a, g_a, W_b, rows, gain, store, init, activation), of the layer a before
+    it, through the kept outputs as :func:`candidate_losses` keeps them (pre_b (n, Kb): b's
+    pre-activations; W_b (Kb, Ka); rows, gain: the units of b to compute and their gains, or with
+    init=False their changes of gain; store None or from :func:`new_store` for a's active units).
+    A candidate's score is its E - E0 in T's dtype, or exactly 0 where removing it changes nothing
+    downstream. Returns [(unit, score) or None for layer a, the same for layer b]; raises
+    FloatingPointError naming (layer, unit) where a score is not finite. Arrays: CPU tensors or
+    NumPy arrays of T's dtype (rows int64)."""
+    lib, dtype = library(), T.dtype
+    real = NUMPY[dtype]
+    n, S = T.shape
+    keep = [_big(t, real) for t in (z, out_b, g_b, W_out, b_out, T)]
+    Kb = keep[2][0].shape[0]
+    if before is None:
+        Ka, pa, nrows, pz, init, hidden = 0, [None] * 6, 0, None, 1, 0
+    else:
+        pre_b, out_a, g_a, W_b, rows, gain, store, init, act = before
+        more = [_big(t, real) for t in (pre_b, out_a, g_a, W_b, gain)]
+        rows = np.ascontiguousarray(rows, np.int64)
+        keep += more + [(rows, None), (store, None)]
+        Ka, nrows, hidden = more[2][0].shape[0], rows.shape[0], HIDDEN[act]
+        pa = [more[0][1], more[1][1], more[2][1], more[3][1], _ptr(rows), more[4][1]]
+        c_a = int(np.count_nonzero(more[2][0]))
+        if store is not None and store.numel() != n * padded(c_a, dtype) * S:
+            raise ValueError(f"store: expected {n * padded(c_a, dtype) * S} elements, got {store.numel()}")
+        pz = None if store is None else _big(store, real)[1]
+    res, p_res = _scratch().get("step", 4, np.float64)      # unit[2] as int64, then value[2]
+    units = res[:2].view(np.int64)
+    threads = max(1, min(torch.get_num_threads(), n)) if _threaded else 1
+    fn = lib.step_f32 if dtype == torch.float32 else lib.step_f64
+    p = [k[1] for k in keep[:6]]
+    code = fn(p[0], p[1], Kb, p[2], p[3], p[4], pa[0], pa[1], Ka, pa[2], pa[3], pa[4], pa[5], nrows, pz,
+              int(init), hidden, p[5], n, S, MODES[(loss, output)], threads, run_length(n), float(E0),
+              p_res, p_res + 16)
+    if code >= 10:
+        raise FloatingPointError((code - 10, int(units[code - 10])))
+    if code:
+        raise MemoryError("fused serial step: out of memory") if code == 1 else \
+            RuntimeError("fused serial step: bad arguments")
+    return [None if units[l] < 0 else (int(units[l]), float(res[2 + l])) for l in (0, 1)]
 
 
 _measured = None     # the last measure() call: (z, its version, T, its version, loss, output, result)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import ShrinkNetError, as_tensor
+from ._validation import ShrinkNetError, all_finite, as_tensor
 
 #: layers whose outputs can be units
 UNIT_TYPES = (nn.Linear, nn.Conv2d)
@@ -317,7 +317,7 @@ class GatedModel(nn.Module):
 
     def check_finite(self) -> None:
         for name, p in list(self.model.named_parameters()) + list(self.model.named_buffers()):
-            if p.is_floating_point() and not torch.isfinite(p).all():
+            if p.is_floating_point() and not all_finite(p.detach()):
                 raise ShrinkNetError(f"model parameter {name}: expected finite values, got NaN/inf")
 
     # ---- forward -----------------------------------------------------------------------

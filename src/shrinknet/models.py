@@ -20,7 +20,7 @@ from torch import nn
 
 from . import fused
 from ._io import atomic_target
-from ._validation import ShrinkNetError, as_tensor, check_inputs
+from ._validation import ShrinkNetError, all_finite, as_tensor, check_inputs
 from .activations import HIDDEN, apply_output
 from .activations import hidden_activation as _hidden_activation
 from .activations import output_activation as _check_output
@@ -128,7 +128,7 @@ class MLP(nn.Module):
 
     def check_finite(self) -> None:
         for name, p in list(self.named_parameters()) + list(self.named_buffers()):
-            if not torch.isfinite(p).all():
+            if not all_finite(p.detach()):
                 raise ShrinkNetError(f"model parameter {name}: expected finite values, got NaN/inf")
 
     # ---- forward ---------------------------------------------------------------------
