@@ -453,11 +453,12 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
       T best = 0;                                                                                 \
       for (int64_t j = 0; j < c[l]; ++j) {                                                        \
         int reach = 0;                        /* a nonzero weight to an active unit downstream */ \
+        /* unchanged: E0 - E0, so 0 (NaN where E0 is not finite), as serial.py's where(still, E0, E) - E0 */ \
         if (l)                                                                                    \
           for (int64_t s = 0; s < S && !reach; ++s) reach = wb[s * C + j] != 0;                   \
         else                                                                                      \
           for (int64_t r = 0; r < Kb && !reach; ++r) reach = gb[r] != 0 && Wb[r * Ka + u[0][j]] != 0; \
-        const T E = (T)o[j], sc = o[C + j] > 0 && reach ? (T)(E - E0) : (T)0;                     \
+        const T E = (T)o[j], sc = o[C + j] > 0 && reach ? (T)(E - E0) : (T)(E0 - E0);             \
         if (!isfinite(sc)) {                                                                      \
           unit[l] = u[l][j];                                                                      \
           rc = 10 + l;                                                                            \
@@ -480,7 +481,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     const int64_t Rv = R - R % L;                                                                \
     /* units Rv..R: where R >= L, the row's last L items are read (one plain load, overlapping the \
        previous vector) against weights wl that are 0 for the units already counted; a masked     \
-       load of the last R - Rv items took ~1.4x as long over the whole product (50 units, Zen 3) */ \
+       load of the last R - Rv items took ~1.5x as long over the whole product (50 units, Zen 3) */ \
     VI tail;                                                                                     \
     V wl[MAXS];                                                                                  \
     for (int k = 0; k < L; ++k) tail[k] = k < R - Rv ? -1 : 0;                                   \
