@@ -49,21 +49,9 @@ typedef int64_t vdi __attribute__((vector_size(32)));
 static inline vf load_f(const float* p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline vd load_d(const double* p) { vd v; memcpy(&v, p, sizeof v); return v; }
 
-/* the first m < L items of p (mask: lanes < m set), zeros in the other lanes, without reading past
-   them. AVX has a masked load; elsewhere the items are copied into a zeroed vector (an element-wise
-   fill of a vector in memory stalls the next load: on Zen 3 the output layer's product for 50 units
-   took 2.5x as long as for 48) */
-#ifdef __AVX__
-#define TAIL_F(p, mask, m) __builtin_ia32_maskloadps256((const vf*)(p), mask)
-typedef long long vll __attribute__((vector_size(32)));    /* the builtin's mask type */
-#define TAIL_D(p, mask, m) __builtin_ia32_maskloadpd256((const vd*)(p), (vll)(mask))
-#else
-#define TAIL_F(p, mask, m) tail_copy_f(p, m)
-#define TAIL_D(p, mask, m) tail_copy_d(p, m)
-#endif
-static inline vf tail_copy_f(const float* p, int64_t m) { vf v = {0}; memcpy(&v, p, m * sizeof(float)); return v; }
-static inline vd tail_copy_d(const double* p, int64_t m) { vd v = {0}; memcpy(&v, p, m * sizeof(double)); return v; }
-
+/* the first m < L items of p in a zeroed vector, without reading past them */
+static inline vf tail_f(const float* p, int64_t m) { vf v = {0}; memcpy(&v, p, m * sizeof(float)); return v; }
+static inline vd tail_d(const double* p, int64_t m) { vd v = {0}; memcpy(&v, p, m * sizeof(double)); return v; }
 
 /* x86 has one-instruction max / min; elsewhere a compare and a select */
 #ifdef __AVX__
@@ -90,14 +78,6 @@ static inline void lane_sums_f32(const vf* acc, const float* b, float* out, int 
     vf t = __builtin_ia32_vperm2f128_ps256(q0, q1, 0x20) + __builtin_ia32_vperm2f128_ps256(q0, q1, 0x31);
     t += load_f(b + s);
     memcpy(out + s, &t, sizeof t);
-  }
-  for (; s + 2 <= S; s += 2) {    /* two more (10 outputs: 8 + 2) in 4 instructions, not 2 x 7 */
-    vf h = __builtin_ia32_haddps256(acc[s], acc[s + 1]);   /* (s: 01 23, s+1: 01 23 | 45 67 ...) */
-    typedef float v4 __attribute__((vector_size(16)));
-    v4 q = __builtin_ia32_vextractf128_ps256(h, 0) + __builtin_ia32_vextractf128_ps256(h, 1);
-    q = __builtin_ia32_haddps(q, q);                        /* (sum s, sum s+1, ...) */
-    out[s] = b[s] + q[0];
-    out[s + 1] = b[s + 1] + q[1];
   }
 #endif
   for (; s < S; ++s) {
@@ -344,6 +324,12 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     free(h);                                                                                     \
     return 0;                                                                                    \
   }                                                                                              \
+  /* hidden + ONES where it is sigmoid or tanh and every gate is 1 (the path without the product) */ \
+  static int gate_free_##SUFFIX(int hidden, const T* gate, int64_t R) {                           \
+    int ones = hidden == 0 || hidden == 1;                                                       \
+    for (int64_t r = 0; r < R && ones; ++r) ones = gate[r] == 1;                                 \
+    return hidden + (ones ? ONES : 0);                                                           \
+  }                                                                                              \
   /* the samples split in runs of `chunk` (a multiple of BLOCK) handed out to `threads` OpenMP     \
      threads as each becomes free (torch's own pool: the library is linked to the libgomp torch    \
      has loaded). A run's sums go to a row of their own, out[k * 2c ...] for run k, and the rows   \
@@ -360,9 +346,8 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
         || (!cols && ldb < R) || chunk < 1 || chunk % BLOCK)                                     \
       return 2;                                                                                  \
     const int64_t runs = (n + chunk - 1) / chunk;                                                \
-    int rc = 0, ones = hidden == 0 || hidden == 1;                                               \
-    for (int64_t r = 0; r < R && ones; ++r) ones = gate[r] == 1;                                 \
-    hidden += ones ? ONES : 0;                                                                   \
+    int rc = 0;                                                                                  \
+    hidden = gate_free_##SUFFIX(hidden, gate, R);                                                \
     _Pragma("omp parallel for num_threads(threads) reduction(|:rc) schedule(dynamic, 1)")        \
     for (int64_t k = 0; k < runs; ++k) {                                                         \
       const int64_t i0 = k * chunk, m = i0 + chunk < n ? chunk : n - i0;                         \
@@ -425,9 +410,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
     }                                                                                             \
     for (int64_t s = 0; s < S; ++s)                                                               \
       for (int64_t j = 0; j < cp[1]; ++j) wb[s * cp[1] + j] = j < c[1] ? Wo[s * Kb + u[1][j]] : 0; \
-    int ones = hidden == 0 || hidden == 1;                                                        \
-    for (int64_t r = 0; r < R && ones; ++r) ones = gain[r] == 1;                                  \
-    const int hid = hidden + (ones ? ONES : 0);                                                   \
+    const int hid = gate_free_##SUFFIX(hidden, gain, R);                                          \
     /* runs of layer a first (the longer ones), then of layer b */                                \
     const int64_t na = c[0] ? runs : 0, total = na + (c[1] ? runs : 0);                           \
     int rc = 0;                                                                                   \
@@ -480,11 +463,10 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
       const T* h, const T* W, const T* b, T* z, int64_t n, int64_t R, int64_t Rp, const int S) {  \
     const int64_t Rv = R - R % L;                                                                \
     /* units Rv..R: where R >= L, the row's last L items are read (one plain load, overlapping the \
-       previous vector) against weights wl that are 0 for the units already counted; a masked     \
-       load of the last R - Rv items took ~1.5x as long over the whole product (50 units, Zen 3) */ \
-    VI tail;                                                                                     \
+       previous vector) against weights wl that are 0 for the units already counted. Filling a     \
+       vector item by item stalls the next load (50 units took 2.5x as long as 48 on Zen 3), and   \
+       a masked load of the last items 1.5x as long as this; rows shorter than L are copied */     \
     V wl[MAXS];                                                                                  \
-    for (int k = 0; k < L; ++k) tail[k] = k < R - Rv ? -1 : 0;                                   \
     for (int s = 0; s < S && R >= L; ++s)                                                        \
       for (int k = 0; k < L; ++k) wl[s][k] = R - L + k >= Rv ? W[s * Rp + R - L + k] : 0;        \
     for (int64_t i = 0; i < n; ++i) {                                                            \
@@ -496,7 +478,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
         for (int s = 0; s < S; ++s) acc[s] += x * LOAD(W + s * Rp + r);                          \
       }                                                                                          \
       if (Rv < R) {                   /* the last units: the row's last L items, or fewer */   \
-        const V x = R >= L ? LOAD(hi + R - L) : TAIL(hi + Rv, tail, R - Rv);                     \
+        const V x = R >= L ? LOAD(hi + R - L) : TAIL(hi + Rv, R - Rv);                           \
         for (int s = 0; s < S; ++s) acc[s] += x * (R >= L ? wl[s] : LOAD(W + s * Rp + Rv));      \
       }                                                                                          \
       lane_sums_##SUFFIX(acc, b, z + i * S, S);                                                  \
@@ -580,5 +562,5 @@ int threaded(void) {
 #endif
 }
 
-DEFINE(float, vf, vfi, 8, load_f, TAIL_F, SPLAT_F, exp_f, exps_f, log_f, max_f, 1, f32)
-DEFINE(double, vd, vdi, 4, load_d, TAIL_D, SPLAT_D, exp_d, exps_d, log_d, max_d, 0, f64)
+DEFINE(float, vf, vfi, 8, load_f, tail_f, SPLAT_F, exp_f, exps_f, log_f, max_f, 1, f32)
+DEFINE(double, vd, vdi, 4, load_d, tail_d, SPLAT_D, exp_d, exps_d, log_d, max_d, 0, f64)

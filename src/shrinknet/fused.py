@@ -221,6 +221,11 @@ BLOCK = 64
 RUNS = 32
 
 
+def _threads(n: int) -> int:
+    """Threads for a kernel call on n samples: torch's own OpenMP threads (one without OpenMP)."""
+    return max(1, min(torch.get_num_threads(), n)) if _threaded else 1
+
+
 def run_length(n: int) -> int:
     """Samples per run of a kernel call on n samples: whole BLOCKs, at most RUNS runs. The threads
     take runs as they become free, and each run's sums are kept apart and added in run order, so a
@@ -258,8 +263,7 @@ def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, 
         keep = tuple(sc.fill(name, t, real) for name, t in zip(("gate", "Wt", "b"), hidden[:3]))
         kind = HIDDEN[hidden[3]]
     fn = lib.cand_f32 if dtype == torch.float32 else lib.cand_f64
-    # the kernel hands runs of samples to torch's own OpenMP threads (one thread without OpenMP)
-    threads = max(1, min(torch.get_num_threads(), n)) if _threaded else 1
+    threads = _threads(n)
     chunk = run_length(n)
     out, p_out = sc.get("out", -(-n // chunk) * 2 * cp, np.float64)
     out.fill(0)
@@ -302,7 +306,7 @@ def serial_step(z, out_b, g_b, W_out, b_out, T, loss: str, output: str, E0: floa
         pz = None if store is None else _big(store, real)[1]
     res, p_res = _scratch().get("step", 4, np.float64)      # unit[2] as int64, then value[2]
     units = res[:2].view(np.int64)
-    threads = max(1, min(torch.get_num_threads(), n)) if _threaded else 1
+    threads = _threads(n)
     fn = lib.step_f32 if dtype == torch.float32 else lib.step_f64
     p = [k[1] for k in keep[:6]]
     code = fn(p[0], p[1], Kb, p[2], p[3], p[4], pa[0], pa[1], Ka, pa[2], pa[3], pa[4], pa[5], nrows, pz,

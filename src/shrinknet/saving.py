@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_target
-from ._validation import ShrinkNetError, as_tensor
+from ._validation import ShrinkNetError, all_finite, as_tensor
 from .models import MLP
 
 FORMAT = "shrinknet-module"
@@ -161,7 +161,7 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
             raise
         raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
     for k, v in model.state_dict().items():
-        if v.is_floating_point() and not torch.isfinite(v).all():
+        if v.is_floating_point() and not all_finite(v):
             raise ShrinkNetError(f"model file {path}: parameter {k} has NaN/inf values")
     return model.eval()
 
