@@ -165,6 +165,13 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
 #define CASE(SUFFIX, S_) case S_: BODY(SUFFIX, S_); break;
 #define CASES(SUFFIX) CASE(SUFFIX, 1) CASE(SUFFIX, 2) CASE(SUFFIX, 3) CASE(SUFFIX, 4) CASE(SUFFIX, 10)
 
+/* the rows of `width` sums that `runs` runs of samples left in out, added into its first row in run
+   order (so the totals do not depend on which thread took which run) */
+static void sum_runs(double* out, int64_t runs, int64_t width) {
+  for (int64_t k = 1; k < runs; ++k)
+    for (int64_t j = 0; j < width; ++j) out[j] += out[width * k + j];
+}
+
 /* Sigmoids divide (1 / (1 + e)): the divider is a unit of its own and keeps up with the interleaved
    exps, while the FMA pipes are spared a reciprocal's two Newton steps; the pass over the last hidden
    layer ran ~1.1x quicker than with rcpps and Newton steps, and the quotient is correctly rounded. */
@@ -356,8 +363,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
                          out + 2 * c * k, zs ? zs + i0 * (c / L) * S : NULL, m, c, R, S,         \
                          hidden, mode, init);                                                    \
     }                                                                                            \
-    for (int64_t k = 1; k < runs; ++k)                   /* the runs' sums into out[0 .. 2c) */   \
-      for (int64_t j = 0; j < 2 * c; ++j) out[j] += out[2 * c * k + j];                           \
+    sum_runs(out, runs, 2 * c);                                                                  \
     return rc;                                                                                   \
   }                                                                                              \
   /* One step of the serial oracle (serial.py) in one call: every candidate of the last hidden layer \
@@ -431,8 +437,7 @@ static inline vd log_d(vd x) { for (int k = 0; k < 4; ++k) x[k] = log(x[k]); ret
       unit[l] = -1, value[l] = 0;                                                                 \
       const int64_t C = cp[l];                                                                    \
       double* o = out[l];                                                                         \
-      for (int64_t q = 1; q < (c[l] ? runs : 0); ++q)    /* the runs' sums, in run order */       \
-        for (int64_t j = 0; j < 2 * C; ++j) o[j] += o[2 * C * q + j];                             \
+      sum_runs(o, c[l] ? runs : 0, 2 * C);                                                        \
       T best = 0;                                                                                 \
       for (int64_t j = 0; j < c[l]; ++j) {                                                        \
         int reach = 0;                        /* a nonzero weight to an active unit downstream */ \

@@ -14,6 +14,13 @@ class ShrinkNetError(ValueError):
     """Bad input given to shrinknet (wrong shape, NaN, unknown name, ...)."""
 
 
+def non_finite_score(criterion: str, layer: int, unit: int) -> ShrinkNetError:
+    """The error for a criterion's non-finite score of an active neuron (the loop's check and the
+    serial oracle's say it alike)."""
+    return ShrinkNetError(f"criterion {criterion!r} gave a non-finite score to active neuron "
+                          f"(layer {layer}, unit {unit})")
+
+
 def all_finite(t: torch.Tensor) -> bool:
     """Whether every entry of float tensor t is finite. Its least and largest entries tell: NaN
     spreads to both and an infinity is one of them; one reducing pass that allocates nothing

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from . import compensation as comp
 from . import losses
-from ._validation import ShrinkNetError, as_tensor, check_choice, check_fraction, check_inputs, check_targets
+from ._validation import (ShrinkNetError, as_tensor, check_choice, check_fraction, check_inputs, check_targets,
+                          non_finite_score)
 from .criteria import criterion_name, get_criterion
 from .metrics import has_classes, measure
 from .gating import GatedModel
@@ -173,8 +174,7 @@ def _check_scores(scores, model, name: str) -> list[torch.Tensor]:
                                  f"layer {l}, got {tuple(s.shape)}")
         bad = torch.nonzero((g != 0) & ~torch.isfinite(s)).flatten()
         if bad.numel():
-            raise ShrinkNetError(f"criterion {name!r} gave a non-finite score to active neuron "
-                                 f"(layer {l}, unit {int(bad[0])})")
+            raise non_finite_score(name, l, int(bad[0]))
         out.append(torch.where(g != 0, s, torch.full_like(s, float("nan"))))
     return out
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from . import compensation, fused, oracle
-from ._validation import ShrinkNetError
+from ._validation import non_finite_score
 from .models import MLP, version_key
 
 #: most numbers (n x c x S) kept for the stored outputs; above this they are computed every step
@@ -87,7 +87,7 @@ class Serial:
                 still = None                        # (errors_for_changes gives those E0 itself)
             s = (E if still is None else np.where(still, E0, E)) - E0
             if not np.isfinite(s).all():
-                raise _non_finite(l, int(units[np.flatnonzero(~np.isfinite(s))[0]]))
+                raise non_finite_score("brute-force", l, int(units[np.flatnonzero(~np.isfinite(s))[0]]))
             k = int(np.argmin(s))                    # the first of equal minima: the lowest unit
             v = float(s[k])
             if pick is None or v < pick[2]:
@@ -100,15 +100,16 @@ class Serial:
         m, L = self.model, self.model.n_hidden_layers
         gates, out = m.gates, m.layers[-1]
         before = None
-        if L == 2 and gates[0].numpy().any():
-            rows, gain, init = self._keep(int(np.count_nonzero(gates[0].numpy())))
+        c = int(np.count_nonzero(gates[0].numpy())) if L == 2 else 0
+        if c:
+            rows, gain, init = self._keep(c)
             before = (cache.pre[1], cache.out[0], gates[0], m.layers[1].weight, rows, gain, self.store, init,
                       m.hidden_activation)
         try:
             picks = fused.serial_step(cache.z, cache.out[L - 1], gates[L - 1], out.weight, out.bias, self.T,
                                       self.loss, m.output_activation, E0, before)
         except FloatingPointError as e:
-            raise _non_finite(L - 2 + e.args[0][0], e.args[0][1]) from None
+            raise non_finite_score("brute-force", L - 2 + e.args[0][0], e.args[0][1]) from None
         except Exception:
             self.store = self.seen = None    # the kept outputs may be half updated: compute them afresh
             raise
@@ -159,8 +160,3 @@ class Serial:
             self.store = self.seen = None    # the kept outputs may be half updated: compute them afresh
             raise
 
-
-def _non_finite(layer: int, unit: int) -> ShrinkNetError:
-    # as the loop says it for scores (pruning._check_scores)
-    return ShrinkNetError(f"criterion 'brute-force' gave a non-finite score to active neuron "
-                          f"(layer {layer}, unit {unit})")
