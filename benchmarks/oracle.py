@@ -40,8 +40,8 @@ NETS = {  # name: (data set, sizes, epochs, literal path run in full?)
 def trained(name: str):
     """The net, trained once with seed 0 and kept in benchmarks/.cache; and its training data."""
     import shrinknet
-    from shrinknet.data import load
-    from shrinknet.train import TrainConfig, train
+    from shrinknet.paper.data import load
+    from shrinknet.paper.train import TrainConfig, train
 
     data, sizes, epochs, _ = NETS[name]
     d = load(data)
@@ -166,7 +166,7 @@ def run_literal(name, device, sample, full_run, q):
 def approximate_report(name: str, device: str) -> None:
     """The APPROXIMATE options against the exact oracle: time, decisions, error drift."""
     import shrinknet
-    from shrinknet.analysis import oracle_agreement
+    from shrinknet.paper.analysis import oracle_agreement
 
     m, d = trained(name)
     X, T = torch.tensor(d.X_train, device=device), torch.tensor(d.T_train, device=device)

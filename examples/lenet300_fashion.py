@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 import shrinknet
-from shrinknet.data import fashion_mnist
+from shrinknet.paper.data import fashion_mnist
 from shrinknet.saving import save_shrunk
-from shrinknet.train import train_classifier
+from shrinknet.paper.train import train_classifier
 
 
 def main(argv=None):

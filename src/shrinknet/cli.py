@@ -112,7 +112,7 @@ def _add_demo(sub):
 
 
 def _add_reproduce(sub):
-    from .experiments import EXPERIMENTS
+    from .paper.experiments import EXPERIMENTS
     p = sub.add_parser("reproduce", help="rerun the paper's experiments: curves, gain surfaces, layer plots, report",
                        description="Train (cached between runs) and prune the paper's networks with brute force, "
                        "1st order, 2nd order (OBD) and 2nd order (exact), under each experiment's algorithms, and "
@@ -169,9 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(a, progress: bool) -> None:
-    from .data import load
+    from .paper.data import load
     from .models import MLP
-    from .train import TrainConfig, train
+    from .paper.train import TrainConfig, train
 
     d = load(a.data)
     m = MLP([d.n_inputs, *a.hidden, d.n_outputs], a.hidden_activation, a.output_activation, seed=a.seed)
@@ -189,8 +189,8 @@ def cmd_train(a, progress: bool) -> None:
 
 
 def cmd_prune(a, progress: bool) -> None:
-    from . import plots
-    from .data import load
+    from .paper import plots
+    from .paper.data import load
     from .models import MLP
     from .pruning import Stop, prune
 
@@ -217,7 +217,7 @@ def cmd_prune(a, progress: bool) -> None:
 def cmd_shrink(a, progress: bool) -> None:
     import numpy as np
 
-    from .data import load
+    from .paper.data import load
     from .pruning import Stop, prune
     from .saving import check_onnx, load_model, read_meta, save_shrunk
     from .stats import compare_models
@@ -260,7 +260,7 @@ def cmd_shrink(a, progress: bool) -> None:
 
 def cmd_compare(a, progress: bool) -> None:
     from .compare import compare
-    from .data import load
+    from .paper.data import load
     from .models import MLP
 
     m, d = MLP.load(a.model), load(a.data)
@@ -276,14 +276,14 @@ def main(argv=None) -> int:
     progress = not a.quiet and sys.stderr.isatty()
     try:
         if a.cmd == "demo":
-            from .demo import run_demo
+            from .paper.demo import run_demo
             run_demo(a.out, quick=a.quick, progress=progress)
         elif a.cmd == "reproduce":
-            from .experiments import reproduce
+            from .paper.experiments import reproduce
             args = sys.argv[1:] if argv is None else argv
             reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args))
         elif a.cmd == "lenet-table":
-            from .lenet_table import run
+            from .paper.lenet_table import run
             print(f"wrote {run(a.out, a.eval_samples, progress=progress)}")
         elif a.cmd == "compare":
             cmd_compare(a, progress)
@@ -298,7 +298,7 @@ def main(argv=None) -> int:
             for k, v in describe_criteria().items():
                 print(f"{k:20s} {v}")
         elif a.cmd == "datasets":
-            from .data import available_datasets
+            from .paper.data import available_datasets
             print("\n".join(available_datasets()))
     except ShrinkNetError as e:
         print(f"shrinknet: error: {e}", file=sys.stderr)

@@ -53,7 +53,7 @@ class CompareResult:
                 .mean().reset_index())
 
     def save(self, out) -> list[Path]:
-        from . import plots
+        from .paper import plots
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(out / "compare.csv", index=False)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import fused
+from .oracle import kernel as fused
 from ._io import atomic_target
 from ._validation import ShrinkNetError, all_finite, as_tensor, check_inputs
 from .activations import HIDDEN, apply_output

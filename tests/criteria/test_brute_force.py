@@ -40,7 +40,7 @@ def test_fast_brute_force_equals_definition(hidden, act, out, loss):
 
 def test_fast_brute_force_with_tiny_chunks(monkeypatch):
     monkeypatch.setenv("SHRINKNET_FUSED", "0")              # the PyTorch path is the one that chunks
-    from shrinknet import oracle
+    from shrinknet.oracle import rank1 as oracle
     m = random_net([5, 4, 3], seed=9)
     X, T = random_data(n=33, seed=9)
     ref = shrinknet.score(m, X, T, "brute-force")

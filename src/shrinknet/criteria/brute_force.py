@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .. import compensation, losses, oracle
-from ..serial import Serial
+from .. import compensation, losses
+from ..oracle import rank1 as oracle
+from ..oracle.stepper import Serial
 from . import mark_removed, register_criterion
 
 

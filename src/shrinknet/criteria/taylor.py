@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from .. import compensation, losses
-from ..oracle import output_scaling_derivatives
+from ..oracle.rank1 import output_scaling_derivatives
 from . import mark_removed, register_criterion
 
 #: outliers for thresholding: farther than this many (robust) standard deviations

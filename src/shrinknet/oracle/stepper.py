@@ -34,9 +34,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import compensation, fused, oracle
-from ._validation import non_finite_score
-from .models import MLP, version_key
+from .. import compensation
+from . import kernel as fused
+from . import rank1 as oracle
+from .._validation import non_finite_score
+from ..models import MLP, version_key
 
 #: most numbers (n x c x S) kept for the stored outputs; above this they are computed every step
 STORE_BUDGET = 1 << 28

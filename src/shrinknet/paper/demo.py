@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from . import analysis, plots
-from ._io import write_text
+from .._io import write_text
 from .data import load
-from .models import MLP
-from .pruning import prune
+from ..models import MLP
+from ..pruning import prune
 from .train import TrainConfig, train
 
 CRITERIA = ("brute-force", "taylor1", "taylor2", "taylor2-exact")

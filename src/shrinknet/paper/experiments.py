@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis, plots
-from ._validation import ShrinkNetError
+from .._validation import ShrinkNetError
 from .data import Dataset, load
-from .models import MLP
-from .pruning import prune
-from .results import PruneResult
+from ..models import MLP
+from ..pruning import prune
+from ..results import PruneResult
 from .train import TrainConfig, train
 
 CRITERIA = ("brute-force", "taylor1", "taylor2", "taylor2-exact")

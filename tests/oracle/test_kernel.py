@@ -4,10 +4,11 @@ import pytest
 import torch
 
 import shrinknet
-from shrinknet import fused, losses
+from shrinknet import losses
+from shrinknet.oracle import kernel as fused
 from shrinknet.criteria import get_criterion
 from shrinknet.pruning import _check_scores, _flat_order
-from shrinknet.serial import Serial
+from shrinknet.oracle.stepper import Serial
 from tests.conftest import random_data, random_net
 
 pytestmark = pytest.mark.skipif(fused.library() is None, reason="no C compiler: the PyTorch path is used")
@@ -191,8 +192,8 @@ def test_the_oracle_decides_the_same_with_and_without_the_kernel(act, monkeypatc
 
 def test_float32_serial_prune_matches_the_float64_one_on_a_trained_net():
     # the kernel's float32 arithmetic (its own exp, reciprocal) decides as float64 does on a real net
-    from shrinknet.data import load
-    from shrinknet.train import TrainConfig, train
+    from shrinknet.paper.data import load
+    from shrinknet.paper.train import TrainConfig, train
     d = load("digits")
     m = shrinknet.MLP([64, 12, 8, 10], "sigmoid", "sigmoid", seed=0)
     train(m, d.X_train, d.T_train, TrainConfig(epochs=5, seed=0))
@@ -205,7 +206,7 @@ def test_float32_serial_prune_matches_the_float64_one_on_a_trained_net():
 def _step_by_two_kernel_calls(m, X, T, loss, E0):
     """Each layer's (unit, score) as serial.py chose them with one kernel call per layer (before the
     compiled step): the reference the compiled step must equal exactly."""
-    from shrinknet import oracle
+    from shrinknet.oracle import rank1 as oracle
     cache, out = m.cache(X), []
     for l, g in enumerate(m.gates):
         units = np.flatnonzero(g.numpy())

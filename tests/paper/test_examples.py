@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shrinknet.data import Dataset, one_hot
+from shrinknet.paper.data import Dataset, one_hot
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def tiny_fashion():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from ._io import write_text
+from .._io import write_text
 
 COLS = [("pct_before_test_acc_drop_1pt", "% removed before test acc. −1 pt"),
         ("pct_before_train_acc_drop_1pt", "… train acc. −1 pt"),

@@ -9,8 +9,8 @@ matplotlib.use("Agg")  # files only, no screen needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ._io import atomic_target  # noqa: E402
-from .results import PruneResult  # noqa: E402
+from .._io import atomic_target  # noqa: E402
+from ..results import PruneResult  # noqa: E402
 
 # the paper's colours: brute force blue, first order green, second order red
 COLORS = {"brute-force": "tab:blue", "brute-force-literal": "tab:blue", "taylor1": "tab:green",

@@ -1,9 +1,10 @@
 import numpy as np
 
 import shrinknet
-from shrinknet import analysis, losses
+from shrinknet import losses
+from shrinknet.paper import analysis
 
-from .conftest import random_data, random_net
+from ..conftest import random_data, random_net
 
 
 def test_gain_curve_is_exact_and_passes_through_start_and_removal():

@@ -4,9 +4,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import compensation, oracle
-from .pruning import Stop, prepare, violation
-from .results import PruneResult
+from .. import compensation
+from ..oracle import rank1 as oracle
+from ..pruning import Stop, prepare, violation
+from ..results import PruneResult
 
 
 def gain_curve(model, X, T, layer: int, unit: int, gains=None, loss: str = "sse", *, gates=None) -> np.ndarray:
@@ -86,8 +87,8 @@ def oracle_agreement(model, X, T, result: PruneResult, loss: str | None = None) 
     """Replay `result`'s removals; at every step ask the exact oracle which neuron it would remove
     in that same state. Returns the share of steps where the run's choice was the oracle's, and
     per step whether it was and the regret (exact change of the run's choice minus the oracle's)."""
-    from .criteria import get_criterion
-    from .pruning import _flat_order
+    from ..criteria import get_criterion
+    from ..pruning import _flat_order
 
     loss = loss or result.loss
     _, work, X, T = prepare(model, X, T, loss)

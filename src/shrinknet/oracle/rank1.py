@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import fused, losses
-from .models import MLP, Cache
+from .. import losses
+from . import kernel as fused
+from ..models import MLP, Cache
 
 #: elements of the widest intermediate tensor per chunk (4 bytes each in float32): small on a
 #: CPU, so a chunk's several passes stay in cache; large on a GPU, so kernel launches are few

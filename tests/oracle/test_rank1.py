@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from shrinknet import oracle
+from shrinknet.oracle import rank1 as oracle
 
-from .conftest import ACTS, random_data, random_net
+from ..conftest import ACTS, random_data, random_net
 
 
 @pytest.mark.parametrize("act", ACTS)

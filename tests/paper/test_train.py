@@ -1,8 +1,8 @@
 import torch
 
 import shrinknet
-from shrinknet.data import load
-from shrinknet.train import TrainConfig, train
+from shrinknet.paper.data import load
+from shrinknet.paper.train import TrainConfig, train
 
 
 def test_training_is_deterministic_and_learns():

@@ -5,7 +5,7 @@ import pytest
 
 from shrinknet import ShrinkNetError
 from shrinknet.cli import main
-from shrinknet.experiments import EXPERIMENTS, resolve
+from shrinknet.paper.experiments import EXPERIMENTS, resolve
 
 
 def test_quick_reproduction_of_every_experiment_writes_results_figures_and_report(tmp_path):
@@ -45,7 +45,7 @@ def test_unknown_experiment():
 
 
 def test_lenet_table_runs_on_tiny_fashion_files(tmp_path, monkeypatch):
-    from shrinknet import data, lenet_table
+    from shrinknet.paper import data, lenet_table
     from .test_data import _write_idx
     import numpy as np
     rng = np.random.default_rng(0)

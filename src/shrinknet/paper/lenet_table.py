@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import write_text
+from .._io import write_text
 from .data import load
-from .models import MLP
-from .pruning import prune
+from ..models import MLP
+from ..pruning import prune
 from .train import TrainConfig, train
 
 CRITERIA = ("brute-force", "taylor2", "taylor2-exact", "taylor1", "taylor1-abs", "l1-in", "l2-in", "l1-out",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import shrinknet
-from shrinknet import data
+from shrinknet.paper import data
 
 
 def test_mnist_subset_shapes_crop_and_split():
