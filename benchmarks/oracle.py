@@ -83,37 +83,30 @@ def run_fast(name, device, max_seconds, q):
     warm_up(m, X, T, "brute-force", device)
     steps = []
 
-    class Timer:  # brute-force, stopping the run once the time budget is spent
-        def __init__(self):
-            self.t0 = time.perf_counter()
-            self.inner = shrinknet.criteria.get_criterion("brute-force")
-            self.counted = False
+    inner = shrinknet.criteria.get_criterion("brute-force")
+    counted = [False]
 
-        def check(self, model):
-            if time.perf_counter() - self.t0 > max_seconds:
-                raise TimeoutError
-            steps.append(model.n_active())
+    def check(model):              # stops the run once the time budget is spent
+        if time.perf_counter() - t_start > max_seconds:
+            raise TimeoutError
+        steps.append(model.n_active())
 
-        def __call__(self, model, X, T, loss):      # scoring every neuron (where the serial path does not apply)
-            if not self.counted:
-                self.check(model)
-            self.counted = False
-            return self.inner(model, X, T, loss)
+    def scores(ctx):               # scoring every neuron (where the serial path does not apply)
+        if not counted[0]:
+            check(ctx.model)
+        counted[0] = False
+        return inner.scores(ctx)
 
-        def serial(self, model, X, T, loss):        # the serial path the loop uses for brute-force
-            inner, timer = self.inner.serial(model, X, T, loss), self
+    def best(ctx):                 # the serial path the loop uses for brute-force
+        check(ctx.model)
+        pick = inner.best(ctx)
+        counted[0] = pick is None
+        return pick
+    timer = shrinknet.criteria.Criterion("brute-force", scores, best=best)
 
-            class Session:
-                def best(self):
-                    timer.check(model)
-                    pick = inner.best()
-                    timer.counted = pick is None
-                    return pick
-            return Session()
-
-    t0 = time.perf_counter()
+    t0 = t_start = time.perf_counter()
     try:
-        r = shrinknet.prune(m, X, T, Timer(), "iterative", device=device)
+        r = shrinknet.prune(m, X, T, timer, "iterative", device=device)
         removed, full = r.removed, True
     except TimeoutError:
         removed, full = None, False
@@ -135,7 +128,6 @@ def run_fast(name, device, max_seconds, q):
 
 def run_literal(name, device, sample, full_run, q):
     import shrinknet
-    from shrinknet import losses
     m, d = trained(name)
     m = m.to(device)
     X = torch.tensor(d.X_train, device=device)
@@ -151,14 +143,14 @@ def run_literal(name, device, sample, full_run, q):
     rng = np.random.default_rng(0)
     cands = [(l, int(u)) for l, k in enumerate(m.hidden_sizes) for u in range(k)]
     pick = [cands[i] for i in rng.choice(len(cands), size=min(sample, len(cands)), replace=False)]
-    with torch.no_grad():
-        losses.total(m.logits(X), T, m.output_activation, "sse")  # warm-up
-        t0 = time.perf_counter()
-        for l, u in pick:
-            g = [x.clone() for x in m.gates]
-            g[l][u] = 0
-            float(losses.total(m.logits(X, g), T, m.output_activation, "sse"))
-        per = (time.perf_counter() - t0) / len(pick)
+    from shrinknet import oracle
+    from shrinknet.context import PruningContext
+    ctx = PruningContext(m, X, T, "sse")
+    oracle.literal_errors(ctx, 0, [0])  # warm-up
+    t0 = time.perf_counter()
+    for l, u in pick:
+        oracle.literal_errors(ctx, l, [u])
+    per = (time.perf_counter() - t0) / len(pick)
     q.put({"wall": per * K * (K + 1) // 2, "per_candidate": per, "peak": _peak(device), "full": False,
            "removed": None, "K": K, "sample": len(pick)})
 

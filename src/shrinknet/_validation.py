@@ -14,6 +14,57 @@ class ShrinkNetError(ValueError):
     """Bad input given to shrinknet (wrong shape, NaN, unknown name, ...)."""
 
 
+class ShrinkNetFileNotFoundError(ShrinkNetError, FileNotFoundError):
+    """A file or folder shrinknet was asked to read does not exist.
+
+    Both a :class:`ShrinkNetError` (so ``except ShrinkNetError`` and the command line's one-line
+    message keep working) and the standard :class:`FileNotFoundError`.
+    """
+
+
+class MissingDependencyError(ShrinkNetError, ImportError):
+    """An optional package a call needs is not installed; the message says which extra to install.
+
+    Both a :class:`ShrinkNetError` and the standard :class:`ImportError`.
+    """
+
+
+def require(module_name: str, extra: str, what: str | None = None):
+    """Import and return the optional module ``module_name``.
+
+    Parameters
+    ----------
+    module_name : str
+        Dotted module name, e.g. ``"matplotlib.figure"``.
+    extra : str
+        The shrinknet extra that installs it, e.g. ``"paper"``.
+    what : str, optional
+        What needs it, for the message (e.g. ``"the MNIST subset"``).
+
+    Returns
+    -------
+    module
+        The imported module.
+
+    Raises
+    ------
+    MissingDependencyError
+        If the module (or a package it needs) cannot be imported; the message names
+        ``pip install 'shrinknet[<extra>]'``.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as e:
+        missing = getattr(e, "name", None) or module_name.split(".")[0]
+        need = f"{what} needs" if what else "this needs"
+        err = MissingDependencyError(f"{need} the optional package {missing!r}, which is not installed: "
+                                     f"pip install 'shrinknet[{extra}]'")
+        err.name = missing
+        raise err from None
+
+
 def non_finite_score(criterion: str, layer: int, unit: int) -> ShrinkNetError:
     """The error for a criterion's non-finite score of an active neuron (the loop's check and the
     serial oracle's say it alike)."""

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import torch
 
-from ._validation import ShrinkNetError
+from ._validation import MissingDependencyError, ShrinkNetError
+
+#: optional packages and the extra that installs each (a last resort for an import the code did not guard)
+_EXTRAS = {"matplotlib": "paper", "pandas": "paper", "scipy": "paper", "sklearn": "paper", "mlxtend": "paper",
+           "PIL": "paper", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}
 
 
 def _add_train(sub):
@@ -144,9 +148,11 @@ def _add_compare(sub):
 def _add_lenet(sub):
     p = sub.add_parser("lenet-table", help="LeNet-300-100 on Fashion-MNIST: every criterion, with and without "
                        "compensation, beside the published Neuron Merging figures (Markdown table)",
-                       description="Train (once, cached) a 784-300-100-10 ReLU net on Fashion-MNIST and write the "
+                       description="Train (once, if --cache is given) a 784-300-100-10 ReLU net on Fashion-MNIST and write the "
                        "test accuracy at 50%% and 70%% of the hidden neurons removed, per criterion and compensation.")
-    p.add_argument("--out", default="docs/LENET_FASHION.md", help="Markdown file to write (default: docs/LENET_FASHION.md)")
+    p.add_argument("--out", required=True, help="Markdown file to write (the committed one: docs/LENET_FASHION.md)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="folder to keep the trained net in between runs (default: none, train it every time)")
     p.add_argument("--eval-samples", type=int, default=5000,
                    help="training images the criteria and compensation are computed on (default: 5000)")
 
@@ -178,7 +184,7 @@ def cmd_train(a, progress: bool) -> None:
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, optimizer=a.optimizer, loss=a.loss,
                       seed=a.seed, target_accuracy=a.target_accuracy)
     h = train(m, d.X_train, d.T_train, cfg, progress=progress)
-    from .metrics import evaluate
+    from .context import evaluate
     test = evaluate(m, d.X_test, d.T_test, a.loss)
     path = m.save(a.out)
     acc = h[-1]["accuracy"] if h else None
@@ -195,6 +201,11 @@ def cmd_prune(a, progress: bool) -> None:
     from .pruning import Stop, prune
 
     stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase)
+    try:
+        plots.check_available()
+        no_plot = None
+    except MissingDependencyError as e:             # the core alone: everything but the figure
+        no_plot = e
     m = MLP.load(a.model)
     d = load(a.data)
     ev, other = ((d.X_train, d.T_train), (d.X_test, d.T_test))[:: 1 if a.eval_on == "train" else -1]
@@ -203,7 +214,8 @@ def cmd_prune(a, progress: bool) -> None:
     out = Path(a.out)
     r.save_json(out / "result.json")
     r.save_csv(out / "steps.csv")
-    plots.plot_curves([r], out / "curves.png", title=f"{a.criterion} ({a.schedule}) on {d.name}")
+    if no_plot is None:
+        plots.plot_curves([r], out / "curves.png", title=f"{a.criterion} ({a.schedule}) on {d.name}")
     r.apply(m).save(out / "pruned.safetensors")
     acc = (f", accuracy {r.initial_accuracy:.4f} -> {r.accuracies[-1] if r.accuracies else r.initial_accuracy:.4f}"
            if r.accuracies is not None else "")
@@ -211,7 +223,8 @@ def cmd_prune(a, progress: bool) -> None:
     print(f"removed {r.n_removed} of {r.initially_active} hidden neurons ({r.stop_reason}) in {r.seconds:.1f}s: "
           f"error {r.initial_error:.4f} -> {last:.4f}{acc}\nkept per layer: "
           + json.dumps({str(k): len(v) for k, v in r.keep().items()}) + f"\nwrote {out}/ "
-          "(result.json, steps.csv, curves.png, pruned.safetensors)")
+          + ("(result.json, steps.csv, curves.png, pruned.safetensors)" if no_plot is None else
+             f"(result.json, steps.csv, pruned.safetensors; no curves.png: {no_plot})"))
 
 
 def cmd_shrink(a, progress: bool) -> None:
@@ -266,9 +279,18 @@ def cmd_compare(a, progress: bool) -> None:
     m, d = MLP.load(a.model), load(a.data)
     res = compare(m, d.X_train, d.T_train, a.criteria, a.loss, steps=a.steps, test=(d.X_test, d.T_test),
                   compensation=a.compensation, device=a.device, progress=progress)
-    res.save(a.out)
-    print(res.summary().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {a.out}/ (compare.csv, summary.csv, paths.csv, compare.png, paths.png) in {res.seconds:.1f}s")
+    files = res.save(a.out)
+    print(_text_table(res.summary_rows()))
+    print(f"wrote {a.out}/ ({', '.join(Path(f).name for f in files)}) in {res.seconds:.1f}s")
+
+
+def _text_table(rows: list[dict]) -> str:
+    """Rows of one keys as right-aligned text columns, numbers to 3 decimals (no pandas needed)."""
+    if not rows:
+        return ""
+    cells = [list(rows[0])] + [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
 
 
 def main(argv=None) -> int:
@@ -284,7 +306,7 @@ def main(argv=None) -> int:
             reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args))
         elif a.cmd == "lenet-table":
             from .paper.lenet_table import run
-            print(f"wrote {run(a.out, a.eval_samples, progress=progress)}")
+            print(f"wrote {run(a.out, a.eval_samples, cache=a.cache, progress=progress)}")
         elif a.cmd == "compare":
             cmd_compare(a, progress)
         elif a.cmd == "train":
@@ -302,6 +324,13 @@ def main(argv=None) -> int:
             print("\n".join(available_datasets()))
     except ShrinkNetError as e:
         print(f"shrinknet: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:                   # an optional package imported without require()
+        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"shrinknet: error: {a.cmd} needs the optional package {e.name!r}, which is not installed: "
+              f"pip install 'shrinknet[{extra}]'", file=sys.stderr)
         return 2
     return 0
 

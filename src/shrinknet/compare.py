@@ -1,16 +1,18 @@
 """Judge pruning criteria against the exact oracle.
 
 Along the oracle's own removal path (exact serial brute force), at every step each criterion scores
-the remaining neurons in that very state; we record its Spearman and Kendall rank correlation with
-the exact change in error of every remaining neuron, whether its top choice is the oracle's, and its
+the remaining units in that very state; we record its Spearman and Kendall rank correlation with
+the exact change in error of every remaining unit, whether its top choice is the oracle's, and its
 regret (the exact change its choice would cause minus the oracle's). Each criterion's own whole
 pruning path is recorded too.
 
-    >>> res = shrinknet.compare(model, X, T, criteria=["taylor1", "taylor2", "l1-out"])
-    >>> res.table.groupby("criterion")[["spearman", "agrees", "regret"]].mean()
+    >>> res = shrinknet.compare_criteria(model, X, T, criteria=["taylor1", "taylor2", "l1-out"])
+    >>> res.summary()                    # means per criterion (res.rows: every (step, criterion))
 """
 from __future__ import annotations
 
+import csv
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,61 +21,90 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import compensation as comp
-from ._validation import ShrinkNetError
-from .criteria import criterion_name, get_criterion
-from .gating import GatedModel
-from .pruning import _check_scores, _flat_order, prepare, prune
+from ._io import write_text
+from ._validation import MissingDependencyError, ShrinkNetError, require
+from .context import PruningContext
+from .criteria import check_scores, get_criterion, ranked
+from .pruning import prune
+from .rankstats import kendall, spearman
 from .results import PruneResult
+
+#: the per-criterion means of :meth:`CompareResult.summary`
+MEASURES = ("spearman", "kendall", "agrees", "regret")
 
 
 @dataclass
 class CompareResult:
-    """``table``: one row per (step, criterion) along the oracle's path; ``paths``: each criterion's
-    own pruning run (and the oracle's, under "brute-force"); ``path_table``: their errors per step."""
-    table: "object"
+    """``rows``: one dict per (step, criterion) along the oracle's path (step, criterion, spearman,
+    kendall, agrees, regret, chosen_layer, chosen_unit, n_candidates); ``paths``: each criterion's own
+    pruning run (and the oracle's, under "brute-force"). ``table``, ``path_table`` and ``summary()``
+    give them as pandas DataFrames (pandas is in ``shrinknet[paper]``)."""
+    rows: list = field(default_factory=list)
     paths: dict = field(default_factory=dict)
     oracle: PruneResult | None = None
     seconds: float = 0.0
 
+    def path_rows(self) -> list[dict]:
+        keys = ("step", "percent_removed", "error", "accuracy", "test_error", "test_accuracy")
+        return [{"criterion": name, **{k: row[k] for k in keys}} for name, r in self.paths.items() for row in r.rows()]
+
+    def summary_rows(self) -> list[dict]:
+        """Mean over the oracle's path, per criterion (NaN correlations left out of the means)."""
+        out = []
+        for name in dict.fromkeys(r["criterion"] for r in self.rows):
+            mine = [r for r in self.rows if r["criterion"] == name]
+            out.append({"criterion": name, **{k: float(np.nanmean([float(r[k]) for r in mine]))
+                                              if any(not np.isnan(float(r[k])) for r in mine) else float("nan")
+                                              for k in MEASURES}})
+        return out
+
+    @property
+    def table(self):
+        return require("pandas", "paper").DataFrame(self.rows)
+
     @property
     def path_table(self):
-        import pandas as pd
-        rows = []
-        for name, r in self.paths.items():
-            for row in r.rows():
-                rows.append({"criterion": name, "step": row["step"], "percent_removed": row["percent_removed"],
-                             "error": row["error"], "accuracy": row["accuracy"],
-                             "test_error": row["test_error"], "test_accuracy": row["test_accuracy"]})
-        return pd.DataFrame(rows)
+        return require("pandas", "paper").DataFrame(self.path_rows())
 
     def summary(self):
-        """Mean over the oracle's path, per criterion."""
-        return (self.table.groupby("criterion", sort=False)[["spearman", "kendall", "agrees", "regret"]]
-                .mean().reset_index())
+        """:meth:`summary_rows` as a pandas DataFrame."""
+        return require("pandas", "paper").DataFrame(self.summary_rows())
 
     def save(self, out) -> list[Path]:
-        from .paper import plots
+        """compare.csv, paths.csv, summary.csv and, where matplotlib is installed, compare.png and paths.png."""
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        self.table.to_csv(out / "compare.csv", index=False)
-        self.path_table.to_csv(out / "paths.csv", index=False)
-        self.summary().to_csv(out / "summary.csv", index=False)
-        files = [out / "compare.csv", out / "paths.csv", out / "summary.csv"]
-        files.append(plots.plot_comparison(self.table, out / "compare.png"))
+        files = [_write_csv(out / "compare.csv", self.rows), _write_csv(out / "paths.csv", self.path_rows()),
+                 _write_csv(out / "summary.csv", self.summary_rows())]
+        from .paper import plots
+        try:
+            plots.check_available()
+        except MissingDependencyError:                  # no matplotlib: the CSV files only
+            return files
+        files.append(plots.plot_comparison(self.rows, out / "compare.png"))
         files.append(plots.plot_curves(list(self.paths.values()), out / "paths.png",
                                        title="Each criterion's own pruning path (iterative)"))
         return files
 
 
-def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss: str = "sse", *,
-            steps: int | None = None, test=None, own_paths: bool = True, compensation: str = "none",
-            units=None, output_activation=None, dtype=None, device=None, progress: bool = False) -> CompareResult:
-    """Compare `criteria` with the exact oracle along its removal path.
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
+def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss: str | None = None, *,
+                     steps: int | None = None, test=None, own_paths: bool = True, compensation: str = "none",
+                     units=None, output_activation=None, dtype=None, device=None,
+                     progress: bool = False) -> CompareResult:
+    """Compare `criteria` with the exact oracle along its removal path (also named ``compare``).
 
     Parameters
     ----------
     criteria : names or callables (see :func:`shrinknet.available_criteria`)
+    loss : {"sse", "cross-entropy"}, optional; default cross-entropy for integer labels, else SSE
     steps : compare at the first `steps` oracle steps only (default: every step)
     test : (X_test, T_test), tracked on every criterion's own path
     own_paths : also run every criterion's own iterative pruning path
@@ -82,50 +113,46 @@ def compare(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss:
 
     Returns
     -------
-    CompareResult whose ``.table`` (pandas DataFrame) has the columns step, criterion, spearman,
-    kendall, agrees, regret, chosen_layer, chosen_unit, n_candidates.
+    CompareResult
     """
-    import pandas as pd
-    from scipy.stats import kendalltau, spearmanr
-
     if not criteria:
         raise ShrinkNetError("criteria: expected at least one criterion, got none")
-    mode = comp.check_mode(compensation)
-    src, work, X, T = prepare(model, X, T, loss, dtype, device, units, output_activation)
-    if isinstance(work, GatedModel) and mode != "none":
-        raise ShrinkNetError(f"compensation {mode!r}: works on shrinknet.MLP only; expected 'none'")
-    crits = [(criterion_name(c), get_criterion(c, work)) for c in criteria]
-    work.compensation = mode
-    oracle = get_criterion("brute-force", work)
+    ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
+                               device=device, compensation=compensation)
+    crits = [get_criterion(c) for c in criteria]
+    exact = get_criterion("brute-force")
+    work = ctx.model
     n = work.n_active() if steps is None else min(int(steps), work.n_active())
     rows = []
     t0 = time.perf_counter()
-    for step in tqdm(range(n), desc="oracle path", disable=not progress, leave=False):
-        exact = _check_scores(oracle(work, X, T, loss), work, "brute-force")
-        flat = torch.cat(exact).detach().cpu().numpy()
-        active = ~np.isnan(flat)
-        ol, ou, best = _flat_order(exact)[0]
-        for name, fn in crits:
-            scores = _check_scores(fn(work, X, T, loss), work, name)
-            s = torch.cat(scores).detach().cpu().numpy()[active]
-            cl, cu, _ = _flat_order(scores)[0]
+    with torch.inference_mode(False):
+        for step in tqdm(range(n), desc="oracle path", disable=not progress, leave=False):
+            scores = check_scores(exact.scores(ctx), work, exact.name)
+            flat = torch.cat(scores).detach().cpu().numpy()
+            active = ~np.isnan(flat)
+            ol, ou, best = ranked(scores)[0]
             e = flat[active]
-            both = len(e) > 1 and np.ptp(e) > 0 and np.ptp(s) > 0
-            rows.append({"step": step, "criterion": name,
-                         "spearman": float(spearmanr(s, e)[0]) if both else float("nan"),
-                         "kendall": float(kendalltau(s, e)[0]) if both else float("nan"),
-                         "agrees": (cl, cu) == (ol, ou),
-                         "regret": float(exact[cl][cu]) - best,
-                         "chosen_layer": cl, "chosen_unit": cu, "n_candidates": int(active.sum())})
-        comp.remove(work, work.cache(X) if mode != "none" else None, ol, ou)
-    table = pd.DataFrame(rows)
-    res = CompareResult(table)
+            for crit in crits:
+                mine = check_scores(crit.scores(ctx), work, crit.name)
+                s = torch.cat(mine).detach().cpu().numpy()[active]
+                cl, cu, _ = ranked(mine)[0]
+                both = len(e) > 1 and np.ptp(e) > 0 and np.ptp(s) > 0
+                rows.append({"step": step, "criterion": crit.name,
+                             "spearman": spearman(s, e) if both else float("nan"),
+                             "kendall": kendall(s, e) if both else float("nan"),
+                             "agrees": (cl, cu) == (ol, ou),
+                             "regret": float(scores[cl][cu]) - best,
+                             "chosen_layer": cl, "chosen_unit": cu, "n_candidates": int(active.sum())})
+            ctx.remove(ol, ou)
+    res = CompareResult(rows)
     if own_paths:
-        kw = dict(loss=loss, test=test, compensation=mode, dtype=dtype, device=device, progress=progress,
-                  units=units, output_activation=output_activation)
-        res.oracle = res.paths["brute-force"] = prune(src, X, T, "brute-force", "iterative", stop=n, **kw)
-        for name, fn in crits:
-            res.paths[name] = prune(src, X, T, fn, "iterative", stop=n, **kw)
-            res.paths[name].criterion = name
+        kw = dict(loss=ctx.loss, test=test, compensation=ctx.compensation, dtype=dtype, device=device,
+                  progress=progress, units=units, output_activation=output_activation)
+        res.oracle = res.paths["brute-force"] = prune(model, X, T, "brute-force", "iterative", stop=n, **kw)
+        for crit in crits:
+            res.paths[crit.name] = prune(model, X, T, crit, "iterative", stop=n, **kw)
     res.seconds = time.perf_counter() - t0
     return res
+
+
+compare = compare_criteria

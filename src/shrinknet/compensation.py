@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import torch
 
-from ._validation import check_choice
-from .models import MLP, Cache
+from ._validation import ShrinkNetError, check_choice
 
 MODES = ("none", "mean", "lstsq")
 RIDGE = 1e-9  # relative ridge on the Gram matrix, so collinear or dead units stay solvable
 
 
-def mode_of(model) -> str:
-    return getattr(model, "compensation", "none")
+def check_mode(mode: str, model=None) -> str:
+    """The mode, checked; with ``model``, also that it can be compensated (a stack of dense layers)."""
+    mode = check_choice(mode, MODES, "compensation")
+    if mode != "none" and model is not None and not model.layered:
+        raise ShrinkNetError(f"compensation {mode!r}: works on shrinknet.MLP only; expected 'none' for "
+                             f"{type(model).__name__}")
+    return mode
 
 
-def check_mode(mode: str) -> str:
-    return check_choice(mode, MODES, "compensation")
-
-
-def _design(cache: Cache, layer: int, active: torch.Tensor):
+def _design(cache, layer: int, active: torch.Tensor):
     """[outputs of the active neurons, 1] in float64 (N, K+1), and the inverse of its Gram matrix."""
     o = cache.out[layer][:, active].to(torch.float64)
     A = torch.cat([o, torch.ones(o.shape[0], 1, dtype=o.dtype, device=o.device)], 1)
@@ -41,9 +41,9 @@ def _design(cache: Cache, layer: int, active: torch.Tensor):
 
 
 @torch.no_grad()
-def residuals(model: MLP, cache: Cache, layer: int, units: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-    """(N, C): for each candidate, the part of its output the next layer loses when it is removed."""
-    mode = mode or mode_of(model)
+def residuals(model, cache, layer: int, units: torch.Tensor, mode: str) -> torch.Tensor:
+    """(N, C): for each candidate, the part of its output the next layer loses when it is removed
+    (an MLP and its cached forward pass)."""
     o = cache.out[layer][:, units]
     if mode == "none":
         return o
@@ -58,14 +58,31 @@ def residuals(model: MLP, cache: Cache, layer: int, units: torch.Tensor, mode: s
 
 
 @torch.no_grad()
-def remove(model: MLP, cache: Cache, layer: int, unit: int, mode: str | None = None) -> None:
-    """Switch neuron (layer, unit) off, compensating in the next layer as `mode` says.
-    `cache` must be model.cache(X) on the evaluation data, before the removal."""
-    mode = mode or mode_of(model)
+def removed_outputs(model, cache, layer: int, mode: str) -> torch.Tensor:
+    """(N, K): what every unit of `layer` would take from the next layer if it were removed (its
+    residual); zero for units already removed."""
     if mode == "none":
-        model.set_gate(layer, unit, 0.0)
-        return
+        return cache.out[layer]                 # a removed unit's output is 0 already
+    u = torch.zeros_like(cache.out[layer])
+    units = torch.nonzero(model.gates[layer] != 0).flatten()
+    if units.numel():
+        u[:, units] = residuals(model, cache, layer, units, mode)
+    return u
+
+
+@torch.no_grad()
+def remove(ctx, layer: int, unit: int):
+    """Switch unit (layer, unit) of the context's model off, compensating in the next layer as
+    ``ctx.compensation`` says (fitted on the context's data, before the removal). Returns a function
+    that undoes it (the gate and the next layer's weights as they were)."""
+    mode, model = ctx.compensation, ctx.model
+    old = float(model.gates[layer][unit])
+    if mode == "none":
+        ctx.set_gate(layer, unit, 0.0)
+        return lambda: ctx.set_gate(layer, unit, old)
+    cache = ctx.cache()
     nxt = model.layers[layer + 1]
+    saved = nxt.weight.detach().clone(), nxt.bias.detach().clone()
     if mode == "mean":
         nxt.bias += cache.out[layer][:, unit].mean() * nxt.weight[:, unit]
     elif mode == "lstsq":
@@ -77,4 +94,10 @@ def remove(model: MLP, cache: Cache, layer: int, unit: int, mode: str | None = N
         nxt.weight[:, active] = beta[:-1].T.to(nxt.weight.dtype)
         nxt.bias.copy_(beta[-1].to(nxt.bias.dtype))
     nxt.weight[:, unit] = 0.0
-    model.set_gate(layer, unit, 0.0)
+    ctx.set_gate(layer, unit, 0.0)
+
+    def undo():
+        with torch.no_grad():
+            nxt.weight.copy_(saved[0]), nxt.bias.copy_(saved[1])
+        ctx.set_gate(layer, unit, old)
+    return undo

@@ -1,18 +1,22 @@
-"""Neuron gates on any PyTorch model, without rewriting it.
+"""Neuron gates on any model: the one gated-model interface, and gates on any PyTorch model.
 
-A *unit* is one output feature of an ``nn.Linear`` or one output channel of an ``nn.Conv2d`` (a channel
-is one neuron). :class:`GatedModel` wraps a model and multiplies each declared module's output by a
-gate vector through a forward hook, the same gates the :class:`~shrinknet.MLP` class has built in:
-1 = as trained, 0 = removed.
+Every prunable unit has a *gate* (gain) on its output: 1 = as trained, 0 = removed. Criteria, the
+pruning loop and the oracle act only through the gates and never touch the weights. :class:`Gated`
+is the interface every gated model presents (gates, switching a unit, active units, evaluation
+with per-sample gate rows, and the few derivatives and statistics the criteria read); two classes
+implement it: :class:`shrinknet.MLP` (the paper's net, gates built in, closed-form derivatives) and
+:class:`GatedModel` (any ``nn.Module``, gates through forward hooks, autograd).
 
-Where the gate sits. A unit's output is taken *after* the modules that only post-process it: a
-BatchNorm fed directly by the layer, then an activation module fed directly by that. So for
-``Conv2d -> BatchNorm2d -> ReLU`` the gate multiplies the ReLU's output, and gate 0 silences the
-channel for every consumer, exactly as physical removal does (BatchNorm of a zero channel is not
-zero, so gating the bare conv output would not match). An activation written as a function call
-(``F.relu`` inside ``forward``) has no module to hook: the gate then sits before it, which is still
-exact for removal when f(0) = 0 (ReLU, GELU, tanh, SiLU, ...), but expands the Taylor criteria in a
-pre-activation gain (identical for ReLU, since relu(g x) = g relu(x) for g >= 0).
+A unit of a :class:`GatedModel` is one output feature of an ``nn.Linear`` or one output channel of an
+``nn.Conv2d`` (a channel is one neuron). Where the gate sits: a unit's output is taken *after* the
+modules that only post-process it: a BatchNorm fed directly by the layer, then an activation module
+fed directly by that. So for ``Conv2d -> BatchNorm2d -> ReLU`` the gate multiplies the ReLU's
+output, and gate 0 silences the channel for every consumer, exactly as physical removal does
+(BatchNorm of a zero channel is not zero, so gating the bare conv output would not match). An
+activation written as a function call (``F.relu`` inside ``forward``) has no module to hook: the gate
+then sits before it, which is still exact for removal when f(0) = 0 (ReLU, GELU, tanh, SiLU, ...), but
+expands the Taylor criteria in a pre-activation gain (identical for ReLU, since relu(g x) = g relu(x)
+for g >= 0).
 
     >>> gm = GatedModel(model, units=["features.0", "classifier.1"], example_input=X[:1])
     >>> gm.set_gate(0, 3, 0.0)          # switch channel 3 of features.0 off
@@ -28,10 +32,91 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import derivatives
+from .activations import output_activation as check_output
 from ._validation import ShrinkNetError, all_finite, as_tensor
+from .dependency import UNIT_TYPES, dependency_graph, group_of
 
-#: layers whose outputs can be units
-UNIT_TYPES = (nn.Linear, nn.Conv2d)
+
+class Gated(nn.Module):
+    """The gated-model interface that the pruning loop, the criteria and the oracle use.
+
+    A subclass keeps one gate buffer per unit group, named ``gate0``, ``gate1``, ... (``(K_l,)``,
+    1 = as trained, 0 = removed) and defines:
+
+    * ``n_hidden_layers``, ``unit_names``, ``output_activation``, ``input_shape``;
+    * ``logits(X, gates=None)``: the output before the output activation, differentiable; ``gates``
+      replaces the gates for this pass, one entry per group: ``(K,)``, per-sample rows ``(B, K)``
+      (autograd flows through them) or None for the group's own gates;
+    * ``outputs(X)``: the same without autograd, over all of X in passes sized to the model;
+    * ``state_tensors()``: every tensor besides the input that the output depends on (a cached
+      output is valid while none of them has changed);
+    * ``unit_derivatives(ctx, second, compensated)``, ``unit_outputs(ctx)``, ``fan_in(l)``,
+      ``fan_out(l)``: what the Taylor, statistics and weight-norm criteria read;
+    * ``clone(dtype, device)``.
+
+    ``layered`` is True where the model is a stack of dense layers whose exact oracle can use rank-1
+    updates and the compiled kernel (the MLP); the oracle chooses its method from it.
+    """
+
+    layered = False
+
+    @property
+    def n_hidden_layers(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def gates(self) -> list[torch.Tensor]:
+        b = self._buffers
+        return [b[f"gate{l}"] for l in range(self.n_hidden_layers)]
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(g.numel()) for g in self.gates]
+
+    def set_gate(self, layer: int, unit: int, value: float) -> None:
+        """Set one gate (no autograd)."""
+        with torch.no_grad():
+            self.gates[layer][unit] = value
+
+    def set_gates(self, gates) -> "Gated":
+        """Copy gate values in (a list with one (K_l,) array per group)."""
+        if len(gates) != self.n_hidden_layers:
+            raise ShrinkNetError(f"gates: expected {self.n_hidden_layers} arrays, got {len(gates)}")
+        for l, (g, k, name) in enumerate(zip(gates, self.hidden_sizes, self.unit_names)):
+            g = as_tensor(g, f"gates[{l}]", self.gates[l].dtype, self.gates[l].device)
+            if g.shape != (k,):
+                raise ShrinkNetError(f"gates[{l}] ({name}): expected shape ({k},), got {tuple(g.shape)}")
+            with torch.no_grad():
+                self.gates[l].copy_(g)
+        return self
+
+    def reset_gates(self) -> "Gated":
+        with torch.no_grad():
+            for g in self.gates:
+                g.fill_(1.0)
+        return self
+
+    def active(self) -> list[np.ndarray]:
+        """Indices of the units not removed (gate != 0), per group."""
+        return [torch.nonzero(g != 0).flatten().cpu().numpy() for g in self.gates]
+
+    def n_active(self) -> int:
+        return int(sum(int((g != 0).sum()) for g in self.gates))
+
+    def check_finite(self) -> None:
+        """Raise, naming it, where a weight, buffer or gate is NaN or infinite."""
+        for name, p in self._named_tensors():
+            if p.is_floating_point() and not all_finite(p.detach()):
+                raise ShrinkNetError(f"model parameter {name}: expected finite values, got NaN/inf")
+
+    def _named_tensors(self):
+        return [*self.named_parameters(), *self.named_buffers()]
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        return [*self.gates, *self.parameters(), *(b for n, b in self.named_buffers() if not n.startswith("gate"))]
+
+
 #: per-channel modules that belong to the unit when they directly consume its output
 NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 #: elementwise activation modules that belong to the unit when they directly consume it
@@ -131,7 +216,6 @@ def find_units(model: nn.Module, example_input: torch.Tensor, units=None) -> lis
 def _independent(model, x, units) -> list[str]:
     """Names of the units that can be removed on their own (not coupled through a residual addition
     and the like); all of them where the model cannot be traced into a dependency graph."""
-    from .surgery import dependency_graph, group_of
     try:
         graph = dependency_graph(copy.deepcopy(model), x)
     except ShrinkNetError:
@@ -185,13 +269,9 @@ def _unit(name, calls) -> Unit:
     return Unit(name, kind, int(size), chain[-1], tuple(chain))
 
 
-class _Logits:
-    """What the pruning loop reads from a cache: the output z of a full pass over the data."""
-    def __init__(self, z):
-        self.z = z
 
 
-class GatedModel(nn.Module):
+class GatedModel(Gated):
     """Any model with gates on chosen Linear output features / Conv2d output channels.
 
     Parameters
@@ -219,7 +299,6 @@ class GatedModel(nn.Module):
     def __init__(self, model: nn.Module, units=None, example_input=None, output_activation: str = "identity",
                  copy: bool = True):
         super().__init__()
-        from .activations import output_activation as check_output
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
         if example_input is None:
@@ -235,12 +314,12 @@ class GatedModel(nn.Module):
         dt = p.dtype if p is not None else torch.float32
         for l, u in enumerate(self.units):
             self.register_buffer(f"gate{l}", torch.ones(u.size, dtype=dt, device=x.device))
-        self._override: dict[int, torch.Tensor] = {}
-        self._handles = []
-        self._hook()
+        self._finish()
 
-    # ---- hooks -----------------------------------------------------------------------
-    def _hook(self):
+    def _finish(self):
+        self._override: dict[int, torch.Tensor] = {}
+        self._plans = None            # per unit, its consumers' input indices (fan_out), made on first use
+        self._handles = []
         mods = dict(self.model.named_modules())
         for l, u in enumerate(self.units):
             self._handles.append(mods[u.gate_at].register_forward_hook(self._make_hook(l)))
@@ -251,7 +330,7 @@ class GatedModel(nn.Module):
         def hook(module, inputs, out):
             g = self._override.get(l)
             if g is None:
-                g = getattr(self, f"gate{l}")
+                g = self._buffers[f"gate{l}"]
             # gate (K,) or per-sample (B, K), broadcast along the unit's channel dimension
             ones = [1] * (out.ndim - 2)
             if dim == 1:                  # out (B, K, H, W): (K, 1, 1) or (B, K, 1, 1)
@@ -278,67 +357,105 @@ class GatedModel(nn.Module):
         finally:
             self._override = old
 
-    # ---- the gate interface the pruning loop and criteria share with MLP --------------
+    # ---- the interface -----------------------------------------------------------------
     @property
-    def gates(self) -> list[torch.Tensor]:
-        return [getattr(self, f"gate{l}") for l in range(len(self.units))]
+    def n_hidden_layers(self) -> int:
+        return len(self.units)
 
     @property
     def unit_names(self) -> list[str]:
         return [u.name for u in self.units]
 
-    @property
-    def hidden_sizes(self) -> list[int]:
-        return [u.size for u in self.units]
+    def channel_dim(self, layer: int) -> int:
+        return self.units[layer].channel_dim
 
-    @property
-    def n_hidden_layers(self) -> int:
-        return len(self.units)
+    def _named_tensors(self):
+        # named as in the user's model (no "model." prefix), then the gates
+        return [*self.model.named_parameters(), *self.model.named_buffers(),
+                *((f"gate{l}", g) for l, g in enumerate(self.gates))]
 
-    def n_active(self) -> int:
-        return int(sum(int((g != 0).sum()) for g in self.gates))
-
-    def active(self) -> list[np.ndarray]:
-        return [torch.nonzero(g != 0).flatten().cpu().numpy() for g in self.gates]
-
-    @torch.no_grad()
-    def set_gate(self, layer: int, unit: int, value: float) -> None:
-        self.gates[layer][unit] = value
-
-    def set_gates(self, gates) -> "GatedModel":
-        if len(gates) != len(self.units):
-            raise ShrinkNetError(f"gates: expected {len(self.units)} arrays, got {len(gates)}")
-        for l, (g, u) in enumerate(zip(gates, self.units)):
-            g = as_tensor(g, f"gates[{l}]", self.gates[l].dtype, self.gates[l].device)
-            if g.shape != (u.size,):
-                raise ShrinkNetError(f"gates[{l}] ({u.name}): expected shape ({u.size},), got {tuple(g.shape)}")
-            self.gates[l].copy_(g)
-        return self
-
-    def check_finite(self) -> None:
-        for name, p in list(self.model.named_parameters()) + list(self.model.named_buffers()):
-            if p.is_floating_point() and not all_finite(p.detach()):
-                raise ShrinkNetError(f"model parameter {name}: expected finite values, got NaN/inf")
-
-    # ---- forward -----------------------------------------------------------------------
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.model(X)
 
-    @torch.no_grad()
-    def logits(self, X: torch.Tensor) -> torch.Tensor:
-        """The model's output on all of X, in batches (no autograd)."""
-        b = self.batch_rows
-        return torch.cat([self.model(X[i:i + b]) for i in range(0, X.shape[0], b)])
+    def logits(self, X: torch.Tensor, gates=None) -> torch.Tensor:
+        if gates is None:
+            return self.model(X)
+        with self.overriding({l: g for l, g in enumerate(gates) if g is not None}):
+            return self.model(X)
 
-    def cache(self, X: torch.Tensor) -> _Logits:
-        """The output on X, remembered while X, the weights and the gates are unchanged."""
-        key = tuple((t.data_ptr(), t._version) for t in [X, *self.gates, *self.model.parameters()])
-        memo = self.__dict__.get("_memo")
-        if memo is not None and memo[0] is X and memo[1] == key:
-            return memo[2]
-        c = _Logits(self.logits(X))
-        self.__dict__["_memo"] = (X, key, c)
-        return c
+    @torch.no_grad()
+    def outputs(self, X: torch.Tensor, gates=None) -> torch.Tensor:
+        """:meth:`logits` without autograd, in passes of batch_rows samples (gates: (K,) per group)."""
+        b = self.batch_rows
+        with self.overriding({l: g for l, g in enumerate(gates or []) if g is not None}):
+            return torch.cat([self.model(X[i:i + b]) for i in range(0, X.shape[0], b)])
+
+    def unit_derivatives(self, ctx, second: bool, compensated: bool = True):
+        """Per group: sum_n o dE/do (= g dE/dg) and, with second, the Gauss-Newton estimate of
+        sum_n o^2 d2E/do^2 (= g^2 sum_n J^T H J, J = dz/dg per sample), by autograd."""
+        grads, gns = derivatives.gauss_newton(self, ctx.X, ctx.T, ctx.loss, second)
+        return [g * d for g, d in zip(self.gates, grads)], [g * g * h for g, h in zip(self.gates, gns)]
+
+    @torch.no_grad()
+    def unit_outputs(self, ctx):
+        """Yield (group, un-gated output of its units on a batch) over all of ctx.X."""
+        got, handles = [], []
+        mods = dict(self.model.named_modules())
+        for l, u in enumerate(self.units):
+            # registered before the gate hook, so it sees the un-gated output
+            handles.append(mods[u.gate_at].register_forward_hook(lambda m, i, o, l=l: got.append((l, o.detach())),
+                                                                 prepend=True))
+        try:
+            b, X = self.batch_rows, ctx.X
+            for i in range(0, X.shape[0], b):
+                got.clear()
+                self.model(X[i:i + b])
+                yield from list(got)
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _weight(self, name):
+        W = dict(self.model.named_modules())[name].weight.detach()
+        return W.reshape(W.shape[0], W.shape[1], -1)                   # (out, in, kernel positions)
+
+    def plans(self):
+        """Per group, per unit: {consumer module: its input indices fed by that unit} (from the
+        dependency graph: after a flatten, a channel's whole block of columns)."""
+        if self._plans is None:
+            m = self.bare_copy().eval()
+            graph = dependency_graph(m, torch.zeros(1, *self.input_shape, dtype=self.gates[0].dtype,
+                                                    device=self.gates[0].device))
+            self._plans = [[group_of(graph, m, u, [j]) for j in range(u.size)] for u in self.units]
+        return self._plans
+
+    def fan_in(self, layer: int) -> torch.Tensor:
+        """(K, M): each unit's incoming weights (Linear row / Conv2d filter), inputs fed by removed units zeroed."""
+        plans = self.plans()
+        W = self._weight(self.units[layer].name)
+        live = torch.ones(W.shape[1], dtype=torch.bool, device=W.device)
+        for l, g in enumerate(self.gates):
+            for j in torch.nonzero(g == 0).flatten().tolist():
+                idx = plans[l][j].get(self.units[layer].name)
+                if idx is not None:
+                    live[idx] = False
+        return (W * live[None, :, None]).reshape(W.shape[0], -1)
+
+    def fan_out(self, layer: int) -> torch.Tensor:
+        """(K, M): each unit's outgoing weights (its columns in every consumer), weights into removed
+        units zeroed, padded with zeros to one length."""
+        own = {u.name: k for k, u in enumerate(self.units)}
+        rows = []
+        for plan in self.plans()[layer]:
+            parts = []
+            for name, idx in plan.items():
+                W = self._weight(name)[:, idx]                               # (out, |idx|, kernel)
+                if name in own:                                              # consumer rows already removed
+                    W = W * (self.gates[own[name]] != 0)[:, None, None]
+                parts.append(W.flatten())
+            rows.append(torch.cat(parts) if parts else self.gates[layer].new_zeros(0))
+        M = max((r.numel() for r in rows), default=0)
+        return torch.stack([torch.nn.functional.pad(r, (0, M - r.numel())) for r in rows])
 
     # ---- copies ------------------------------------------------------------------------
     def bare_copy(self) -> nn.Module:
@@ -355,14 +472,24 @@ class GatedModel(nn.Module):
         if dtype is not None or device is not None:
             m = m.to(dtype=dtype, device=device)
         new = GatedModel.__new__(GatedModel)
-        nn.Module.__init__(new)
+        Gated.__init__(new)
         new.model, new.output_activation, new.input_shape = m, self.output_activation, self.input_shape
         new.units, new.batch_rows = list(self.units), self.batch_rows
         for l, g in enumerate(self.gates):
             new.register_buffer(f"gate{l}", g.detach().clone().to(dtype=dtype or g.dtype, device=device or g.device))
-        new._override, new._handles = {}, []
-        new._hook()
+        new._finish()
         return new
+
+    def __getstate__(self):
+        # the gate hooks are closures over self: pickle the bare model and hook it again on load
+        state = self.__dict__.copy()
+        state["_modules"] = {**self._modules, "model": self.bare_copy()}
+        state["_handles"], state["_override"] = [], {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._finish()
 
     def extra_repr(self) -> str:
         return f"units={self.unit_names}, active={self.n_active()}/{sum(self.hidden_sizes)}"
@@ -372,4 +499,4 @@ def _deepcopy(model):
     return copy.deepcopy(model)
 
 
-__all__ = ["GatedModel", "Unit", "find_units", "rows_per_pass"]
+__all__ = ["Gated", "GatedModel", "Unit", "find_units", "rows_per_pass"]

@@ -6,11 +6,14 @@ sweeps all act through these gates and never touch the weights.
 
     layer l (0-based over hidden layers):  x_l = W_l h_{l-1} + b_l,  h_l = gate_l * f(x_l)
     output:                                 z = W_L h_{L-1} + b_L,   o = out(z)
+
+The forward pass is plain PyTorch (the oracle keeps its own compiled passes, see
+:mod:`shrinknet.oracle`), and the model holds nothing but its weights and gates, so it pickles,
+copies and runs the same with and without autograd.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -18,42 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .oracle import kernel as fused
+from . import compensation, derivatives
 from ._io import atomic_target
-from ._validation import ShrinkNetError, all_finite, as_tensor, check_inputs
+from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, as_tensor, check_inputs
 from .activations import HIDDEN, apply_output
 from .activations import hidden_activation as _hidden_activation
 from .activations import output_activation as _check_output
+from .gating import Gated
 
 FORMAT = "shrinknet-mlp"
 FORMAT_VERSION = "1"
 
 
-@dataclass
-class Cache:
-    """One forward pass, kept for the criteria.
-
-    pre[l]: (N, K_l) pre-activations of hidden layer l; out[l]: (N, K_l) its gated outputs;
-    act[l]: (N, K_l) its un-gated outputs f(x_l); z: (N, n_out) output pre-activations.
-    """
-    X: torch.Tensor
-    pre: list
-    act: list
-    out: list
-    z: torch.Tensor
-
-    def inputs_to(self, layer: int) -> torch.Tensor:
-        """Input of linear layer `layer` (0 = X, l = out[l-1])."""
-        return self.X if layer == 0 else self.out[layer - 1]
-
-
-def version_key(tensors) -> tuple:
-    """Where each tensor's memory is and how often it has been changed in place: equal keys mean
-    equal contents (torch bumps ``_version`` on every in-place change)."""
-    return tuple((t.data_ptr(), t._version) for t in tensors)
-
-
-class MLP(nn.Module):
+class MLP(Gated):
     """Fully connected net with gated hidden neurons.
 
     Parameters
@@ -73,8 +53,8 @@ class MLP(nn.Module):
         sizes = [int(s) for s in sizes]
         if len(sizes) < 3 or min(sizes) < 1:
             raise ShrinkNetError(f"sizes: expected at least (inputs, hidden, outputs), all >= 1, got {sizes}")
+        _hidden_activation(hidden_activation)
         self.hidden_activation = hidden_activation
-        self._act = _hidden_activation(hidden_activation)
         self.output_activation = _check_output(output_activation)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
@@ -83,14 +63,21 @@ class MLP(nn.Module):
         for l, k in enumerate(sizes[1:-1]):
             self.register_buffer(f"gate{l}", torch.ones(k, dtype=dtype))
 
+    layered = True      # dense layers: the oracle's rank-1 updates and compiled kernel apply
+
     # ---- structure -------------------------------------------------------------------
+    @property
+    def _act(self):
+        # looked up by name, not stored: the activations hold functions that do not pickle
+        return HIDDEN[self.hidden_activation]
+
     @property
     def sizes(self) -> list[int]:
         return [self.layers[0].in_features] + [lin.out_features for lin in self.layers]
 
     @property
-    def hidden_sizes(self) -> list[int]:
-        return self.sizes[1:-1]
+    def input_shape(self) -> tuple:
+        return (self.layers[0].in_features,)
 
     # (the pruning loop reads these several times per removal: straight from the module's dicts,
     # not through nn.Module.__getattr__)
@@ -99,119 +86,76 @@ class MLP(nn.Module):
         return len(self._modules["layers"]) - 1
 
     @property
-    def gates(self) -> list[torch.Tensor]:
-        b = self._buffers
-        return [b[f"gate{l}"] for l in range(self.n_hidden_layers)]
+    def hidden_sizes(self) -> list[int]:
+        return self.sizes[1:-1]
 
-    def set_gates(self, gates) -> "MLP":
-        """Copy gate values in (a list with one (K_l,) array per hidden layer)."""
-        if len(gates) != self.n_hidden_layers:
-            raise ShrinkNetError(f"gates: expected {self.n_hidden_layers} arrays, got {len(gates)}")
-        for l, (g, k) in enumerate(zip(gates, self.hidden_sizes)):
-            g = as_tensor(g, f"gates[{l}]", self.gates[l].dtype, self.gates[l].device)
-            if g.shape != (k,):
-                raise ShrinkNetError(f"gates[{l}]: expected shape ({k},), got {tuple(g.shape)}")
-            self.gates[l].copy_(g)
-        return self
+    @property
+    def unit_names(self) -> list[str]:
+        """"layers.l", or for an MLP read from an nn.Sequential, the names of its Linear layers there
+        (so that a result's units name the user's modules)."""
+        return self.__dict__.get("_names") or [f"layers.{l}" for l in range(self.n_hidden_layers)]
 
-    def reset_gates(self) -> "MLP":
-        for g in self.gates:
-            g.fill_(1.0)
-        return self
+    def channel_dim(self, layer: int) -> int:
+        return -1
 
-    def active(self) -> list[np.ndarray]:
-        """Indices of the neurons not removed (gate != 0), per hidden layer."""
-        return [torch.nonzero(g != 0).flatten().cpu().numpy() for g in self.gates]
+    def weights(self) -> list[torch.Tensor]:
+        """Every layer's weight and bias, read directly (quicker than walking the modules)."""
+        return [t for lin in self._modules["layers"] for t in (lin._parameters["weight"], lin._parameters["bias"])]
 
-    def n_active(self) -> int:
-        return int(sum(int((g != 0).sum()) for g in self.gates))
-
-    def check_finite(self) -> None:
-        for name, p in list(self.named_parameters()) + list(self.named_buffers()):
-            if not all_finite(p.detach()):
-                raise ShrinkNetError(f"model parameter {name}: expected finite values, got NaN/inf")
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The gates, then every weight and bias: all a cached forward pass depends on besides X."""
+        return [*self.gates, *self.weights()]
 
     # ---- forward ---------------------------------------------------------------------
-    def _gates(self, gates):
-        return self.gates if gates is None else list(gates)
-
     def logits(self, X: torch.Tensor, gates=None) -> torch.Tensor:
-        """Output-layer pre-activations z (N, n_out)."""
+        """Output-layer pre-activations z (N, n_out); ``gates`` replaces the gates for this pass
+        (per group (K,), per-sample (N, K), or None for the group's own)."""
+        own = self.gates
+        gates = own if gates is None else [o if g is None else g for o, g in zip(own, gates)]
         h = X
-        for lin, g in zip(self.layers[:-1], self._gates(gates)):
+        for lin, g in zip(self.layers[:-1], gates):
             h = self._act.f(lin(h)) * g
-        return self._output(h)
+        return self.layers[-1](h)
 
     def forward(self, X: torch.Tensor, gates=None) -> torch.Tensor:
         """Network outputs o = out(z), (N, n_out)."""
         return apply_output(self.logits(X, gates), self.output_activation)
 
     @torch.no_grad()
-    def cache(self, X: torch.Tensor) -> Cache:
-        """Every layer's activations on X, for the current weights and gates.
+    def outputs(self, X: torch.Tensor, gates=None) -> torch.Tensor:
+        """:meth:`logits` without autograd (one pass)."""
+        return self.logits(X, gates)
 
-        Remembered per input tensor (the last two) and reused while neither X, the weights nor
-        the gates have changed; :meth:`set_gate` updates it in place of a new forward pass.
-        """
-        memo = self.__dict__.setdefault("_memo", {})
-        hit = memo.get(id(X))
-        if hit is not None and hit[0] is X and hit[1] == self._state_key(X):
-            return hit[2]
-        c = Cache(X, [], [], [], None)
-        self._forward_from(c, 0, X)
-        if len(memo) >= 2:
-            memo.pop(next(iter(memo)))
-        memo[id(X)] = (X, self._state_key(X), c)
-        return c
+    # ---- what the criteria read ------------------------------------------------------
+    def unit_derivatives(self, ctx, second: bool, compensated: bool = True):
+        """Per hidden layer: sum_n u dE/do and sum_n u^2 d2E/do^2 (the paper's OBD recursion), where u
+        is the change a removal makes to the neuron's output: o itself, or with compensation its
+        residual (see compensation.py); ``compensated=False`` always takes o."""
+        cache = ctx.cache()
+        d_out, d2_out = derivatives.obd(self, cache, ctx.T, ctx.loss)
+        mode = ctx.compensation if compensated else "none"
+        first, curv = [], []
+        for l, (d, d2) in enumerate(zip(d_out, d2_out)):
+            u = compensation.removed_outputs(self, cache, l, mode)
+            first.append((u * d).sum(0))
+            curv.append((u * u * d2).sum(0) if second else None)
+        return first, curv
 
-    def _state_key(self, X, state=None):
-        # torch bumps a tensor's _version on every in-place change, so this notices any edit
-        return version_key([X, *(self._state() if state is None else state)])
+    def unit_outputs(self, ctx):
+        """Yield (layer, un-gated outputs f(x_l) (N, K_l)) over all of ctx.X."""
+        yield from enumerate(ctx.cache().act)
 
-    def _state(self) -> list[torch.Tensor]:
-        """The tensors besides X that a cache depends on: the gates, then every weight and bias."""
-        return [*self.gates, *self.weights()]
+    def fan_in(self, layer: int) -> torch.Tensor:
+        """(K_l, K_{l-1}): each neuron's incoming weights, those from removed neurons zeroed."""
+        W = self.layers[layer].weight
+        return W * (self.gates[layer - 1] != 0) if layer else W
 
-    def weights(self) -> list[torch.Tensor]:
-        """Every layer's weight and bias, read directly (quicker than walking the modules)."""
-        return [t for lin in self._modules["layers"] for t in (lin._parameters["weight"], lin._parameters["bias"])]
-
-    def _forward_from(self, c: Cache, first: int, h: torch.Tensor) -> None:
-        """Recompute hidden layers first.. and the output of cache c from h (the input of layer first)."""
-        del c.pre[first:], c.act[first:], c.out[first:]
-        layers = list(self._modules["layers"])              # (slicing a ModuleList builds a new one)
-        for lin, g in zip(layers[first:-1], self.gates[first:]):
-            x = lin(h)
-            a = self._act.f(x)
-            h = a * g
-            c.pre.append(x), c.act.append(a), c.out.append(h)
-        c.z = self._output(h)
-
-    def _output(self, h: torch.Tensor) -> torch.Tensor:
-        # torch's linear for a handful of outputs costs several times the compiled product
-        # (fused.linear; the pruning loop runs it after every removal); it keeps autograd
-        lin = self.layers[-1]
-        z = fused.linear(h, lin.weight, lin.bias)
-        return lin(h) if z is None else z
-
-    @torch.no_grad()
-    def set_gate(self, layer: int, unit: int, value: float) -> None:
-        """Set one gate; remembered caches are updated by recomputing only the layers downstream
-        of it (the result is identical to a fresh forward pass)."""
-        memo = self.__dict__.setdefault("_memo", {})
-        state = self._state()                        # read once: pruning calls this at every step
-        valid = [(k, X, c) for k, (X, key, c) in memo.items() if key == self._state_key(X, state)]
-        g = state[layer]
-        g[unit] = value
-        for k, X, c in valid:
-            if c.out[layer].device.type == "cpu" and c.out[layer].dtype in (torch.float32, torch.float64):
-                # in NumPy: torch's indexing of one column costs tens of microseconds
-                out = c.out[layer].numpy()[:, unit]
-                np.multiply(c.act[layer].numpy()[:, unit], g.numpy()[unit], out=out)
-            else:
-                c.out[layer][:, unit] = c.act[layer][:, unit] * g[unit]
-            self._forward_from(c, layer + 1, c.out[layer])
-            memo[k] = (X, self._state_key(X, state), c)
+    def fan_out(self, layer: int) -> torch.Tensor:
+        """(K_l, K_{l+1}): each neuron's outgoing weights, those to removed neurons zeroed."""
+        W = self.layers[layer + 1].weight
+        if layer + 1 < self.n_hidden_layers:
+            W = W * (self.gates[layer + 1] != 0)[:, None]
+        return W.T
 
     def predict(self, X) -> np.ndarray:
         """Outputs for an array-like X, as a NumPy array."""
@@ -270,9 +214,11 @@ class MLP(nn.Module):
             raise ShrinkNetError(f"from_sequential: expected Linear layers separated by one shared activation, "
                                  f"got {[type(m).__name__ for m in seq]}")
         dt = dtype or linears[0].weight.dtype
-        return cls.from_numpy([m.weight.detach() for m in linears],
-                              [m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
-                               for m in linears], kinds.pop(), tail, dtype=dt)
+        mlp = cls.from_numpy([m.weight.detach() for m in linears],
+                             [m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
+                              for m in linears], kinds.pop(), tail, dtype=dt)
+        mlp._names = [n for n, c in seq.named_children() if isinstance(c, nn.Linear)][:-1]
+        return mlp
 
     def to_numpy(self):
         """(weights, biases) as lists of NumPy arrays, the inverse of from_numpy."""
@@ -309,7 +255,7 @@ class MLP(nn.Module):
 
         path = Path(path)
         if not path.is_file():
-            raise ShrinkNetError(f"model file {path}: not found")
+            raise ShrinkNetFileNotFoundError(f"model file {path}: not found")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -329,14 +275,4 @@ class MLP(nn.Module):
         return m
 
 
-def as_mlp(model) -> MLP:
-    """Accept an MLP or an nn.Sequential of Linear + activation layers."""
-    if isinstance(model, MLP):
-        return model
-    if isinstance(model, nn.Sequential):
-        return MLP.from_sequential(model)
-    raise ShrinkNetError(f"model: expected shrinknet.MLP or nn.Sequential of Linear/activation layers, "
-                         f"got {type(model).__name__}")
-
-
-__all__ = ["MLP", "Cache", "as_mlp", "HIDDEN"]
+__all__ = ["MLP", "HIDDEN"]

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ._io import write_text
-from ._validation import ShrinkNetError
+from .context import as_gated
+from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError
 
 
 @dataclass
@@ -84,25 +86,18 @@ class PruneResult:
         return {names[l]: idx for l, idx in self.keep().items()}
 
     def apply(self, model):
-        """A copy of ``model`` with this result's final gates (the pruned model): an MLP, or for other
-        models a :class:`~shrinknet.gating.GatedModel` (see :func:`shrinknet.shrink` for a smaller one)."""
-        from .models import as_mlp
-        from .pruning import is_generic
-        if is_generic(model):
-            import torch
-
-            from .gating import GatedModel
-            gm = GatedModel(model, self.unit_names, torch.zeros(1, *self.input_shape),
-                            self.output_activation or "identity")
-            return gm.set_gates([np.asarray(g) for g in self.gates])
+        """A gated copy of ``model`` with this result's final gates (the pruned model): an MLP, or for
+        other models a :class:`~shrinknet.gating.GatedModel` (see :func:`shrinknet.shrink` for a
+        physically smaller one)."""
         if self.compensation != "none":
             if self.model is None:
                 raise ShrinkNetError("this result used compensation, whose refit weights are not kept in JSON: "
                                      "use the .model of the result that prune() returned")
             return self.model.clone()
-        m = as_mlp(model).clone()
-        m.set_gates([np.asarray(g) for g in self.gates])
-        return m
+        layered = self.output_activation is None          # (as prune() records it)
+        gated = as_gated(model, torch.zeros(1, *(self.input_shape or [])), units=None if layered else self.unit_names,
+                         output_activation=None if layered else self.output_activation)
+        return gated.set_gates([np.asarray(g) for g in self.gates])
 
     def rows(self) -> list[dict]:
         """One dict per step (step 0 = before any removal)."""
@@ -137,6 +132,10 @@ class PruneResult:
 
     @classmethod
     def load_json(cls, path) -> "PruneResult":
+        """Read a result written by :meth:`save_json`; a missing file raises
+        :class:`~shrinknet._validation.ShrinkNetFileNotFoundError` (a FileNotFoundError)."""
+        if not Path(path).is_file():
+            raise ShrinkNetFileNotFoundError(f"result file {path}: not found")
         try:
             d = json.loads(Path(path).read_text())
             d["removed"] = [tuple(x) for x in d["removed"]]

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from ._io import atomic_target
-from ._validation import ShrinkNetError, all_finite, as_tensor
+from ._validation import (MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, all_finite, as_tensor,
+                          require)
 from .models import MLP
 
 FORMAT = "shrinknet-module"
@@ -95,7 +96,7 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     file: its state dict and the shapes of its layers; atomic. ``example_input`` records the input
     shape (used by the CLI)."""
     from safetensors.torch import save_file
-    if isinstance(model, MLP):
+    if getattr(model, "layered", False):           # the MLP's own file format (sizes and activations)
         return model.save(path)
     if not isinstance(model, nn.Module):
         raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
@@ -118,7 +119,7 @@ def read_meta(path) -> dict:
     from safetensors import safe_open
     path = Path(path)
     if not path.is_file():
-        raise ShrinkNetError(f"model file {path}: not found")
+        raise ShrinkNetFileNotFoundError(f"model file {path}: not found")
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -195,12 +196,10 @@ def _resize(model: nn.Module, shapes: dict, path) -> None:
 
 
 def check_onnx() -> None:
-    """Raise, saying how to install them, unless the ONNX export packages are there."""
-    try:
-        import onnx  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ShrinkNetError("ONNX export needs the onnx and onnxscript packages: pip install 'shrinknet[onnx]'") from None
+    """Raise :class:`~shrinknet._validation.MissingDependencyError` (an ImportError), saying how to
+    install them, unless the ONNX export packages (onnx, onnxscript) are there."""
+    for name in ("onnx", "onnxscript"):
+        require(name, "onnx", "ONNX export")
 
 
 def export_onnx(model: nn.Module, path, example_input) -> Path:
@@ -246,7 +245,7 @@ def save_shrunk(small: nn.Module, folder, example_input, report=None, onnx: bool
         try:
             check_onnx()
             onnx = True
-        except ShrinkNetError:
+        except MissingDependencyError:
             onnx = False
     if onnx:
         export_onnx(small, folder / "small.onnx", example_input)

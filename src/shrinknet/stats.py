@@ -20,7 +20,8 @@ from torch import nn
 
 from ._io import write_text
 from ._validation import ShrinkNetError, as_tensor
-from .models import MLP
+from .metrics import accuracy_of, outputs
+from .results import PruneResult
 
 #: samples per timed forward pass, timed runs, warm-up runs
 LATENCY_BATCH, LATENCY_REPEATS, LATENCY_WARMUP = 64, 30, 5
@@ -71,10 +72,9 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     """Share of samples classified right (y: labels or one-hot rows), as :func:`shrinknet.evaluate`
     counts it: the largest output, or for a single output, output > 0 (> 0.5 for an MLP with
     sigmoid / softmax outputs)."""
-    from .metrics import accuracy_of, outputs
     out = outputs(model, X)
     T = y.reshape(-1, 1) if out.shape[1] == 1 else (y if y.ndim == 2 else torch.eye(out.shape[1])[y.long()])
-    kind = model.output_activation if isinstance(model, MLP) else "identity"
+    kind = getattr(model, "output_activation", "identity")     # an MLP's (or GatedModel's) own
     return accuracy_of(out.cpu(), T.cpu().to(out.dtype), kind)
 
 
@@ -138,7 +138,6 @@ def compare_models(before: nn.Module, after: nn.Module, example_input, *, data=N
     {group: [kept, of]} or the PruneResult the smaller model came from. The latencies are
     timed in alternating rounds, so that a change in machine load hits both alike; each is the
     lowest of the rounds' medians."""
-    from .results import PruneResult
     if isinstance(kept, PruneResult):         # units kept of each group, from the result
         kept = {n: [len(k), s] for (n, k), s in zip(kept.keep_by_name().items(), kept.hidden_sizes)}
     a = model_stats(before, example_input, data=data, batch=batch, repeats=repeats)

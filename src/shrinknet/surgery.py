@@ -22,57 +22,19 @@ import torch
 from torch import nn
 
 from ._validation import ShrinkNetError, as_tensor
-from .gating import GatedModel, UNIT_TYPES, find_units
-from .models import MLP
+from .dependency import dependency_graph, group_of, out_fn
+from .gating import Gated, GatedModel, find_units
 
 #: relative tolerance of the check that the shrunk model computes what the gated one does
 CHECK_RTOL = 1e-4
 
 
-def dependency_graph(model: nn.Module, example_input: torch.Tensor):
-    """Torch-Pruning's dependency graph of `model`, traced on `example_input`."""
-    import torch_pruning as tp
-    try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
-    except Exception as e:
-        raise ShrinkNetError(f"model: tracing its dependency graph failed ({type(e).__name__}: {e})") from None
-
-
-def _out_fn(mod):
-    import torch_pruning as tp
-    return tp.prune_linear_out_channels if isinstance(mod, nn.Linear) else tp.prune_conv_out_channels
-
-
-def group_of(graph, model: nn.Module, unit, idxs) -> dict[str, list[int]]:
-    """{consumer module name: its input indices fed by `idxs`} for removing `idxs` of `unit`.
-    Raises if other layers' outputs would have to shrink with them."""
-    mods = dict(model.named_modules())
-    names = {id(m): n for n, m in mods.items()}
-    group = graph.get_pruning_group(mods[unit.name], _out_fn(mods[unit.name]), idxs=[int(i) for i in idxs])
-    consumers: dict[str, list[int]] = {}
-    coupled = []
-    for dep, ix in group:
-        mod = dep.target.module
-        name = names.get(id(mod))
-        if name is None or not any(True for _ in mod.parameters(recurse=False)):
-            continue                                   # parameter-free ops: activations, pooling, reshapes
-        handler = getattr(dep.handler, "__name__", str(dep.handler))
-        if "out_channels" in handler and name not in unit.chain:
-            coupled.append((not isinstance(mod, UNIT_TYPES), name, type(mod).__name__))
-        elif "in_channels" in handler:
-            consumers[name] = sorted(int(i) for i in ix)
-    if coupled:
-        _, name, kind = min(coupled)                   # name a Linear / Conv2d where there is one
-        raise ShrinkNetError(f"units of {unit.name!r} cannot be removed on their own: they are coupled to the "
-                             f"output of module {name!r} ({kind}), e.g. through a residual addition, a "
-                             f"normalisation over features or a depthwise convolution; choose the layers "
-                             f"inside the block instead")
-    return consumers
+def _is_result(keep) -> bool:
+    return hasattr(keep, "keep_by_name")          # a PruneResult (not imported: results -> context -> here)
 
 
 def _coerce_keep(keep, names_by_index):
-    from .results import PruneResult
-    if isinstance(keep, PruneResult):
+    if _is_result(keep):
         return keep.keep_by_name()
     if not isinstance(keep, dict) or not keep:
         raise ShrinkNetError(f"keep: expected a non-empty dict {{module name: indices to keep}} or a PruneResult, "
@@ -100,11 +62,10 @@ def _indices(v, size: int, name: str) -> list[int]:
     return sorted(idx.tolist())
 
 
-def shrink_mlp(model: MLP, keep) -> MLP:
+def shrink_mlp(model, keep):
     """A smaller MLP: hidden layer l keeps the units ``keep["layers.l"]`` (or ``keep[l]``)."""
     names = [f"layers.{l}" for l in range(model.n_hidden_layers)]
-    from .results import PruneResult
-    keep = _coerce_keep(keep.keep() if isinstance(keep, PruneResult) else keep, names)
+    keep = _coerce_keep(keep.keep() if _is_result(keep) else keep, names)
     for k in keep:
         if k not in names:
             raise ShrinkNetError(f"keep: {k!r} is not a hidden layer of this MLP: expected one of {', '.join(names)}")
@@ -114,7 +75,8 @@ def shrink_mlp(model: MLP, keep) -> MLP:
     for l, r in enumerate(rows):
         Ws[l], bs[l] = Ws[l][r], bs[l][r]
         Ws[l + 1] = Ws[l + 1][:, r] * gates[l][r]      # gains other than 0/1 fold into the next layer
-    out = MLP.from_numpy(Ws, bs, model.hidden_activation, model.output_activation, dtype=model.layers[0].weight.dtype)
+    out = type(model).from_numpy(Ws, bs, model.hidden_activation, model.output_activation,
+                                 dtype=model.layers[0].weight.dtype)
     return out.to(model.layers[0].weight.device)
 
 
@@ -139,33 +101,35 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
     -------
     nn.Module of the model's own class (an MLP for an MLP), in the model's train / eval mode.
     """
-    from .results import PruneResult
-    shape = None
-    if isinstance(keep, PruneResult):
-        shape = keep.input_shape
-    if isinstance(model, GatedModel):
-        shape = shape or model.input_shape
+    with torch.inference_mode(False), torch.enable_grad():      # tracing the graph needs autograd
+        if isinstance(model, Gated):
+            if keep is None:
+                keep = {n: np.flatnonzero(g.detach().cpu().numpy() != 0) for n, g in zip(model.unit_names, model.gates)}
+            if model.layered:
+                return shrink_mlp(model, keep)
+            if example_input is None:
+                g = model.gates[0]
+                example_input = torch.zeros(1, *model.input_shape, dtype=g.dtype, device=g.device)
+            return shrink_module(model.bare_copy(), _coerce_keep(keep, model.unit_names), example_input, check=check)
         if keep is None:
-            keep = {n: np.flatnonzero(g.detach().cpu().numpy() != 0) for n, g in zip(model.unit_names, model.gates)}
-        unit_names = model.unit_names
-        model = model.bare_copy()
-    else:
-        unit_names = None
-    if keep is None:
-        raise ShrinkNetError("keep: expected {module name: indices to keep} or a PruneResult, got None")
-    if isinstance(model, MLP):
-        return shrink_mlp(model, keep)
-    if not isinstance(model, nn.Module):
-        raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    if example_input is None:
-        if shape is None:
-            raise ShrinkNetError("example_input: expected a tensor the model accepts (one sample is enough) to trace "
-                                 "its layers, got None")
-        example_input = torch.zeros(1, *shape)
+            raise ShrinkNetError("keep: expected {module name: indices to keep} or a PruneResult, got None")
+        if not isinstance(model, nn.Module):
+            raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+        if example_input is None:
+            shape = keep.input_shape if _is_result(keep) else None
+            if shape is None:
+                raise ShrinkNetError("example_input: expected a tensor the model accepts (one sample is enough) to "
+                                     "trace its layers, got None")
+            example_input = torch.zeros(1, *shape)
+        return shrink_module(model, keep, example_input, check=check)
+
+
+def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True) -> nn.Module:
+    """:func:`shrink` for a model without gates, on Torch-Pruning's dependency graph."""
     p = next(iter(model.parameters()), None)
     x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32,
                   p.device if p is not None else None)[:1]
-    keep = _coerce_keep(keep, unit_names)
+    keep = _coerce_keep(keep, None)
     was_training = model.training
     small = copy.deepcopy(model).eval()
     units = find_units(small, x, list(keep))
@@ -176,7 +140,7 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
         removed = sorted(set(range(u.size)) - set(kept[u.name]))
         if removed:
             group_of(graph, small, u, removed)        # raises where a dependency cannot be handled
-            graph.get_pruning_group(mods[u.name], _out_fn(mods[u.name]), idxs=removed).prune()
+            graph.get_pruning_group(mods[u.name], out_fn(mods[u.name]), idxs=removed).prune()
     if check:
         _check(model, small, units, kept, x)
     return small.train(was_training)
@@ -205,4 +169,4 @@ def _check(model, small, units, kept, x):
             f"does not see")
 
 
-__all__ = ["shrink", "shrink_mlp", "dependency_graph", "group_of"]
+__all__ = ["shrink", "shrink_mlp", "shrink_module"]

@@ -1,18 +1,68 @@
-"""The compiled oracle kernel against the formula it computes, and the serial (step-to-step) path."""
+"""The compiled oracle kernel against the formula it computes, and the serial (step-to-step) path;
+how it is found and loaded (both builds, the PyTorch fallback, the ABI check), and that its source
+builds without warnings."""
+import ast
+import ctypes
+import os
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 import shrinknet
 from shrinknet import losses
+from shrinknet.context import PruningContext
+from shrinknet.criteria import check_scores, get_criterion, ranked
 from shrinknet.oracle import kernel as fused
-from shrinknet.criteria import get_criterion
-from shrinknet.pruning import _check_scores, _flat_order
-from shrinknet.oracle.stepper import Serial
+from shrinknet.oracle.cache import build as forward
+from shrinknet.oracle.stepper import Stepper
 from tests.conftest import random_data, random_net
 
-pytestmark = pytest.mark.skipif(fused.library() is None, reason="no C compiler: the PyTorch path is used")
+needs_kernel = pytest.mark.skipif(fused.library() is None,
+                                  reason="no compiled kernel installed: the PyTorch path is used")
 ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu}
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "src" / "shrinknet" / "oracle" / "_fused.c"
+
+
+@pytest.fixture
+def loader(monkeypatch):
+    """A monkeypatch for what kernel.py's loader reads (the environment, _find, _variants, ABI, ...),
+    with the loaded library and the warning forgotten before the test and again after it, once the
+    patches are undone, so that the next test loads the installed library afresh."""
+    fused._reset()
+    yield monkeypatch
+    monkeypatch.undo()
+    fused._reset()
+
+
+@pytest.fixture(params=fused.VARIANTS)
+def build(request, loader):
+    """Each installed build this CPU runs, loaded in turn (the tests that take it run on both)."""
+    if os.environ.get("SHRINKNET_FUSED") == "0":
+        pytest.skip("the compiled kernel is switched off (SHRINKNET_FUSED=0)")
+    if request.param not in fused._variants():
+        pytest.skip(f"this CPU cannot run the {request.param} build")
+    if fused._find(request.param) is None:
+        pytest.skip(f"the {request.param} build is not installed")
+    loader.setattr(fused, "_variants", lambda: [request.param])
+    assert fused.library() is not None and fused._variant == request.param
+    return request.param
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def path(request, monkeypatch):
+    """The compiled kernel, then the PyTorch path (SHRINKNET_FUSED=0), for tests that must hold on both."""
+    if request.param == "torch":
+        monkeypatch.setenv("SHRINKNET_FUSED", "0")
+    elif fused.library() is None:
+        pytest.skip("no compiled kernel installed")
+    assert fused.backend() == request.param
+    return request.param
 
 
 def formula(base, dh, w, T, loss, output, hidden=None):
@@ -30,13 +80,148 @@ def problem(dtype, S, R, c=11, n=37, seed=0):
     return r(n, R) * 3, r(n, c), r(R, c), T, r(R, S), r(S)
 
 
+# ---- finding and loading the library ------------------------------------------------------------
+
+def test_backend_says_which_path_runs(loader):
+    assert shrinknet.backend is fused.backend
+    installed = fused.library() is not None              # (without a library this gives the one warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                    # and no other warning, on either path
+        assert fused.backend() == ("compiled" if installed else "torch")
+        loader.setenv("SHRINKNET_FUSED", "0")
+        assert fused.backend() == "torch" and fused.library() is None
+        loader.setattr(fused, "_find", lambda variant: None)    # switched off: nothing is even looked for
+        fused._reset()
+        assert fused.backend() == "torch"
+
+
+@needs_kernel
+def test_the_library_is_the_installed_build_for_this_cpu():
+    lib = fused.library()
+    assert fused._variant == fused._variants()[0] or fused._find(fused._variants()[0]) is None
+    assert Path(lib._name).parent == Path(fused.__file__).parent          # loaded from the package only
+    assert Path(lib._name).name.startswith(f"_fused_{fused._variant}")
+    assert fused.BLOCK == 64 and fused.MAX_OUTPUTS == 16                  # the library's values
+    assert fused.LANES == {torch.float32: 8, torch.float64: 4}
+    assert set(fused.MODES.values()) == set(range(5)) and None not in fused.HIDDEN.values()
+    assert bool(lib.threaded()) == fused._threaded
+
+
+def _one_warning(caught):
+    mine = [w for w in caught if "compiled oracle kernel is unavailable" in str(w.message)]
+    assert len(mine) == 1, [str(w.message) for w in caught]
+    assert "PyTorch path" in str(mine[0].message)
+    return str(mine[0].message)
+
+
+def test_without_a_library_the_package_prunes_on_torch_with_one_warning(loader):
+    m = random_net([6, 5], "sigmoid", "softmax", seed=3)
+    X, T = random_data(seed=3)
+    compiled = shrinknet.prune(m, X, T, "brute-force", loss="cross-entropy") if fused.library() else None
+    loader.delenv("SHRINKNET_FUSED", raising=False)              # the kernel is wanted...
+    loader.setattr(fused, "_find", lambda variant: None)          # ...but installed without a C compiler
+    fused._reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fused.backend() == "torch"
+        without = shrinknet.prune(m, X, T, "brute-force", loss="cross-entropy")
+        literal = shrinknet.prune(m, X, T, "brute-force-literal", loss="cross-entropy")
+        assert fused.library() is None and fused.backend() == "torch"
+    assert "_fused_portable library in" in _one_warning(caught)
+    assert without.removed == literal.removed
+    np.testing.assert_allclose(without.errors, literal.errors, rtol=1e-12)
+    if compiled is not None:
+        assert compiled.removed == without.removed
+        np.testing.assert_allclose(compiled.errors, without.errors, rtol=1e-12)
+
+
+def test_switched_off_nothing_is_loaded_and_nothing_warns(loader):
+    loader.setattr(fused, "_find", lambda variant: None)
+    loader.setenv("SHRINKNET_FUSED", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = random_net([4])
+        X, T = random_data()
+        assert shrinknet.prune(m, X, T, "brute-force", stop=2).removed
+        assert fused.backend() == "torch"
+
+
+class _Wider(ctypes.Structure):
+    _fields_ = fused.CandArgs._fields_ + [("extra", ctypes.c_int64)]
+
+
+class _Reordered(ctypes.Structure):
+    _fields_ = [fused.StepArgs._fields_[1], fused.StepArgs._fields_[0], *fused.StepArgs._fields_[2:]]
+
+
+@needs_kernel
+@pytest.mark.parametrize("change, why", [(("ABI", fused.ABI + 1), "ABI version"),
+                                         (("CandArgs", _Wider), "struct cand_args has"),
+                                         (("StepArgs", _Reordered), "struct step_args has field")],
+                         ids=["abi", "struct-size", "field-offset"])
+def test_a_library_of_another_interface_is_refused(loader, change, why):
+    # as if this file and the library came from different versions: the library is not called
+    loader.setattr(fused, *change)
+    m = random_net([5, 4])
+    X, T = random_data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fused.library() is None and fused.backend() == "torch"
+        r = shrinknet.prune(m, X, T, "brute-force", stop=3)
+    assert why in _one_warning(caught)
+    assert r.removed == shrinknet.prune(m, X, T, "brute-force-literal", stop=3).removed
+
+
+def _flags() -> dict:
+    """setup.py's flags of each build (read, not imported: importing it would run setup())."""
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and getattr(node.targets[0], "id", None) == "FLAGS")
+
+
+# the builds setup.py makes, each with OpenMP, and one without (setup.py's retry where the compiler lacks it)
+@pytest.mark.skipif(shutil.which("cc") is None or not SOURCE.is_file(), reason="no C compiler or no source")
+@pytest.mark.parametrize("variant, openmp", [("avx512", True), ("avx2", True), ("portable", True), ("avx2", False)])
+def test_the_kernel_builds_without_warnings(variant, openmp, tmp_path, loader):
+    import platform
+    if variant != "portable" and platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"the {variant} build is for x86-64")
+    out = tmp_path / f"_fused_{variant}.so"
+    cmd = ["cc", *_flags()[variant], "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+           *(["-fopenmp"] if openmp else []), str(SOURCE), "-o", str(out), "-lm"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if openmp and done.returncode and "openmp" in done.stderr.lower():
+        pytest.skip("the compiler has no OpenMP")
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    if variant not in fused._variants():
+        return                                                        # this CPU cannot run it
+    # the source speaks kernel.py's interface (an installed build may be older than the source)
+    assert fused._check(ctypes.CDLL(str(out)))[0] is not None
+    if not openmp:   # one thread, and the same numbers as with OpenMP (runs are added in run order)
+        base, dh, w, T, Wt, b = problem(torch.float32, 10, 9, n=3000)
+        h = (torch.rand(9, generator=torch.Generator().manual_seed(1)), Wt, b, "tanh")
+        installed = (fused.candidate_losses(base, dh, w, T, "sse", "sigmoid", h)[0]
+                     if fused.library() is not None and fused._variant == variant else None)
+        loader.delenv("SHRINKNET_FUSED", raising=False)
+        loader.setattr(fused, "_find", lambda v: out)
+        loader.setattr(fused, "_variants", lambda: [variant])
+        fused._reset()
+        assert fused.library().threaded() == 0 and not fused._threaded
+        got = fused.candidate_losses(base, dh, w, T, "sse", "sigmoid", h)[0]
+        torch.testing.assert_close(got, formula(base, dh, w, T, "sse", "sigmoid", h), rtol=2e-6, atol=2e-6)
+        assert installed is None or torch.equal(got, installed)
+
+
+# ---- the kernel's numbers -------------------------------------------------------------------------
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("loss, output", list(fused.MODES))
 # every gate 1 takes a path of its own in the kernel (no product)
 @pytest.mark.parametrize("hidden, gates", [(None, None)] + [(a, g) for a in ("sigmoid", "tanh", "relu")
                                                              for g in ("random", "ones")])
 @pytest.mark.parametrize("S", [3, 12])                    # a width compiled as a constant, and one that is not
-def test_candidate_losses_are_the_formula(dtype, loss, output, hidden, gates, S):
+def test_candidate_losses_are_the_formula(dtype, loss, output, hidden, gates, S, build):
     R = S if hidden is None else 9
     base, dh, w, T, Wt, b = problem(dtype, S, R)
     dh[:, 3] = 0                                                                # a candidate that does not move
@@ -49,6 +234,7 @@ def test_candidate_losses_are_the_formula(dtype, loss, output, hidden, gates, S)
     assert moved.tolist() == [j != 3 for j in range(11)]
 
 
+@needs_kernel
 def test_moves_gathered_from_a_layer_equal_the_moves_given():
     base, _, w, T, Wt, b = problem(torch.float64, 3, 7, c=5)
     src = torch.randn(37, 20, dtype=torch.float64)
@@ -60,6 +246,7 @@ def test_moves_gathered_from_a_layer_equal_the_moves_given():
     assert moved.tolist() == [True, True, True, False, True]
 
 
+@needs_kernel
 def test_columns_gathered_by_the_kernel_equal_the_columns_given():
     base, dh, w, T, Wt, b = problem(torch.float32, 3, 6)
     full = torch.randn(37, 10)
@@ -71,6 +258,7 @@ def test_columns_gathered_by_the_kernel_equal_the_columns_given():
     assert torch.equal(got, want)                                     # the same numbers, read another way
 
 
+@needs_kernel
 def test_a_call_after_a_larger_one_gives_the_same_numbers():
     # the small per-call arrays are reused (fused._Scratch): a larger call leaves its numbers past the
     # smaller call's end, which must be padding that is zeroed again, never read as data
@@ -90,8 +278,9 @@ def test_a_call_after_a_larger_one_gives_the_same_numbers():
         rtol=2e-6, atol=2e-6)
 
 
+@needs_kernel
 def test_calls_from_two_threads_at_once_give_each_its_own_numbers():
-    # ctypes lets go of the GIL during a call: each thread has its own scratch arrays
+    # ctypes lets go of the GIL during a call: each thread has its own scratch arrays and argument structs
     from concurrent.futures import ThreadPoolExecutor
     problems = [problem(torch.float32, 10, 30, c=40, n=400, seed=s) for s in (4, 5)]
     call = lambda p: fused.candidate_losses(p[0], p[1], p[2], p[3], "sse", "sigmoid",
@@ -103,12 +292,14 @@ def test_calls_from_two_threads_at_once_give_each_its_own_numbers():
         assert all(pool.map(worker, [0, 1, 0, 1]))
 
 
+@needs_kernel
 @pytest.mark.parametrize("n, length", [(1, 64), (64, 64), (2048, 64), (2049, 128), (4000, 128), (60000, 1920)])
 def test_runs_of_samples_are_whole_blocks_and_at_most_runs(n, length):
     assert fused.run_length(n) == length
     assert -(-n // length) <= fused.RUNS and length % fused.BLOCK == 0
 
 
+@needs_kernel
 @pytest.mark.skipif(not fused._threaded, reason="built without OpenMP")
 def test_the_numbers_do_not_depend_on_the_thread_count():
     # the runs' sums are kept apart and added in run order, whichever thread took which run
@@ -127,7 +318,7 @@ def test_the_numbers_do_not_depend_on_the_thread_count():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_stored_outputs_follow_a_change_of_gates(dtype):
+def test_stored_outputs_follow_a_change_of_gates(dtype, build):
     # stored with gates g, then units 2 and 5 change: the update equals computing afresh with the new gates
     base, dh, w, T, Wt, b = problem(dtype, 3, 8, c=13)
     g = torch.rand(8, dtype=dtype) + 0.5
@@ -143,6 +334,22 @@ def test_stored_outputs_follow_a_change_of_gates(dtype):
     torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
+@needs_kernel
+def test_bad_arguments_are_refused_by_the_kernel():
+    # the C side checks what it is given (here an unknown loss mode) rather than computing with it
+    base, dh, w, T, Wt, b = problem(torch.float32, 3, 3)
+    assert fused.library() is not None                  # loaded first: a load fills MODES in from the library
+    bad = dict(fused.MODES)
+    bad[("sse", "sigmoid")] = 99
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused, "MODES", bad)
+        with pytest.raises(RuntimeError, match="bad arguments"):
+            fused.candidate_losses(base, dh, w, T, "sse", "sigmoid")
+
+
+# ---- the serial (step-to-step) path -----------------------------------------------------------------
+
+@needs_kernel
 @pytest.mark.parametrize("hidden", [[6], [5, 4], [4, 3, 5]])
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "gelu"])
 @pytest.mark.parametrize("out, loss", [("sigmoid", "sse"), ("softmax", "cross-entropy"), ("identity", "sse"),
@@ -152,11 +359,11 @@ def test_serial_choice_is_the_lowest_score_at_every_step(hidden, act, out, loss)
     X, T = random_data(seed=3, classes=loss == "cross-entropy" or out != "sigmoid")
     if act == "relu":
         m.gates[0][0] = 0.0                      # and relu nets get a dead unit: exact ties by index
-    s = Serial(m, X, T, loss)
+    s = Stepper(PruningContext(m, X, T, loss))
     crit = get_criterion("brute-force")
     while m.n_active():
-        scores = _check_scores(crit(m, X, T, loss), m, "brute-force")
-        want = _flat_order(scores)[0]
+        scores = check_scores(crit(m, X, T, loss), m, "brute-force")
+        want = ranked(scores)[0]
         got = s.best()
         # the lowest score, of a unit that has it (which of two units tied up to rounding is chosen
         # may differ: the literal-definition test below checks exact ties)
@@ -168,7 +375,7 @@ def test_serial_choice_is_the_lowest_score_at_every_step(hidden, act, out, loss)
 @pytest.mark.parametrize("hidden", [[6], [5, 4], [4, 3, 5]])
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "gelu"])   # gelu: the kernel for the last layer only
 @pytest.mark.parametrize("loss", ["sse", "cross-entropy"])
-def test_fast_serial_prune_decides_as_the_literal_definition(hidden, act, loss):
+def test_fast_serial_prune_decides_as_the_literal_definition(hidden, act, loss, path):
     m = random_net(hidden, act, "softmax", seed=7)
     X, T = random_data(seed=7)
     fast = shrinknet.prune(m, X, T, "brute-force", loss=loss)
@@ -178,6 +385,7 @@ def test_fast_serial_prune_decides_as_the_literal_definition(hidden, act, loss):
     np.testing.assert_allclose(fast.errors, lit.errors, rtol=1e-12)
 
 
+@needs_kernel
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu"])
 def test_the_oracle_decides_the_same_with_and_without_the_kernel(act, monkeypatch):
     m = random_net([7, 6, 5], act, "softmax")
@@ -190,6 +398,7 @@ def test_the_oracle_decides_the_same_with_and_without_the_kernel(act, monkeypatc
     np.testing.assert_allclose(with_kernel.predicted, without.predicted, rtol=1e-9, atol=1e-9)
 
 
+@needs_kernel
 def test_float32_serial_prune_matches_the_float64_one_on_a_trained_net():
     # the kernel's float32 arithmetic (its own exp, reciprocal) decides as float64 does on a real net
     from shrinknet.paper.data import load
@@ -204,10 +413,10 @@ def test_float32_serial_prune_matches_the_float64_one_on_a_trained_net():
 
 
 def _step_by_two_kernel_calls(m, X, T, loss, E0):
-    """Each layer's (unit, score) as serial.py chose them with one kernel call per layer (before the
+    """Each layer's (unit, score) as the stepper chose them with one kernel call per layer (before the
     compiled step): the reference the compiled step must equal exactly."""
     from shrinknet.oracle import rank1 as oracle
-    cache, out = m.cache(X), []
+    cache, out = forward(m, X), []
     for l, g in enumerate(m.gates):
         units = np.flatnonzero(g.numpy())
         if not units.size:
@@ -230,14 +439,14 @@ def _step_by_two_kernel_calls(m, X, T, loss, E0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("hidden, act", [([5], "sigmoid"), ([6, 9], "sigmoid"), ([6, 9], "tanh"), ([6, 9], "relu")])
 @pytest.mark.parametrize("out, loss", [("sigmoid", "sse"), ("softmax", "cross-entropy")])
-def test_the_compiled_step_chooses_as_one_kernel_call_per_layer(dtype, hidden, act, out, loss):
+def test_the_compiled_step_chooses_as_one_kernel_call_per_layer(dtype, hidden, act, out, loss, build):
     m = random_net(hidden, act, out, n_out=10, seed=2).to(dtype)
     X, T = random_data(n=150, n_out=10, seed=2)
     X, T = X.to(dtype), T.to(dtype)
     m.gates[0][1] = 0.0                                   # a removed unit: not a candidate, moves nothing
     with torch.no_grad():
         m.layers[-1].weight[:, -1] = 0.0                  # a unit of the last layer that reaches nothing
-    L, cache = m.n_hidden_layers, m.cache(X)
+    L, cache = m.n_hidden_layers, forward(m, X)
     E0 = fused.measure(cache.z, T, loss, out)[0]
     before = None
     if L == 2:
@@ -251,6 +460,7 @@ def test_the_compiled_step_chooses_as_one_kernel_call_per_layer(dtype, hidden, a
     assert got[-1][0] != hidden[-1] - 1 or got[-1][1] == 0.0     # reaching nothing: exactly no change
 
 
+@needs_kernel
 def test_the_compiled_step_follows_removals_through_the_kept_outputs():
     # kept outputs brought up to date unit by unit give the scores computed afresh, up to rounding
     m = random_net([7, 8], "sigmoid", "sigmoid", n_out=10, seed=4).to(torch.float32)
@@ -258,7 +468,7 @@ def test_the_compiled_step_follows_removals_through_the_kept_outputs():
     X, T = X.float(), T.float()
     store = fused.new_store(300, 7, 10, torch.float32)
     def step(rows, gain, init, keep):
-        cache = m.cache(X)
+        cache = forward(m, X)
         E0 = fused.measure(cache.z, T, "sse", "sigmoid")[0]
         before = (cache.pre[1], cache.out[0], m.gates[0], m.layers[1].weight, rows, gain, keep, init, "sigmoid")
         return fused.serial_step(cache.z, cache.out[1], m.gates[1], m.layers[-1].weight, m.layers[-1].bias,
@@ -273,10 +483,11 @@ def test_the_compiled_step_follows_removals_through_the_kept_outputs():
         np.testing.assert_allclose([p[1] for p in followed], [p[1] for p in fresh], rtol=1e-4, atol=1e-4)
 
 
+@needs_kernel
 def test_the_compiled_step_names_a_non_finite_score():
     m = random_net([4, 5], n_out=3, seed=1)
     X, T = random_data(seed=1)
-    cache = m.cache(X)
+    cache = forward(m, X)
     rows = np.arange(5)
     before = (cache.pre[1], cache.out[0], m.gates[0], m.layers[1].weight, rows, np.ones(5), None, True, "sigmoid")
     with pytest.raises(FloatingPointError) as e:
@@ -285,51 +496,28 @@ def test_the_compiled_step_names_a_non_finite_score():
     assert e.value.args[0] == (0, 0)                  # layer a (the first checked), its first unit
     m.gates[0].zero_()                                # no candidate before the last layer: the last one's
     with pytest.raises(shrinknet.ShrinkNetError, match=r"non-finite score to active neuron \(layer 1, unit 0\)"):
-        Serial(m, X, T * float("nan"), "sse").best()
+        Stepper(PruningContext(m, X, T * float("nan"), "sse")).best()
 
 
-def test_serial_path_steps_aside_where_it_does_not_apply():
+def test_serial_path_steps_aside_where_it_does_not_apply(path):
     m = random_net([5, 4])
     X, T = random_data()
-    mean = m.clone()
-    mean.compensation = "mean"
-    assert Serial(mean, X, T, "sse").best() is None                      # compensation: the loop scores
-    gm = shrinknet.GatedModel(torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double(),
-                              example_input=X[:1])
-    assert Serial(gm, X, T, "sse").best() is None                        # not the MLP class
+    assert Stepper(PruningContext(m, X, T, "sse", compensation="mean")).best() is None   # compensation: the loop scores
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double()
+    gm = shrinknet.GatedModel(net, example_input=X[:1])
+    assert Stepper(PruningContext(gm, X, T, "sse")).best() is None                        # not the MLP class
+    if path == "torch":
+        assert Stepper(PruningContext(m, X, T, "sse")).best() is None                     # no kernel
     r = shrinknet.prune(m, X, T, "brute-force", compensation="mean", stop=2)
     assert len(r.removed) == 2
 
 
-def test_without_openmp_the_kernel_is_built_single_threaded(tmp_path, monkeypatch):
-    cc = tmp_path / "cc"                                   # a compiler that has no OpenMP
-    cc.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = "-fopenmp" ] && exit 1; done\nexec cc "$@"\n')
-    cc.chmod(0o755)
-    monkeypatch.setenv("CC", str(cc))
-    monkeypatch.setenv("SHRINKNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(fused, "_lib", None)
-    assert fused.library().threaded() == 0
-    base, dh, w, T, Wt, b = problem(torch.float64, 3, 5)
-    h = (torch.ones(5, dtype=torch.float64), Wt, b, "sigmoid")
-    got, _ = fused.candidate_losses(base, dh, w, T, "sse", "sigmoid", h)
-    torch.testing.assert_close(got, formula(base, dh, w, T, "sse", "sigmoid", h), rtol=1e-10, atol=1e-10)
-
-
-def test_an_unwritable_cache_leaves_the_pytorch_path(tmp_path, monkeypatch):
-    (tmp_path / "file").write_text("")
-    monkeypatch.setenv("SHRINKNET_CACHE", str(tmp_path / "file" / "cache"))   # cannot be a folder
-    monkeypatch.setattr(fused, "_lib", None)
-    assert fused.library() is None
-    m = random_net([5, 4])
-    X, T = random_data()
-    assert shrinknet.prune(m, X, T, "brute-force", stop=3).removed == \
-        shrinknet.prune(m, X, T, "brute-force-literal", stop=3).removed
-
+# ---- the pruning loop's helpers -------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("loss, output", list(fused.MODES))
 @pytest.mark.parametrize("S", [1, 3, 10, 12])
-def test_measure_is_the_loss_and_the_argmax_count(dtype, loss, output, S):
+def test_measure_is_the_loss_and_the_argmax_count(dtype, loss, output, S, build):
     g = torch.Generator().manual_seed(S)
     n = 45                                                            # not a multiple of the vector width
     z = torch.randn(n, S, generator=g, dtype=dtype) * 3
@@ -344,6 +532,7 @@ def test_measure_is_the_loss_and_the_argmax_count(dtype, loss, output, S):
         assert right == int((z.argmax(1) == T.argmax(1)).sum())
 
 
+@needs_kernel
 def test_measure_notices_outputs_changed_in_place():
     z, T = torch.randn(20, 3), torch.softmax(torch.randn(20, 3), 1)
     first = fused.measure(z, T, "sse", "sigmoid")
@@ -355,13 +544,14 @@ def test_measure_notices_outputs_changed_in_place():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n, R, S", [(1, 5, 1), (37, 13, 3), (100, 16, 10), (700, 101, 16), (9, 3, 12)])
-def test_linear_is_torchs_product(dtype, n, R, S):
+def test_linear_is_torchs_product(dtype, n, R, S, build):
     g = torch.Generator().manual_seed(R)
     h, W, b = (torch.randn(*s, generator=g, dtype=dtype) for s in ((n, R), (S, R), (S,)))
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     torch.testing.assert_close(fused.linear(h, W, b), torch.nn.functional.linear(h, W, b), rtol=tol, atol=tol)
 
 
+@needs_kernel
 def test_linear_leaves_autograd_and_wide_outputs_to_torch():
     h, W, b = torch.randn(4, 3), torch.randn(2, 3, requires_grad=True), torch.randn(2)
     assert fused.linear(h, W, b) is None                              # a gradient is wanted
@@ -370,9 +560,11 @@ def test_linear_leaves_autograd_and_wide_outputs_to_torch():
         assert fused.linear(h, torch.randn(17, 3), torch.randn(17)) is None
     m = random_net([5])
     X, _ = random_data()
+    c = forward(m, X)
+    lin = m.layers[-1]
     with torch.no_grad():
-        assert torch.equal(m.logits(X), m.cache(X).z)                 # the forward pass uses it too
-    torch.testing.assert_close(m.logits(X).detach(), m.cache(X).z)    # and with autograd, torch's: rounding apart
+        assert torch.equal(c.z, fused.linear(c.out[-1], lin.weight, lin.bias))    # the caches' pass uses it
+    torch.testing.assert_close(c.z, m.logits(X).detach())              # torch's own: rounding apart
 
 
 def test_the_loop_measures_with_and_without_the_kernel_alike(monkeypatch):

@@ -59,8 +59,9 @@ def test_fashion_mnist_reads_idx_files(tmp_path):
 
 
 def test_fashion_mnist_missing_says_how_to_get_it(tmp_path):
-    with pytest.raises(shrinknet.ShrinkNetError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist") as e:
         data.fashion_mnist(tmp_path)
+    assert isinstance(e.value, shrinknet.ShrinkNetError) and str(tmp_path) in str(e.value)
 
 
 def test_npz_and_unknown_names(tmp_path):

@@ -58,3 +58,8 @@ def test_lenet_table_runs_on_tiny_fashion_files(tmp_path, monkeypatch):
                           modes=("none", "lstsq"), cache=tmp_path / "cache", log=lambda *a: None)
     text = out.read_text()
     assert "| l1-in |" in text and "| taylor2 |" in text and "88.69" in text and "82.75" in text
+    assert (tmp_path / "cache" / "lenet-300-100-fashion.safetensors").is_file()
+    # without a cache folder nothing but the table is written
+    again = lenet_table.run(tmp_path / "fresh" / "t.md", eval_samples=30, criteria=("l1-in",), modes=("none",),
+                            log=lambda *a: None)
+    assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["t.md"] and again == tmp_path / "fresh" / "t.md"

@@ -1,76 +1,94 @@
-"""Pruning criteria, looked up by name.
+"""Pruning criteria, looked up by name: one registry, each criterion written once.
 
-A criterion is a function ``fn(model, X, T, loss) -> list[Tensor]``: for every hidden
-layer (unit group) l, a (K_l,) tensor with the estimated change in error E when that neuron is
-switched off (gate set to 0), NaN for neurons already removed. Lower = better to remove.
-The pruning loop only ever calls criteria through this signature, and one optional hook: a
-criterion may carry ``fn.serial(model, X, T, loss) -> session``, whose ``session.best()`` returns
-the (layer, unit, score) that ranks first at the current step (or None to fall back on scoring
-every neuron). An iterative prune creates one session and asks it at every step; ``brute-force``
-uses this to keep work from step to step (:mod:`shrinknet.serial`).
+A criterion scores every unit of a gated model in a pruning context: ``scores(ctx)`` returns, for
+every group l, a (K_l,) tensor with the estimated change in error E when that unit is switched off
+(NaN for units already removed); lower = better to remove. It reads the model only through the
+gated-model interface (:class:`shrinknet.gating.Gated`) and the oracle (:mod:`shrinknet.oracle`),
+so it works on the MLP class and on any ``nn.Module`` alike; where the MLP has a faster exact path,
+the oracle takes it. A criterion may also offer ``best(ctx)``: the (layer, unit, score) that ranks
+first at the current step, found with less work than scoring every unit (None: score them all);
+an iterative prune asks it at every step.
 
-A name can have two implementations: one for the :class:`~shrinknet.MLP` class (closed forms, the
-fast oracle) and one for any other model wrapped in a :class:`~shrinknet.gating.GatedModel`
-(autograd on the gates; see :mod:`shrinknet.criteria.generic`). ``get_criterion(name, model)``
-picks the one that fits the model. A criterion registered with ``generic=True`` works on both.
+Register your own with the decorator; the function takes the context (``ctx.model``, ``ctx.X``,
+``ctx.T``, ``ctx.loss``, ``ctx.cache()``, ``ctx.state``). A function of ``(model, X, T, loss)``, the
+older form, is accepted too.
 
     >>> from shrinknet.criteria import register_criterion
     >>> @register_criterion("my-criterion")
-    ... def mine(model, X, T, loss):
-    ...     return [torch.zeros(k) for k in model.hidden_sizes]
+    ... def mine(ctx):
+    ...     return [torch.zeros(k) for k in ctx.model.hidden_sizes]
 """
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
-from .._validation import ShrinkNetError
+from .._validation import ShrinkNetError, non_finite_score
+from ..context import PruningContext
 
-Criterion = Callable[..., list]
+
+@dataclass(frozen=True)
+class Criterion:
+    """A named ranking strategy: ``scores(ctx)``, and optionally a cheaper ``best(ctx)``."""
+    name: str
+    scores: Callable
+    description: str = ""
+    best: Callable | None = None
+
+    def __call__(self, model, X=None, T=None, loss: str = "sse") -> list[torch.Tensor]:
+        """Scores in a context, or (older form) of a gated model on (X, T) as it is."""
+        if X is None:
+            return self.scores(model)
+        return self.scores(PruningContext(model, X, T, loss))
+
+
 _REGISTRY: dict[str, Criterion] = {}
-_GENERIC: dict[str, Criterion] = {}
-_DESCRIPTIONS: dict[str, str] = {}
 
 
-def register_criterion(name: str, fn: Criterion | None = None, *, description: str = "",
-                       overwrite: bool = False, generic: bool = False):
-    """Register ``fn`` under ``name`` (usable as a decorator). ``generic=True``: ``fn`` also works on
-    models other than the MLP class (it only uses ``model.gates``, ``model(X)`` and the like)."""
+def _takes_context(fn) -> bool:
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return True
+    return len(params) < 4
+
+
+def as_criterion(fn, name: str | None = None, description: str = "", best=None) -> Criterion:
+    """A Criterion from a function of the context (or of (model, X, T, loss))."""
+    if isinstance(fn, Criterion):
+        return fn
+    if not callable(fn):
+        raise ShrinkNetError(f"criterion: expected a name or a callable, got {fn!r}")
+    scores = fn if _takes_context(fn) else (lambda ctx: fn(ctx.model, ctx.X, ctx.T, ctx.loss))
+    return Criterion(name or getattr(fn, "__name__", "custom"), scores,
+                     description or (fn.__doc__ or "").strip().split("\n")[0], best)
+
+
+def register_criterion(name: str, fn: Callable | None = None, *, description: str = "", overwrite: bool = False,
+                       best: Callable | None = None, generic: bool = True):
+    """Register ``fn`` (a function of the pruning context) under ``name``; usable as a decorator.
+    ``best``: optional cheaper route to the top choice of an iterative step. (``generic`` is kept
+    for code written when criteria had a second, MLP-only registry; every criterion is generic now.)"""
     def deco(f):
         if name in _REGISTRY and not overwrite:
             raise ShrinkNetError(f"criterion {name!r} is already registered (pass overwrite=True to replace it)")
-        if name in _REGISTRY:                      # replaced: its old generic version goes too
-            _GENERIC.pop(name, None)
-        _REGISTRY[name] = f
-        if generic:
-            _GENERIC[name] = f
-        _DESCRIPTIONS[name] = description or (f.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = as_criterion(f, name, description, best)
         return f
     return deco(fn) if fn is not None else deco
 
 
-def register_generic(name: str):
-    """Decorator: the implementation of criterion ``name`` for gated models other than the MLP class."""
-    def deco(f):
-        _GENERIC[name] = f
-        return f
-    return deco
-
-
 def get_criterion(name_or_fn, model=None) -> Criterion:
-    """The criterion function; with ``model``, the implementation that fits that model."""
-    if callable(name_or_fn):
-        return name_or_fn
-    if name_or_fn not in _REGISTRY:
-        raise ShrinkNetError(f"unknown criterion {name_or_fn!r}: expected one of {', '.join(available_criteria())}")
-    from ..gating import GatedModel
-    if isinstance(model, GatedModel):
-        if name_or_fn not in _GENERIC:
-            raise ShrinkNetError(f"criterion {name_or_fn!r} works on shrinknet.MLP only: expected one of "
-                                 f"{', '.join(sorted(_GENERIC))} for other models")
-        return _GENERIC[name_or_fn]
-    return _REGISTRY[name_or_fn]
+    """The criterion of that name (or a Criterion wrapping a callable)."""
+    if isinstance(name_or_fn, str):
+        if name_or_fn not in _REGISTRY:
+            raise ShrinkNetError(f"unknown criterion {name_or_fn!r}: expected one of {', '.join(available_criteria())}")
+        return _REGISTRY[name_or_fn]
+    return as_criterion(name_or_fn, criterion_name(name_or_fn))
 
 
 def available_criteria() -> list[str]:
@@ -78,23 +96,64 @@ def available_criteria() -> list[str]:
 
 
 def describe_criteria() -> dict[str, str]:
-    return {k: _DESCRIPTIONS[k] for k in available_criteria()}
+    return {k: _REGISTRY[k].description for k in available_criteria()}
 
 
 def criterion_name(c) -> str:
     if isinstance(c, str):
         return c
+    if isinstance(c, Criterion):
+        return c.name
     for k, v in _REGISTRY.items():
-        if v is c:
+        if v.scores is c:
             return k
     return getattr(c, "__name__", "custom")
 
 
 def mark_removed(model, scores: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Set NaN where the gate is 0, so removed neurons are never ranked."""
+    """Set NaN where the gate is 0, so removed units are never ranked."""
     return [torch.where(g != 0, s, torch.full_like(s, float("nan"))) for g, s in zip(model.gates, scores)]
 
 
-from . import approximate, brute_force, classic, generic, taylor  # noqa: E402,F401  (registers the built-ins)
+def by_group(ctx, fn) -> list[torch.Tensor]:
+    """[scores of group l] with fn(l, active units of l) for the active units, NaN elsewhere."""
+    out = []
+    for l, g in enumerate(ctx.model.gates):
+        s = torch.full_like(g, float("nan"))
+        units = torch.nonzero(g != 0).flatten()
+        if units.numel():
+            s[units] = fn(l, units)
+        out.append(s)
+    return out
 
-__all__ = ["register_criterion", "register_generic", "get_criterion", "available_criteria", "describe_criteria", "mark_removed"]
+
+def check_scores(scores, model, name: str) -> list[torch.Tensor]:
+    """A criterion's scores checked (one (K_l,) finite array per group) and NaN where removed."""
+    if len(scores) != model.n_hidden_layers:
+        raise ShrinkNetError(f"criterion {name!r}: expected {model.n_hidden_layers} score arrays "
+                             f"(one per hidden layer), got {len(scores)}")
+    out = []
+    for l, (s, g) in enumerate(zip(scores, model.gates)):
+        s = torch.as_tensor(s, dtype=g.dtype, device=g.device)
+        if s.shape != g.shape:
+            raise ShrinkNetError(f"criterion {name!r}: expected scores of shape {tuple(g.shape)} for hidden "
+                                 f"layer {l}, got {tuple(s.shape)}")
+        bad = torch.nonzero((g != 0) & ~torch.isfinite(s)).flatten()
+        if bad.numel():
+            raise non_finite_score(name, l, int(bad[0]))
+        out.append(torch.where(g != 0, s, torch.full_like(s, float("nan"))))
+    return out
+
+
+def ranked(scores: list[torch.Tensor]) -> list[tuple[int, int, float]]:
+    """Active (layer, unit, score), lowest score first; ties by lowest (layer, unit)."""
+    flat = torch.cat(scores).detach().cpu().numpy()
+    index = [(l, u) for l, s in enumerate(scores) for u in range(s.numel())]
+    order = np.argsort(np.where(np.isnan(flat), np.inf, flat), kind="stable")
+    return [(*index[i], float(flat[i])) for i in order if not np.isnan(flat[i])]
+
+
+from . import approximate, brute_force, classic, taylor  # noqa: E402,F401  (registers the built-ins)
+
+__all__ = ["Criterion", "register_criterion", "get_criterion", "available_criteria", "describe_criteria",
+           "mark_removed", "by_group", "as_criterion", "check_scores", "ranked"]

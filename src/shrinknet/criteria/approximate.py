@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import oracle
 from . import get_criterion, mark_removed, register_criterion
-from .brute_force import error_now, errors_without
 
 
 class BruteForceSubset:
@@ -26,14 +26,16 @@ class BruteForceSubset:
         self.fraction, self.seed = float(fraction), int(seed)
         self._key = self._idx = None
 
-    def __call__(self, model, X, T, loss):
+    def __call__(self, ctx):
+        X, T = ctx.X, ctx.T
         if self._key is not X:
             n = max(1, int(round(self.fraction * X.shape[0])))
             g = torch.Generator().manual_seed(self.seed)
             self._idx = torch.randperm(X.shape[0], generator=g)[:n].sort().values.to(X.device)
-            self._key, self._Xs, self._Ts = X, X[self._idx], T[self._idx]
+            # the subset's context shares the model and kept forward passes, so a removal updates both
+            self._key, self._sub = X, ctx.with_data(X[self._idx], T[self._idx])
         scale = X.shape[0] / self._idx.numel()
-        return [s * scale for s in get_criterion("brute-force", model)(model, self._Xs, self._Ts, loss)]
+        return [s * scale for s in get_criterion("brute-force").scores(self._sub)]
 
 
 class BruteForceTopK:
@@ -44,19 +46,19 @@ class BruteForceTopK:
         self._prev = None
         self._steps = 0
 
-    def __call__(self, model, X, T, loss):
-        prev = self._prev
+    def __call__(self, ctx):
+        model, prev = ctx.model, self._prev
         stale = prev is None or self._steps % self.refresh == 0 or \
             any(p.shape != g.shape for p, g in zip(prev, model.gates))
         self._steps += 1
         if stale:
-            self._prev = get_criterion("brute-force", model)(model, X, T, loss)
+            self._prev = get_criterion("brute-force").scores(ctx)
             return [s.clone() for s in self._prev]
         scores = mark_removed(model, [p.clone() for p in prev])
         flat = torch.cat(scores)
         flat = torch.where(torch.isnan(flat), torch.full_like(flat, float("inf")), flat)
         best = torch.argsort(flat, stable=True)[: self.k]
-        E0 = error_now(model, X, T, loss)
+        E0 = oracle.current_error(ctx)
         offsets = [0]
         for g in model.gates:
             offsets.append(offsets[-1] + g.numel())
@@ -64,20 +66,22 @@ class BruteForceTopK:
             sel = best[(best >= offsets[l]) & (best < offsets[l + 1])] - offsets[l]
             sel = sel[model.gates[l][sel] != 0]
             if sel.numel():
-                scores[l][sel] = errors_without(model, X, T, loss, l, sel) - E0
+                scores[l][sel] = oracle.errors_without(ctx, l, sel) - E0
         self._prev = scores
         return [s.clone() for s in scores]
 
 
-def _stateful(attr, make):
-    # a criterion looked up by name is a plain function, so its state between the steps of one run
-    # lives on the model copy that the pruning loop works on (a fresh copy for every run)
-    def fn(model, X, T, loss):
-        return model.__dict__.setdefault(attr, make())(model, X, T, loss)
+def _stateful(key, make):
+    # one instance per pruning run, kept in its context (a fresh context for every run)
+    def fn(ctx):
+        state = ctx.state.get(key)
+        if state is None:
+            state = ctx.state[key] = make()
+        return state(ctx)
     return fn
 
 
-register_criterion("brute-force-subset", _stateful("_subset_state", BruteForceSubset), generic=True,
+register_criterion("brute-force-subset", _stateful("brute-force-subset", BruteForceSubset),
                    description="APPROXIMATE: brute force on a seeded random 10% of the samples")
-register_criterion("brute-force-topk", _stateful("_topk_state", BruteForceTopK), generic=True,
+register_criterion("brute-force-topk", _stateful("brute-force-topk", BruteForceTopK),
                    description="APPROXIMATE: re-score only the 10 best of the last step (full every 10 steps)")

@@ -3,75 +3,84 @@
 These are importance scores, not estimates of the change in error: lower = removed first, and only
 their ranking matters (``shrinknet.compare`` judges exactly that against the oracle).
 
-    random               seeded uniform scores (the seed is the number of active neurons, so a run
+    random               seeded uniform scores (the seed is the number of active units, so a run
                          is reproducible and every step draws afresh)
-    l1-in, l2-in         norm of the neuron's incoming weights (its row of W_l)
-    l1-out, l2-out       norm of its outgoing weights to still-active neurons (its column of W_{l+1})
-    mean-activation      mean |o| over the samples
+    l1-in, l2-in         norm of the unit's incoming weights (Linear row / Conv2d filter), inputs
+                         from removed units masked out
+    l1-out, l2-out       norm of its outgoing weights to still-active units (found by the dependency
+                         graph for other models: after a flatten, the channel's whole block of columns)
+    mean-activation      mean |o| over the samples (and positions, for channels)
     activation-variance  variance of o over the samples
-    apoz                 1 - APoZ, the share of samples where the neuron is not zero (Hu et al. 2016);
-                         meant for ReLU nets, where APoZ is high for idle neurons (0 for sigmoid nets)
-    taylor1-abs          |sum_n o dE/do| (Molchanov et al. 2017)
+    apoz                 1 - APoZ, the share of samples where the unit is not zero (Hu et al. 2016);
+                         meant for ReLU nets, where APoZ is high for idle units (0 for sigmoid nets)
+
+Statistics are of the un-gated output, accumulated in float64.
 """
 from __future__ import annotations
 
 import torch
 
 from . import mark_removed, register_criterion
-from .taylor import obd_backprop
 
 
-def _weights(model, p: int, direction: str):
-    out = []
-    for l, g in enumerate(model.gates):
-        if direction == "in":
-            W = model.layers[l].weight                                    # (K_l, K_{l-1}) rows = neurons
-            if l:                                                         # inputs from removed neurons are silent
-                W = W * (model.gates[l - 1] != 0)
-            out.append(W.abs().pow(p).sum(1).pow(1 / p))
-        else:
-            W = model.layers[l + 1].weight                                # (K_{l+1}, K_l) columns = neurons
-            if l + 1 < model.n_hidden_layers:
-                W = W * (model.gates[l + 1] != 0)[:, None]
-            out.append(W.abs().pow(p).sum(0).pow(1 / p))
-    return mark_removed(model, out)
+@register_criterion("random")
+def random_scores(ctx):
+    """Seeded random scores (seed = number of active units)."""
+    m = ctx.model
+    g = torch.Generator().manual_seed(m.n_active())
+    return mark_removed(m, [torch.rand(k, generator=g, dtype=torch.float64).to(gt) for k, gt in
+                            zip(m.hidden_sizes, m.gates)])
+
+
+def _norms(ctx, p: int, direction: str):
+    m = ctx.model
+    fan = m.fan_in if direction == "in" else m.fan_out
+    return mark_removed(m, [fan(l).abs().pow(p).sum(1).pow(1 / p).to(g.dtype) for l, g in enumerate(m.gates)])
 
 
 for _p in (1, 2):
     for _d in ("in", "out"):
-        register_criterion(f"l{_p}-{_d}", (lambda p, d: lambda model, X, T, loss: _weights(model, p, d))(_p, _d),
-                           description=f"L{_p} norm of the neuron's {'incoming' if _d == 'in' else 'outgoing'} weights")
+        register_criterion(f"l{_p}-{_d}", (lambda p, d: lambda ctx: _norms(ctx, p, d))(_p, _d),
+                           description=f"L{_p} norm of the unit's {'incoming' if _d == 'in' else 'outgoing'} weights")
 
 
-@register_criterion("random", generic=True)
-def random_scores(model, X, T, loss):
-    """Seeded random scores (seed = number of active neurons)."""
-    g = torch.Generator().manual_seed(model.n_active())
-    return mark_removed(model, [torch.rand(k, generator=g, dtype=torch.float64).to(gt) for k, gt in
-                                zip(model.hidden_sizes, model.gates)])
+@torch.no_grad()
+def moments(ctx) -> dict:
+    """Per group, over the samples (and positions): sums of |o|, o, o^2, (o != 0), and the count."""
+    m = ctx.model
+    acc = {k: [torch.zeros(n, dtype=torch.float64, device=g.device) for n, g in zip(m.hidden_sizes, m.gates)]
+           for k in ("abs", "s", "s2", "nz", "n")}
+    for l, a in m.unit_outputs(ctx):
+        dim = m.channel_dim(l) % a.ndim
+        rest = [d for d in range(a.ndim) if d != dim]
+        a = a.double()
+        acc["abs"][l] += a.abs().sum(rest)
+        acc["s"][l] += a.sum(rest)
+        acc["s2"][l] += (a * a).sum(rest)
+        acc["nz"][l] += (a != 0).double().sum(rest)
+        acc["n"][l] += a.numel() / a.shape[dim]
+    return acc
+
+
+def _stat(ctx, fn):
+    acc = moments(ctx)
+    m = ctx.model
+    return mark_removed(m, [fn({k: v[l] for k, v in acc.items()}).to(g.dtype) for l, g in enumerate(m.gates)])
 
 
 @register_criterion("mean-activation")
-def mean_activation(model, X, T, loss):
-    """Mean |o| of the neuron over the samples."""
-    return mark_removed(model, [a.abs().mean(0) for a in model.cache(X).act])
+def mean_activation(ctx):
+    """Mean |o| of the unit over the samples."""
+    return _stat(ctx, lambda a: a["abs"] / a["n"])
 
 
 @register_criterion("activation-variance")
-def activation_variance(model, X, T, loss):
-    """Variance of the neuron's output over the samples."""
-    return mark_removed(model, [a.var(0, unbiased=False) for a in model.cache(X).act])
+def activation_variance(ctx):
+    """Variance of the unit's output over the samples."""
+    return _stat(ctx, lambda a: (a["s2"] / a["n"] - (a["s"] / a["n"]) ** 2).clamp_min(0))
 
 
 @register_criterion("apoz")
-def apoz(model, X, T, loss):
-    """1 - average percentage of zeros (for ReLU nets): idle neurons first."""
-    return mark_removed(model, [(a != 0).to(a.dtype).mean(0) for a in model.cache(X).act])
-
-
-@register_criterion("taylor1-abs")
-def taylor1_abs(model, X, T, loss):
-    """|sum_n o dE/do| (Molchanov et al. 2017)."""
-    cache = model.cache(X)
-    d_out, _ = obd_backprop(model, cache, T, loss)
-    return mark_removed(model, [(o * d).sum(0).abs() for o, d in zip(cache.out, d_out)])
+def apoz(ctx):
+    """1 - average percentage of zeros (for ReLU nets): idle units first."""
+    return _stat(ctx, lambda a: a["nz"] / a["n"])

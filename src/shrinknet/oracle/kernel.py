@@ -9,122 +9,260 @@ writes nothing but the C totals. Same arithmetic, float rounding aside (its floa
 are Cephes' polynomials, about 1 ulp; sums are kept in double).
 
 Two smaller helpers serve the pruning loop, which runs them after every removal: :func:`measure`
-(E and the argmax count of the outputs in one pass, where torch took a loss and two argmax
-calls) and :func:`linear` (the output layer's product for up to 16 outputs, where torch's BLAS
-call for such a thin matrix took several times as long). On small nets those per-step costs, not
-the candidates, were most of a serial prune's time.
+(E and the argmax count of the outputs in one pass, where torch takes a loss and two argmax
+calls) and :func:`linear` (the output layer's product for up to MAX_OUTPUTS outputs, where torch's
+BLAS call is not made for so thin a matrix). On small nets those per-step costs, not the
+candidates, are most of a serial prune's time.
 
-The C file is compiled on first use with the system's C compiler (``cc -O3 -march=native``, a
-second or two) into ``~/.cache/shrinknet/`` (or ``$SHRINKNET_CACHE``), keyed by the source, the
-flags and the CPU. Without a compiler, or with ``SHRINKNET_FUSED=0``, everything runs on PyTorch;
-the tests run both. The samples are split in fixed runs (:func:`run_length`) that
-``torch.get_num_threads()`` OpenMP threads take as each becomes free; each run's sums are kept apart
-and added in run order, so a call's numbers do not depend on the thread count. Built with
-``-fopenmp``, the library shares the libgomp that torch has already loaded, so its threads are
-torch's own (already awake after torch's last operation; a thread pool of our own was slower, since
-waking idle threads costs more than a small call).
+The C file is compiled when the package is installed (``setup.py``), in three builds from the same
+source: ``_fused_avx512`` (``-march=x86-64-v4``), ``_fused_avx2`` (``-mavx2 -mfma``) and
+``_fused_portable`` (no ``-m`` flag; the only one off x86-64). At load the best build the CPU runs
+is taken (:func:`_variants`); a library is loaded only from this package's own directory, so what runs is what was
+installed with this file. Nothing is compiled at run time. Where no build loads (the install found
+no C compiler, or the library does not match this file), one warning says so and everything runs
+on PyTorch; ``SHRINKNET_FUSED=0`` chooses PyTorch without a warning (the tests run both). See
+:func:`backend`.
+
+The calls with many arguments take one C struct (:class:`CandArgs`, :class:`StepArgs`, mirrors of
+``struct cand_args`` / ``struct step_args``); every number the two sides share (block length,
+output limit, lanes, activation and loss-mode codes, return codes) is read from the library's
+``shrinknet_constants()`` table at load, and a library whose ABI version, struct sizes or field
+offsets are not the ones this file was written for is refused rather than called with the wrong
+layout. Until a library is loaded those constants' values are None (their keys are this file's).
+
+The samples are split in fixed runs (:func:`run_length`) that ``torch.get_num_threads()`` OpenMP
+threads take as each becomes free; each run's sums are kept apart and added in run order, so a
+call's numbers do not depend on the thread count. Built with ``-fopenmp``, the library uses the
+libgomp that torch has already loaded (the same soname), so its threads are torch's own, already
+awake after torch's last operation: waking the idle threads of a pool of our own costs more than a
+small call.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
+import importlib.machinery
 import os
 import platform
-import shutil
-import subprocess
-import tempfile
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-SOURCE = Path(__file__).with_name("_fused.c")
-FLAGS = ["-O3", "-march=native", "-shared", "-fPIC"]
-HIDDEN = {"sigmoid": 0, "tanh": 1, "relu": 2}
-#: (loss, output activation) -> the kernel's loss mode
-MODES = {("sse", "identity"): 0, ("sse", "sigmoid"): 1, ("sse", "softmax"): 2,
-         ("cross-entropy", "sigmoid"): 3, ("cross-entropy", "softmax"): 4, ("cross-entropy", "identity"): 4}
-#: the kernel keeps up to this many outputs' running sums per candidate; wider outputs use PyTorch
-MAX_OUTPUTS = 16
-LANES = {torch.float32: 8, torch.float64: 4}
+#: the version of the C interface this file speaks (SHRINKNET_ABI in _fused.c)
+ABI = 1
+#: the builds setup.py makes, as files ``_fused_<variant><extension suffix>`` next to this one
+VARIANTS = ("avx512", "avx2", "portable")
+
+# the names in the library's constant table of the codes and lanes below
+_HIDDEN_NAMES = {"sigmoid": "HIDDEN_SIGMOID", "tanh": "HIDDEN_TANH", "relu": "HIDDEN_RELU"}
+_MODE_NAMES = {("sse", "identity"): "MODE_SSE_IDENTITY", ("sse", "sigmoid"): "MODE_SSE_SIGMOID",
+               ("sse", "softmax"): "MODE_SSE_SOFTMAX", ("cross-entropy", "sigmoid"): "MODE_CE_SIGMOID",
+               ("cross-entropy", "softmax"): "MODE_CE_LOGITS", ("cross-entropy", "identity"): "MODE_CE_LOGITS"}
+_LANE_NAMES = {torch.float32: "LANES_F32", torch.float64: "LANES_F64"}
+
+#: the hidden layer's activation -> the kernel's code (the values are the library's HIDDEN_*)
+HIDDEN = dict.fromkeys(_HIDDEN_NAMES)
+#: (loss, output activation) -> the kernel's loss mode (the values are the library's MODE_*)
+MODES = dict.fromkeys(_MODE_NAMES)
+#: dtype -> candidates per vector (the library's LANES_F32, LANES_F64)
+LANES = dict.fromkeys(_LANE_NAMES)
 NUMPY = {torch.float32: np.float32, torch.float64: np.float64}   # the kernel's dtypes, both ways
 TORCH = {v: k for k, v in NUMPY.items()}
+#: the kernel keeps up to this many outputs' running sums per candidate; wider outputs use PyTorch (MAXS)
+MAX_OUTPUTS: int | None = None
+#: samples the kernel sums in its working precision before adding to doubles (BLOCK)
+BLOCK: int | None = None
+#: the most runs of samples a kernel call is split into (Python's choice: the C side takes any number)
+RUNS = 32
 
-_lib = None          # the loaded library, False once building it has failed
+_P, _I64, _I32, _F64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_double
+
+
+class CandArgs(ctypes.Structure):
+    """``struct cand_args`` of _fused.c: the arguments of cand_f32 / cand_f64 (what each field holds
+    is written there). Array fields are addresses (int) or None for NULL."""
+    _fields_ = [("base", _P), ("cols", _P), ("src", _P), ("idx", _P), ("f", _P), ("w", _P), ("gate", _P),
+                ("Wt", _P), ("b", _P), ("Tt", _P), ("out", _P), ("zs", _P),
+                ("ldb", _I64), ("K", _I64), ("n", _I64), ("c", _I64), ("R", _I64), ("S", _I64), ("chunk", _I64),
+                ("hidden", _I32), ("mode", _I32), ("init", _I32), ("threads", _I32)]
+
+
+class StepArgs(ctypes.Structure):
+    """``struct step_args`` of _fused.c: the arguments of step_f32 / step_f64, and in unit / value
+    their results."""
+    _fields_ = [("z", _P), ("outb", _P), ("gb", _P), ("Wo", _P), ("bo", _P), ("preb", _P), ("outa", _P),
+                ("ga", _P), ("Wb", _P), ("rows", _P), ("gain", _P), ("zs", _P), ("Tt", _P),
+                ("Kb", _I64), ("Ka", _I64), ("nrows", _I64), ("n", _I64), ("S", _I64), ("chunk", _I64),
+                ("E0", _F64), ("init", _I32), ("hidden", _I32), ("mode", _I32), ("threads", _I32),
+                ("unit", _I64 * 2), ("value", _F64 * 2)]
+
+
+class _Constant(ctypes.Structure):
+    """``struct shrinknet_constant``: one entry of the library's table of shared numbers."""
+    _fields_ = [("name", ctypes.c_char_p), ("value", _I64)]
+
+
+_lib = None          # the loaded library; None: not tried yet; False: tried, none loads
+_why = ""            # why none loads (for the warning)
+_warned = False      # the warning is given once per process
+_variant = None      # the build that was loaded (one of VARIANTS)
 _threaded = False    # whether it splits its work over OpenMP threads
+_C: dict[str, int] = {}   # the library's constant table
 
 
-def _cpu() -> str:
+#: the CPU flags each x86-64 build needs (x86-64-v4: AVX-512 F, BW, CD, DQ, VL, on top of AVX2 and FMA)
+NEEDS = {"avx512": ("avx2", "fma", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"),
+         "avx2": ("avx2", "fma")}
+
+
+def _cpu_flags() -> set[str]:
+    """This CPU's feature flags, from /proc/cpuinfo (empty where it cannot be read)."""
     try:
-        return next((l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags")), "")
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split() for line in f if line.startswith("flags")), []))
     except OSError:
-        return platform.processor()
+        return set()
 
 
-def _build() -> Path | None:
-    """Compile the kernel (with OpenMP where the compiler has it) into the cache folder."""
-    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if cc is None or not SOURCE.is_file():
-        return None
-    folder = Path(os.environ.get("SHRINKNET_CACHE", Path.home() / ".cache" / "shrinknet"))
-    for flags in (FLAGS + ["-fopenmp"], FLAGS):
-        key = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + _cpu().encode()
-                             + platform.machine().encode()).hexdigest()[:16]
-        lib = folder / f"fused-{key}.so"
-        if lib.is_file():
-            return lib
-        tmp = None
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so")
-            os.close(fd)
-            subprocess.run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True, timeout=120)
-            os.replace(tmp, lib)                   # atomic: parallel builders never see half a file
-            return lib
-        except (OSError, subprocess.SubprocessError):
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+def _capability() -> str:
+    """torch's view of the CPU's vector level (it also checks that the OS saves those registers)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return ""
+
+
+def _variants() -> list[str]:
+    """The builds to try, best first: each x86-64 build only where the CPU (and torch) can run it."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "x64"):
+        return ["portable"]
+    flags, level = _cpu_flags(), _capability()
+    ok = {"avx512": level == "AVX512" and all(f in flags for f in NEEDS["avx512"]),
+          "avx2": level in ("AVX2", "AVX512") or all(f in flags for f in NEEDS["avx2"])}
+    return [v for v in ("avx512", "avx2") if ok[v]] + ["portable"]
+
+
+def _find(variant: str) -> Path | None:
+    """The installed library of one build, in this package's own directory (never anywhere else)."""
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_fused_{variant}{suffix}"
+        if path.is_file():
+            return path
     return None
 
 
+def _check(lib) -> tuple[dict[str, int] | None, str]:
+    """(the library's constant table, "") where it speaks this file's interface, else (None, why)."""
+    try:
+        abi, table = lib.shrinknet_abi, lib.shrinknet_constants
+    except AttributeError:
+        return None, "it exports no ABI version (an older build?)"
+    abi.restype, abi.argtypes = _I64, []
+    if abi() != ABI:
+        return None, f"its ABI version is {abi()}, this shrinknet speaks {ABI}"
+    table.restype, table.argtypes = ctypes.POINTER(_Constant), [ctypes.POINTER(_I64)]
+    count = _I64()
+    rows = table(ctypes.byref(count))
+    consts = {rows[k].name.decode(): rows[k].value for k in range(count.value)}
+    for name, struct in (("cand_args", CandArgs), ("step_args", StepArgs)):
+        size = consts.get(f"sizeof({name})")
+        if size != ctypes.sizeof(struct):
+            return None, f"its struct {name} has {size} bytes, this shrinknet's {ctypes.sizeof(struct)}"
+        for field, _ in struct._fields_:
+            if consts.get(f"{name}.{field}") != getattr(struct, field).offset:
+                return None, f"its struct {name} has field {field} at another offset than this shrinknet's"
+    need = ["THREADED", "MAXS", "BLOCK", "RC_OK", "RC_NO_MEMORY", "RC_BAD_ARGUMENTS", "RC_NOT_FINITE",
+            *_HIDDEN_NAMES.values(), *_MODE_NAMES.values(), *_LANE_NAMES.values(), "HIDDEN_NONE"]
+    missing = [k for k in need if k not in consts]
+    if missing:
+        return None, f"its constant table lacks {', '.join(missing)}"
+    return consts, ""
+
+
+def _declare(lib) -> None:
+    """The exported functions' argument and result types."""
+    C = ctypes.c_int
+    for f in (lib.cand_f32, lib.cand_f64):
+        f.argtypes, f.restype = [ctypes.POINTER(CandArgs)], C
+    for f in (lib.step_f32, lib.step_f64):
+        f.argtypes, f.restype = [ctypes.POINTER(StepArgs)], C
+    for f in (lib.linear_f32, lib.linear_f64):
+        f.argtypes, f.restype = [_P] * 4 + [_I64] * 4 + [C], C
+    for f in (lib.measure_f32, lib.measure_f64):
+        f.argtypes, f.restype = [_P, _P, _I64, _I64, C, _P], C
+    lib.threaded.argtypes, lib.threaded.restype = [], C
+
+
+def _load():
+    """Load the best build this CPU runs and take the shared numbers from it; False (and the reason
+    in _why) where none loads."""
+    global _why, _variant, _threaded, _C, MAX_OUTPUTS, BLOCK
+    reasons, missing = [], []
+    for variant in _variants():
+        path = _find(variant)
+        if path is None:
+            missing.append(f"_fused_{variant}")
+            continue
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as e:
+            reasons.append(f"{path.name} does not load ({e})")
+            continue
+        consts, why = _check(lib)
+        if consts is None:
+            reasons.append(f"{path.name} is refused: {why}")
+            continue
+        _declare(lib)
+        _C, _variant, _threaded = consts, variant, bool(consts["THREADED"])
+        MAX_OUTPUTS, BLOCK = consts["MAXS"], consts["BLOCK"]
+        HIDDEN.update({k: consts[v] for k, v in _HIDDEN_NAMES.items()})
+        MODES.update({k: consts[v] for k, v in _MODE_NAMES.items()})
+        LANES.update({k: consts[v] for k, v in _LANE_NAMES.items()})
+        return lib
+    if missing:
+        reasons.append(f"no {' or '.join(missing)} library in {Path(__file__).parent}: was shrinknet installed "
+                       "without a working C compiler?")
+    _why = "; ".join(reasons)
+    return False
+
+
 def library():
-    """The compiled kernel, or None where it cannot be built or is switched off."""
-    global _lib, _threaded
+    """The compiled kernel, or None where no build loads or ``SHRINKNET_FUSED=0`` switches it off.
+    The first time none loads (and it is not switched off) this warns, once per process."""
+    global _lib, _warned
     if os.environ.get("SHRINKNET_FUSED", "1") == "0":
         return None
     if _lib is None:
-        path = _build()
-        try:
-            _lib = ctypes.CDLL(str(path)) if path else False
-        except OSError:
-            _lib = False
-        if _lib:
-            P, I = ctypes.c_void_p, ctypes.c_int64
-            for f in (_lib.cand_f32, _lib.cand_f64):
-                f.argtypes = [P, I, P, P, I] + [P] * 9 + [I] * 4 + [ctypes.c_int] * 4 + [I]
-                f.restype = ctypes.c_int
-            _lib.threaded.restype = ctypes.c_int
-            _threaded = bool(_lib.threaded())
-            for f in (_lib.linear_f32, _lib.linear_f64):
-                f.argtypes = [P] * 4 + [I] * 4 + [ctypes.c_int]
-                f.restype = ctypes.c_int
-            for f in (_lib.measure_f32, _lib.measure_f64):
-                f.argtypes = [P, P, I, I, ctypes.c_int, P]
-                f.restype = ctypes.c_int
-            C = ctypes.c_int
-            for f in (_lib.step_f32, _lib.step_f64):
-                f.argtypes = ([P, P, I, P, P, P, P, P, I, P, P, P, P, I, P, C, C, P, I, I, C, C, I, ctypes.c_double]
-                              + [P, P])
-                f.restype = C
+        _lib = _load()
+    if not _lib and not _warned:
+        _warned = True
+        warnings.warn(f"shrinknet: the compiled oracle kernel is unavailable ({_why}). The PyTorch path is used "
+                      "instead: same results up to float rounding, only slower. (SHRINKNET_FUSED=0 chooses it "
+                      "without this warning.)", RuntimeWarning, stacklevel=2)
     return _lib or None
+
+
+def backend() -> str:
+    """"compiled" where the oracle runs on the compiled kernel, "torch" where it runs on PyTorch
+    (no build loads, or ``SHRINKNET_FUSED=0``)."""
+    return "torch" if library() is None else "compiled"
+
+
+def _reset() -> None:
+    """Forget the loaded library and the warning, so that the next call loads afresh (for tests: the
+    environment or the loader may have been changed). The constants keep their last values."""
+    global _lib, _why, _warned, _variant, _threaded
+    _lib, _why, _warned, _variant, _threaded = None, "", False, None, False
 
 
 def supports(T: torch.Tensor, loss: str, output: str, hidden: str | None = None) -> bool:
     """Whether the kernel can score candidates whose move reaches outputs T through at most one
     hidden layer of activation `hidden` (None: the candidates feed the output layer)."""
-    return (T.device.type == "cpu" and T.dtype in LANES and 1 <= T.shape[1] <= MAX_OUTPUTS
-            and (loss, output) in MODES and (hidden is None or hidden in HIDDEN) and library() is not None)
+    return (T.device.type == "cpu" and T.dtype in LANES and library() is not None   # (then MAX_OUTPUTS is set)
+            and 1 <= T.shape[1] <= MAX_OUTPUTS and (loss, output) in MODES and (hidden is None or hidden in HIDDEN))
 
 
 def padded(c: int, dtype) -> int:
@@ -149,8 +287,8 @@ def _ptr(a: np.ndarray | None):
 
 def _big(t, real):
     """(t's data as C-contiguous memory of dtype `real`, its address) without a copy where it already
-    is that: a contiguous tensor's own data_ptr (reading NumPy's address costs ~1.5 us, and a call
-    passes four such arrays at every step of a prune). The first item keeps the memory alive."""
+    is that: a contiguous tensor's own data_ptr (cheaper than NumPy's address, and a call passes four
+    such arrays at every step of a prune). The first item keeps the memory alive."""
     if isinstance(t, torch.Tensor) and t.is_contiguous() and t.dtype == TORCH[real]:
         return t, t.data_ptr()
     a = _array(t, real)
@@ -170,8 +308,8 @@ def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, sto
     moves: dh (n, c), or (src (n, K), idx (c,), f (c,)) for dh[:, j] = src[:, idx[j]] * f[j],
     which the kernel gathers itself. base (n, R), or base (n, K) and cols (R,) for its columns cols
     (gathered by the kernel too); w (R, c), T (n, S); CPU tensors or NumPy arrays
-    (the small ones are handled in NumPy: a call is made at every step of a prune, and each torch
-    operation on a small tensor costs several microseconds).
+    (the small ones are handled in NumPy: a call is made at every step of a prune, and a torch
+    operation on a small tensor costs more than the NumPy one).
     Returns ((c,) losses in T's dtype, (c,) bool: the move is nonzero for some sample; with ReLU,
     some unit's activation moves).
     """
@@ -181,13 +319,16 @@ def candidate_losses(base, moves, w, T, loss: str, output: str, hidden=None, sto
 
 class _Scratch:
     """The small arrays of a kernel call (padded moves and weights, the hidden layer's gates and weights,
-    the sums), kept from call to call with their addresses: reading a NumPy array's address costs
-    ~3 us, allocating one ~1 us, and the serial oracle makes two calls with eight such arrays at every
-    step of a prune. Each name's memory only grows; a call gets a view of its first `size` items. One
-    per thread (:func:`_scratch`): ctypes lets go of the GIL during a call, so two threads' calls may overlap."""
+    the sums) and its argument structs, kept from call to call with their addresses: reading a NumPy
+    array's address and allocating one both cost more than reusing it, and the serial oracle makes two
+    calls with eight such arrays at every step of a prune. Each name's memory only grows; a call gets a
+    view of its first `size` items. One per thread (:func:`_scratch`): ctypes lets go of the GIL during
+    a call, so two threads' calls may overlap."""
 
     def __init__(self):
         self.bufs = {}
+        self.cand, self.step = CandArgs(), StepArgs()
+        self.cand_ref, self.step_ref = ctypes.byref(self.cand), ctypes.byref(self.step)
 
     def get(self, name: str, size: int, dtype) -> tuple[np.ndarray, int]:
         buf = self.bufs.get((name, dtype))
@@ -215,12 +356,6 @@ def _scratch() -> _Scratch:
     return sc
 
 
-#: samples the kernel sums in its working precision before adding to doubles (_fused.c's BLOCK)
-BLOCK = 64
-#: the most runs of samples a kernel call is split into
-RUNS = 32
-
-
 def _threads(n: int) -> int:
     """Threads for a kernel call on n samples: torch's own OpenMP threads (one without OpenMP)."""
     return max(1, min(torch.get_num_threads(), n)) if _threaded else 1
@@ -231,6 +366,13 @@ def run_length(n: int) -> int:
     take runs as they become free, and each run's sums are kept apart and added in run order, so a
     call's result depends on n alone, not on the thread count."""
     return BLOCK * max(1, -(-n // (BLOCK * RUNS)))
+
+
+def _raise(code: int, what: str):
+    """The exception for a kernel call's return code (other than RC_NOT_FINITE + layer)."""
+    if code == _C["RC_NO_MEMORY"]:
+        raise MemoryError(f"{what}: out of memory")
+    raise RuntimeError(f"{what}: bad arguments (code {code})")
 
 
 def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, store=None, init: bool = True,
@@ -256,22 +398,24 @@ def candidate_losses_np(base, moves, w, T, loss: str, output: str, hidden=None, 
     pad_w, p_w = sc.get("w", R * cp, real)
     pad_w = pad_w.reshape(R, cp)
     pad_w[:, :c], pad_w[:, c:] = w, 0
-    p_cols = None if cols is None else sc.fill("cols", cols, np.int64)
+    a = sc.cand
+    a.cols = None if cols is None else sc.fill("cols", cols, np.int64)
     if hidden is None:
-        keep, kind = (None, None, None), -1
+        a.gate = a.Wt = a.b = None
+        a.hidden = _C["HIDDEN_NONE"]
     else:
-        keep = tuple(sc.fill(name, t, real) for name, t in zip(("gate", "Wt", "b"), hidden[:3]))
-        kind = HIDDEN[hidden[3]]
-    fn = lib.cand_f32 if dtype == torch.float32 else lib.cand_f64
-    threads = _threads(n)
+        a.gate, a.Wt, a.b = (sc.fill(name, t, real) for name, t in zip(("gate", "Wt", "b"), hidden[:3]))
+        a.hidden = HIDDEN[hidden[3]]
     chunk = run_length(n)
     out, p_out = sc.get("out", -(-n // chunk) * 2 * cp, np.float64)
     out.fill(0)
-    code = fn(pb, base.shape[1], p_cols, ps, src.shape[1], p_idx, p_f, p_w, *keep, pT, p_out, pz,
-              n, cp, R, S, kind, MODES[(loss, output)], int(init), threads, chunk)
+    a.base, a.ldb, a.src, a.K, a.idx, a.f, a.w, a.Tt, a.out, a.zs = (
+        pb, base.shape[1], ps, src.shape[1], p_idx, p_f, p_w, pT, p_out, pz)
+    a.n, a.c, a.R, a.S, a.chunk = n, cp, R, S, chunk
+    a.mode, a.init, a.threads = MODES[(loss, output)], int(init), _threads(n)
+    code = (lib.cand_f32 if dtype == torch.float32 else lib.cand_f64)(sc.cand_ref)
     if code:
-        raise MemoryError("fused oracle kernel: out of memory") if code == 1 else \
-            RuntimeError("fused oracle kernel: bad arguments")
+        _raise(code, "fused oracle kernel")
     return out[:c].astype(real), out[cp:cp + c] > 0
 
 
@@ -286,38 +430,38 @@ def serial_step(z, out_b, g_b, W_out, b_out, T, loss: str, output: str, E0: floa
     downstream. Returns [(unit, score) or None for layer a, the same for layer b]; raises
     FloatingPointError naming (layer, unit) where a score is not finite. Arrays: CPU tensors or
     NumPy arrays of T's dtype (rows int64)."""
-    lib, dtype = library(), T.dtype
+    lib, dtype, sc = library(), T.dtype, _scratch()
     real = NUMPY[dtype]
     n, S = T.shape
-    keep = [_big(t, real) for t in (z, out_b, g_b, W_out, b_out, T)]
-    Kb = keep[2][0].shape[0]
+    keep = [_big(t, real) for t in (z, out_b, g_b, W_out, b_out, T)]   # the memory lives until the call returns
+    a = sc.step
+    a.z, a.outb, a.gb, a.Wo, a.bo, a.Tt = (k[1] for k in keep)
+    a.Kb = keep[2][0].shape[0]
     if before is None:
-        Ka, pa, nrows, pz, init, hidden = 0, [None] * 6, 0, None, 1, 0
+        a.preb = a.outa = a.ga = a.Wb = a.rows = a.gain = a.zs = None
+        a.Ka, a.nrows, a.init, a.hidden = 0, 0, 1, _C["HIDDEN_NONE"]
     else:
         pre_b, out_a, g_a, W_b, rows, gain, store, init, act = before
         more = [_big(t, real) for t in (pre_b, out_a, g_a, W_b, gain)]
         rows = np.ascontiguousarray(rows, np.int64)
         keep += more + [(rows, None), (store, None)]
-        Ka, nrows, hidden = more[2][0].shape[0], rows.shape[0], HIDDEN[act]
-        pa = [more[0][1], more[1][1], more[2][1], more[3][1], _ptr(rows), more[4][1]]
+        a.preb, a.outa, a.ga, a.Wb, a.gain = (k[1] for k in more)
+        a.rows = _ptr(rows)
+        a.Ka, a.nrows, a.init, a.hidden = more[2][0].shape[0], rows.shape[0], int(init), HIDDEN[act]
         c_a = int(np.count_nonzero(more[2][0]))
         if store is not None and store.numel() != n * padded(c_a, dtype) * S:
             raise ValueError(f"store: expected {n * padded(c_a, dtype) * S} elements, got {store.numel()}")
-        pz = None if store is None else _big(store, real)[1]
-    res, p_res = _scratch().get("step", 4, np.float64)      # unit[2] as int64, then value[2]
-    units = res[:2].view(np.int64)
-    threads = _threads(n)
-    fn = lib.step_f32 if dtype == torch.float32 else lib.step_f64
-    p = [k[1] for k in keep[:6]]
-    code = fn(p[0], p[1], Kb, p[2], p[3], p[4], pa[0], pa[1], Ka, pa[2], pa[3], pa[4], pa[5], nrows, pz,
-              int(init), hidden, p[5], n, S, MODES[(loss, output)], threads, run_length(n), float(E0),
-              p_res, p_res + 16)
-    if code >= 10:
-        raise FloatingPointError((code - 10, int(units[code - 10])))
+        a.zs = None if store is None else _big(store, real)[1]
+    a.n, a.S, a.chunk, a.E0 = n, S, run_length(n), float(E0)
+    a.mode, a.threads = MODES[(loss, output)], _threads(n)
+    code = (lib.step_f32 if dtype == torch.float32 else lib.step_f64)(sc.step_ref)
+    units, values = a.unit, a.value
+    not_finite = _C["RC_NOT_FINITE"]
+    if not_finite <= code < not_finite + 2:
+        raise FloatingPointError((code - not_finite, int(units[code - not_finite])))
     if code:
-        raise MemoryError("fused serial step: out of memory") if code == 1 else \
-            RuntimeError("fused serial step: bad arguments")
-    return [None if units[l] < 0 else (int(units[l]), float(res[2 + l])) for l in (0, 1)]
+        _raise(code, "fused serial step")
+    return [None if units[l] < 0 else (int(units[l]), float(values[l])) for l in (0, 1)]
 
 
 _measured = None     # the last measure() call: (z, its version, T, its version, loss, output, result)
@@ -339,8 +483,9 @@ def measure(z: torch.Tensor, T: torch.Tensor, loss: str, output: str):
     zc, Tc = z.contiguous(), T.contiguous()
     out = (ctypes.c_double * 2)()
     fn = library().measure_f32 if T.dtype == torch.float32 else library().measure_f64
-    if fn(zc.data_ptr(), Tc.data_ptr(), z.shape[0], z.shape[1], MODES[(loss, output)], out):
-        raise RuntimeError("fused measure: bad arguments")
+    code = fn(zc.data_ptr(), Tc.data_ptr(), z.shape[0], z.shape[1], MODES[(loss, output)], out)
+    if code:
+        _raise(code, "fused measure")
     _measured = (z, z._version, T, T._version, loss, output, (out[0], int(out[1])))
     return _measured[6]
 
@@ -363,6 +508,11 @@ def linear(h: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None) -> torch.Te
     Wp[:, :R], Wp[:, R:] = W.detach().numpy(), 0
     z = torch.empty((n, S), dtype=h.dtype)
     threads = max(1, min(torch.get_num_threads(), n // 512)) if _threaded else 1
-    if fn(ph, p_W, pb, z.data_ptr(), n, R, Rp, S, threads):
-        raise RuntimeError("fused linear: bad arguments")
+    code = fn(ph, p_W, pb, z.data_ptr(), n, R, Rp, S, threads)
+    if code:
+        _raise(code, "fused linear")
     return z
+
+
+if os.environ.get("SHRINKNET_FUSED", "1") != "0":
+    _lib = _load()   # at import, so the constants above hold the library's values; any warning waits for first use

@@ -10,20 +10,25 @@ one full forward pass per candidate. Here it is exact but cheaper:
   candidates at once as a batched tensor op;
 * downstream, only neurons still active are computed (removed ones contribute nothing);
 * on the CPU, for candidates with at most one hidden layer after them, a compiled kernel
-  (fused.py) does all of that and the loss in one pass that writes only the C sums;
+  (kernel.py) does all of that and the loss in one pass that writes only the C sums;
 * chunks over candidates and samples bound the memory used.
 
 Every value equals E(net with that one gate changed) up to float rounding; the tests
-compare with :func:`literal_errors`, which really runs one forward pass per candidate.
+compare with :func:`shrinknet.oracle.literal_errors`, which really runs one forward pass per candidate.
 """
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .. import losses
-from . import kernel as fused
-from ..models import MLP, Cache
+from . import kernel
+
+if TYPE_CHECKING:
+    from ..models import MLP
+    from .cache import Cache
 
 #: elements of the widest intermediate tensor per chunk (4 bytes each in float32): small on a
 #: CPU, so a chunk's several passes stay in cache; large on a GPU, so kernel launches are few
@@ -161,15 +166,15 @@ def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, mov
     """(E for each candidate, which candidates change nothing) as NumPy arrays, through the compiled
     kernel; or None where it does not apply (GPU, wide outputs, two or more hidden layers
     downstream, an activation it lacks). moves: dh (N, C), or (src, idx, f) for
-    dh[:, c] = src[:, idx[c]] * f[c] (fused.py). ws: numpy_weights(model), if the caller has them."""
+    dh[:, c] = src[:, idx[c]] * f[c] (kernel.py). ws: numpy_weights(model), if the caller has them."""
     L, out_act = model.n_hidden_layers, model.output_activation
     if layer == L - 1:                                  # the move reaches the output layer directly
-        if not fused.supports(T, loss, out_act):
+        if not kernel.supports(T, loss, out_act):
             return None
         w = (ws or numpy_weights(model))[-2][:, _index(units)]
-        E, moved = fused.candidate_losses_np(cache.z, moves, w, T, loss, out_act)
+        E, moved = kernel.candidate_losses_np(cache.z, moves, w, T, loss, out_act)
         return E, unchanged(moved, w)
-    if layer != L - 2 or not fused.supports(T, loss, out_act, model.hidden_activation):
+    if layer != L - 2 or not kernel.supports(T, loss, out_act, model.hidden_activation):
         return None
     g = model.gates[layer + 1].numpy()
     rows = np.flatnonzero(g)                            # active units of the next layer
@@ -179,14 +184,14 @@ def kernel_errors(model: MLP, cache: Cache, T, loss: str, layer: int, units, mov
 def before_last(model: MLP, cache: Cache, T, loss: str, layer: int, units, moves, rows, gate,
                 store=None, init: bool = True, ws=None):
     """kernel_errors for candidates of hidden layer L-2 (layer). rows: the active units of the last
-    hidden layer, gate their gains; or, with a store (fused.candidate_losses) and init=False, the
+    hidden layer, gate their gains; or, with a store (kernel.candidate_losses) and init=False, the
     units changed since the stored outputs were brought up to date, gate their change of gain.
     Returns (E, which candidates change nothing)."""
     units = _index(units)
     ws = ws or numpy_weights(model)
     W, Wout, b = ws[2 * layer + 2], ws[-2], ws[-1]
     w = W[np.ix_(rows, units)]
-    E, moved = fused.candidate_losses_np(cache.pre[layer + 1], moves, w, T, loss, model.output_activation,
+    E, moved = kernel.candidate_losses_np(cache.pre[layer + 1], moves, w, T, loss, model.output_activation,
                                          (gate, Wout[:, rows].T, b, model.hidden_activation), store, init,
                                          cols=rows)
     # the weights to every active unit of the next layer count, not only to the changed ones
@@ -229,16 +234,3 @@ def current_error(model: MLP, cache: Cache, T: torch.Tensor, loss: str) -> torch
     """E of the net as it is, summed as the PyTorch path sums every candidate's E: a candidate
     that changes nothing then gets exactly this number there, and exact ties stay ties."""
     return losses.total(cache.z, T, model.output_activation, loss)
-
-
-@torch.no_grad()
-def literal_errors(model: MLP, X: torch.Tensor, T: torch.Tensor, loss: str, layer: int,
-                   units, gains) -> torch.Tensor:
-    """The definition: set the gate, run the whole net, sum the loss; one pass per candidate."""
-    gates = [g.clone() for g in model.gates]
-    out = []
-    for u, a in zip(torch.as_tensor(units).tolist(), torch.as_tensor(gains).tolist()):
-        g = [t.clone() for t in gates]
-        g[layer][u] = a
-        out.append(losses.total(model.logits(X, g), T, model.output_activation, loss))
-    return torch.stack(out) if out else torch.zeros(0, dtype=T.dtype, device=T.device)

@@ -1,9 +1,9 @@
 """The brute-force choice of one step of an iterative prune, kept up to date from step to step.
 
 Iterative brute force asks, at every step, which active neuron's removal raises E least. The
-pruning loop asks the criterion for a :class:`Serial` once per prune and then calls
-:meth:`Serial.best` at every step; for an MLP on the CPU (no compensation) it answers with the
-compiled kernel (fused.py) and keeps what a removal leaves valid:
+brute-force criterion keeps one :class:`Stepper` in the pruning context and asks its
+:meth:`Stepper.best` at every step; for an MLP on the CPU (no compensation) it answers with the
+compiled kernel (kernel.py) and keeps what a removal leaves valid:
 
 * candidates of the last hidden layer: E of each, from the cached outputs, in one kernel pass;
 * candidates of the layer before it: the outputs z_ij of every sample i with candidate j removed
@@ -13,52 +13,52 @@ compiled kernel (fused.py) and keeps what a removal leaves valid:
   removal in an earlier layer, other weights or data) computes them afresh, and so does every
   step of a ReLU net (the kernel then also tells which candidates leave every unit exactly as it
   was, which needs all units);
-* earlier layers (nets of three or more hidden layers): :func:`oracle.errors_for_changes`.
+* earlier layers (nets of three or more hidden layers): :func:`rank1.errors_for_changes`.
 
 For nets of one hidden layer, or two of an activation the kernel has, the whole step (both layers'
 candidates, which candidates change nothing, each layer's lowest score) is one compiled call,
-:func:`fused.serial_step`: the NumPy bookkeeping around one kernel call per layer took ~0.7 ms a
-step on 400-50-50-10, as much as a fifth of the prune. Other nets take one kernel call per layer.
+:func:`kernel.serial_step`, since on small nets the NumPy bookkeeping around one kernel call per
+layer was a large share of a step. Other nets take one kernel call per layer.
 
 No candidate is skipped: every E is computed, and equals the literal definition's up to float
 rounding (the stored z_ij are sums in another order); candidates that change nothing get E
 exactly, so exact ties stay ties. That E now is, where every E comes from the kernel (one or two
 hidden layers of an activation it has), the loop's own compiled measure of the net after the last
-removal (fused.measure, not computed twice); otherwise PyTorch's sum, which the PyTorch path of the
+removal (kernel.measure, not computed twice); otherwise PyTorch's sum, which the PyTorch path of the
 other layers gives its candidates that change nothing. The choice is the loop's: lowest E, ties to the lowest (layer, unit).
-Anything else (a GPU, compensation, other models, > 16 outputs): best() returns None and the loop
-scores every neuron with the criterion.
+Anything else (a GPU, compensation, other models, > 16 outputs): best() returns None and the
+criterion scores every neuron.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .. import compensation
-from . import kernel as fused
-from . import rank1 as oracle
 from .._validation import non_finite_score
-from ..models import MLP, version_key
+from . import kernel, rank1
+from .cache import version_key
 
 #: most numbers (n x c x S) kept for the stored outputs; above this they are computed every step
 STORE_BUDGET = 1 << 28
 
 
-class Serial:
-    """Exact brute-force choices for one iterative prune of `model` on (X, T).
+class Stepper:
+    """Exact brute-force choices for one iterative prune in the context `ctx` (its model, data, loss).
 
     Where the step is not one compiled call, its bookkeeping (active units, weights of the
     candidates, the choice) is done in NumPy on views of the model's tensors: it runs at every
     step, and each torch operation on a small tensor costs several microseconds."""
 
-    def __init__(self, model, X, T, loss: str):
-        self.model, self.X, self.T, self.loss = model, X, T, loss
+    def __init__(self, ctx):
+        model = ctx.model
+        self.ctx, self.model, self.X, self.T, self.loss = ctx, model, ctx.X, ctx.T, ctx.loss
         self.store = None       # z_ij of the candidates of hidden layer L-2, as of `self.seen`
         self.seen = None        # (versions of data, weights, gates before L-1; gates of L-1) at the last update
-        self.applies = (isinstance(model, MLP) and compensation.mode_of(model) == "none"
-                        and fused.supports(T, loss, model.output_activation))
-        self.stores = self.applies and fused.supports(T, loss, model.output_activation, model.hidden_activation)
-        self.minus = -np.ones(max(model.hidden_sizes, default=0), fused.NUMPY.get(T.dtype, np.float64))
+        T, loss = self.T, self.loss
+        self.applies = (model.layered and ctx.compensation == "none"
+                        and kernel.supports(T, loss, model.output_activation))
+        self.stores = self.applies and kernel.supports(T, loss, model.output_activation, model.hidden_activation)
+        self.minus = -np.ones(max(model.hidden_sizes, default=0), kernel.NUMPY.get(T.dtype, np.float64))
 
     @torch.no_grad()
     def best(self):
@@ -67,24 +67,24 @@ class Serial:
         if not self.applies:
             return None
         m, T, loss = self.model, self.T, self.loss
-        cache = m.cache(self.X)
+        cache = self.ctx.cache()
         L, pick = m.n_hidden_layers, None
         if L == 1 or (L == 2 and self.stores):  # every E from the kernel: E0 as the loop measures it
-            return self._step(cache, fused.measure(cache.z, T, loss, m.output_activation)[0])
-        # E0 as the PyTorch path of the other layers sums it, for exact ties (oracle.current_error)
-        E0 = oracle.current_error(m, cache, T, loss).numpy()
-        ws = oracle.numpy_weights(m)
+            return self._step(cache, kernel.measure(cache.z, T, loss, m.output_activation)[0])
+        # E0 as the PyTorch path of the other layers sums it, for exact ties (rank1.current_error)
+        E0 = rank1.current_error(m, cache, T, loss).numpy()
+        ws = rank1.numpy_weights(m)
         for l, g in enumerate(m.gates):
             units = np.flatnonzero(g.numpy())
             c = units.size
             if not c:
                 continue
             if l == L - 1:                           # removal moves the output layer's input only
-                E, still = oracle.kernel_errors(m, cache, T, loss, l, units, (cache.out[l], units, self.minus[:c]), ws)
+                E, still = rank1.kernel_errors(m, cache, T, loss, l, units, (cache.out[l], units, self.minus[:c]), ws)
             elif l == L - 2 and self.stores:
                 E, still = self._stored(cache, units, ws)
             else:
-                E = oracle.errors_for_changes(m, cache, T, loss, l, torch.from_numpy(units),
+                E = rank1.errors_for_changes(m, cache, T, loss, l, torch.from_numpy(units),
                                               -cache.out[l][:, units]).numpy()
                 still = None                        # (errors_for_changes gives those E0 itself)
             s = (E if still is None else np.where(still, E0, E)) - E0
@@ -98,7 +98,7 @@ class Serial:
 
     def _step(self, cache, E0: float):
         """best() for a net of one hidden layer, or two with the kept outputs: one compiled call
-        (fused.serial_step) scores both layers' candidates and picks each layer's lowest."""
+        (kernel.serial_step) scores both layers' candidates and picks each layer's lowest."""
         m, L = self.model, self.model.n_hidden_layers
         gates, out = m.gates, m.layers[-1]
         before = None
@@ -108,7 +108,7 @@ class Serial:
             before = (cache.pre[1], cache.out[0], gates[0], m.layers[1].weight, rows, gain, self.store, init,
                       m.hidden_activation)
         try:
-            picks = fused.serial_step(cache.z, cache.out[L - 1], gates[L - 1], out.weight, out.bias, self.T,
+            picks = kernel.serial_step(cache.z, cache.out[L - 1], gates[L - 1], out.weight, out.bias, self.T,
                                       self.loss, m.output_activation, E0, before)
         except FloatingPointError as e:
             raise non_finite_score("brute-force", L - 2 + e.args[0][0], e.args[0][1]) from None
@@ -123,7 +123,7 @@ class Serial:
 
     def _keep(self, c: int):
         """(rows, gain, init) for the kept outputs of the c candidates of hidden layer L-2 (see
-        fused.candidate_losses), with self.store sized for them and self.seen brought up to date."""
+        kernel.candidate_losses), with self.store sized for them and self.seen brought up to date."""
         m, T = self.model, self.T
         L, n, S = m.n_hidden_layers, T.shape[0], T.shape[1]
         gates = m.gates
@@ -138,11 +138,11 @@ class Serial:
         else:
             rows = np.flatnonzero(last)
             gain, init = last[rows], True
-            size = n * fused.padded(c, T.dtype) * S
+            size = n * kernel.padded(c, T.dtype) * S
             if size > STORE_BUDGET:
                 self.store = None
             elif self.store is None or self.store.numel() < size:
-                self.store = fused.new_store(n, c, S, T.dtype)
+                self.store = kernel.new_store(n, c, S, T.dtype)
             else:                       # candidates only ever get fewer: reuse the memory (no page faults)
                 self.store = self.store[:size]
         self.seen = (key, last.copy())
@@ -155,7 +155,7 @@ class Serial:
         rows, gain, init = self._keep(units.size)
         try:
             # (best() gives the candidates that change nothing E0 itself, not the rounding of the stored sums)
-            return oracle.before_last(m, cache, self.T, self.loss, L - 2, units,
+            return rank1.before_last(m, cache, self.T, self.loss, L - 2, units,
                                       (cache.out[L - 2], units, self.minus[:units.size]), rows, gain, self.store,
                                       init, ws)
         except Exception:

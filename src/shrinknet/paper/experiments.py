@@ -15,7 +15,7 @@ import numpy as np
 
 from . import analysis, plots
 from .._validation import ShrinkNetError
-from .data import Dataset, load
+from .data import Dataset, check_available, load
 from ..models import MLP
 from ..pruning import prune
 from ..results import PruneResult
@@ -204,6 +204,9 @@ def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, prog
               command: str = "shrinknet reproduce", log=print) -> list[dict]:
     """Run experiments `ids` (all by default) into `out`/ID/, and write the report if asked."""
     exps = resolve(ids)
+    plots.check_available()                     # the optional packages first, not after the work
+    for e in exps:
+        check_available(e.data)
     out = Path(out)
     t0 = time.perf_counter()
     summaries = []

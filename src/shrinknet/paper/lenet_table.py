@@ -34,17 +34,36 @@ NOTE = (
 )
 
 
-def run(out="docs/LENET_FASHION.md", eval_samples: int = 5000, criteria=CRITERIA, modes=MODES,
-        cache="reproduction/cache", progress: bool = False, log=print) -> Path:
+def run(out, eval_samples: int = 5000, criteria=CRITERIA, modes=MODES, cache=None, progress: bool = False,
+        log=print) -> Path:
+    """Write the table to the Markdown file ``out``; returns its path.
+
+    Parameters
+    ----------
+    out : str or Path
+        The Markdown file to write (required; the committed one is docs/LENET_FASHION.md).
+    eval_samples : int
+        Training images the criteria and the compensation are computed on (seeded).
+    criteria, modes : sequences of str
+        Criteria and compensation modes, one table row per criterion, one column per mode and share.
+    cache : str or Path, optional
+        A folder to keep the trained net in between runs (``lenet-300-100-fashion.safetensors``);
+        None (the default) trains it afresh and keeps nothing.
+    progress : bool
+        Progress bars.
+    log : callable
+        Receives one line per run.
+    """
     t0 = time.perf_counter()
     d = load("fashion-mnist")
-    path = Path(cache) / "lenet-300-100-fashion.safetensors"
-    if path.exists():
+    path = None if cache is None else Path(cache) / "lenet-300-100-fashion.safetensors"
+    if path is not None and path.exists():
         model = MLP.load(path)
     else:
         model = MLP([784, 300, 100, 10], "relu", "softmax", seed=0)
         train(model, d.X_train, d.T_train, TRAIN, progress=progress)
-        model.save(path)
+        if path is not None:
+            model.save(path)
     rng = np.random.default_rng(0)
     idx = np.sort(rng.permutation(len(d.X_train))[:eval_samples])
     Xe, Te = d.X_train[idx], d.T_train[idx]

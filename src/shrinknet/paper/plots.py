@@ -1,16 +1,18 @@
-"""Figures: error / accuracy against neurons removed, and gain error surfaces (PNG)."""
+"""Figures: error / accuracy against neurons removed, and gain error surfaces (PNG).
+
+Figures are built as :class:`matplotlib.figure.Figure` objects and saved through their own Agg
+canvas: no pyplot, no global figure list, and the user's matplotlib backend is left as it was.
+matplotlib is imported on first use (``pip install 'shrinknet[paper]'``).
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, no screen needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from .._io import atomic_target  # noqa: E402
-from ..results import PruneResult  # noqa: E402
+from .._io import atomic_target
+from .._validation import require
+from ..results import PruneResult
 
 # the paper's colours: brute force blue, first order green, second order red
 COLORS = {"brute-force": "tab:blue", "brute-force-literal": "tab:blue", "taylor1": "tab:green",
@@ -30,6 +32,26 @@ def colors_for(names) -> dict:
     return out
 
 
+def check_available() -> None:
+    """Raise :class:`~shrinknet._validation.MissingDependencyError` now, before any work, unless
+    matplotlib is installed."""
+    require("matplotlib.figure", "paper", "plotting")
+
+
+def _figure(**kwargs):
+    """A new Figure on its own Agg canvas (figsize=, layout=, ... as for Figure)."""
+    figure = require("matplotlib.figure", "paper", "plotting")
+    backend_agg = require("matplotlib.backends.backend_agg", "paper", "plotting")
+    fig = figure.Figure(**kwargs)
+    backend_agg.FigureCanvasAgg(fig)
+    return fig
+
+
+def _colormap(name: str, n: int):
+    """Colormap `name` resampled to n colours (what pyplot.get_cmap(name, n) gives)."""
+    return require("matplotlib", "paper", "plotting").colormaps[name].resampled(n)
+
+
 def _save(fig, path) -> Path:
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
@@ -37,7 +59,6 @@ def _save(fig, path) -> Path:
         fig.savefig(tmp, dpi=80, bbox_inches="tight", format=fmt)
         if fmt == "png":
             _palette(tmp)
-    plt.close(fig)
     return path
 
 
@@ -62,7 +83,8 @@ def plot_curves(results: list[PruneResult], path, title: str = "", percent: bool
     one curve per (criterion, schedule): solid = iterative re-ranking, dashed = single ranking."""
     has_acc = any(r.accuracies is not None for r in results)
     colors = colors_for(r.criterion for r in results)
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(11 if has_acc else 6, 4), squeeze=False)
+    fig = _figure(figsize=(11 if has_acc else 6, 4))
+    axes = fig.subplots(1, 2 if has_acc else 1, squeeze=False)
     for r in results:
         errs = r.test_errors if test else r.errors
         e0 = r.initial_test_error if test else r.initial_error
@@ -91,9 +113,10 @@ def plot_gain_surfaces(surfaces: dict, path, title: str = "") -> Path:
     """surfaces: criterion -> list of (step, layer, unit, gains, errors) from analysis.gain_surfaces.
     One row per criterion, log scale (left) and linear (right); red line at gain 1."""
     rows = max(1, len(surfaces))
-    fig, axes = plt.subplots(rows, 2, figsize=(11, 3.4 * rows), squeeze=False, layout="constrained")
+    fig = _figure(figsize=(11, 3.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
     for i, (crit, curves) in enumerate(surfaces.items()):
-        cmap = plt.get_cmap("viridis", max(2, len(curves)))
+        cmap = _colormap("viridis", max(2, len(curves)))
         for j, (step, layer, unit, gains, errs) in enumerate(curves):
             for k, ax in enumerate(axes[i]):
                 ax.plot(gains, np.maximum(errs, 1e-12) if k == 0 else errs, color=cmap(j), lw=1,
@@ -116,7 +139,8 @@ def plot_layers(result: PruneResult, path, title: str = "") -> Path:
     from .analysis import layer_counts
 
     c = np.array(layer_counts(result)) if result.n_removed else np.zeros((0, len(result.hidden_sizes)))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = _figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for l in range(c.shape[1]):
         ax.plot(np.arange(1, len(c) + 1), c[:, l], label=f"hidden layer {l} ({result.hidden_sizes[l]} units)")
     ax.set(xlabel="Number of neurons removed", ylabel="Removed from layer", title=title or result.criterion)
@@ -125,18 +149,26 @@ def plot_layers(result: PruneResult, path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def plot_comparison(table, path, title: str = "Criteria against the exact oracle, along its removal path") -> Path:
+def plot_comparison(rows, path, title: str = "Criteria against the exact oracle, along its removal path") -> Path:
     """Spearman correlation with the exact change in error, and regret, per step and criterion;
-    and the share of steps where each criterion's top choice was the oracle's."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), layout="constrained")
-    names = list(dict.fromkeys(table["criterion"]))
+    and the share of steps where each criterion's top choice was the oracle's.
+
+    ``rows``: :attr:`shrinknet.CompareResult.rows` (dicts with criterion, step, spearman, regret,
+    agrees), or a pandas DataFrame with those columns."""
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    fig = _figure(figsize=(15, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    names = list(dict.fromkeys(r["criterion"] for r in rows))
     colors = colors_for(names)
     for i, name in enumerate(names):
-        t = table[table["criterion"] == name]
+        mine = [r for r in rows if r["criterion"] == name]
+        col = lambda k: np.array([float(r[k]) for r in mine])  # noqa: E731
+        step, regret = col("step"), col("regret")
         c = colors[name]
-        axes[0].plot(t["step"], t["spearman"], color=c, lw=1.2, label=LABELS.get(name, name))
-        axes[1].plot(t["step"], t["regret"].cumsum(), color=c, lw=1.2, label=LABELS.get(name, name))
-        axes[2].bar(i, t["agrees"].mean(), color=c)
+        axes[0].plot(step, col("spearman"), color=c, lw=1.2, label=LABELS.get(name, name))
+        axes[1].plot(step, np.where(np.isnan(regret), np.nan, np.nancumsum(regret)), color=c, lw=1.2,
+                     label=LABELS.get(name, name))
+        axes[2].bar(i, np.nanmean(col("agrees")), color=c)
     axes[0].set(xlabel="Oracle step (neurons removed)", ylabel="Spearman with exact change", ylim=(-1.05, 1.05))
     axes[1].set(xlabel="Oracle step (neurons removed)", ylabel="Cumulative regret (error units)")
     axes[1].set_yscale("symlog")

@@ -1,0 +1,258 @@
+"""The pruning context: everything one pruning run works with, passed explicitly to the criteria.
+
+A :class:`PruningContext` holds the gated working copy of the user's model, the evaluation data,
+the loss, the compensation mode, the cached forward passes and the criteria's state between
+steps. The user's model is copied once, when the context is made (:func:`as_gated`, the one place
+that looks at what kind of model it was given), and nothing is ever set on it.
+
+    >>> ctx = PruningContext.start(model, X, T, "sse")
+    >>> ctx.error()                      # E of the working copy as it is
+    >>> ctx.remove(0, 3)                 # unit 3 of group 0 off (with the context's compensation)
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import compensation as comp
+from . import losses
+from .activations import output_activation as check_output
+from ._validation import ShrinkNetError, as_tensor, check_inputs, check_targets
+from .gating import Gated, GatedModel
+from .metrics import error_and_accuracy, has_classes, outputs
+from .models import MLP
+from .oracle import cache as caching
+
+#: most forward passes a context keeps (evaluation data, test data, a criterion's subset)
+KEEP_CACHES = 4
+
+
+def as_gated(model, example_input=None, *, units=None, output_activation=None, dtype=None, device=None,
+             name: str = "example_input") -> Gated:
+    """A gated working copy of ``model`` (never ``model`` itself), in eval mode.
+
+    An :class:`MLP` (or an ``nn.Sequential`` of Linear layers and one activation, read as one) gives
+    an MLP; a :class:`GatedModel` a copy of it; any other ``nn.Module`` a :class:`GatedModel` with
+    gates on ``units``, traced on ``example_input`` (a batch the model takes; ``name`` names it in
+    errors). This is the one place that looks at what kind of model it was given."""
+    if isinstance(model, Gated):
+        if units is not None and (model.layered or list(units) != model.unit_names):
+            raise ShrinkNetError("units: an MLP's units are all its hidden neurons; expected units=None, "
+                                 f"got {units!r}" if model.layered else
+                                 f"units: a GatedModel has its own units; expected None, got {units!r}")
+        if output_activation is not None:
+            raise ShrinkNetError(f"output_activation: a {type(model).__name__} has its own; expected None, got "
+                                 f"{output_activation!r}")
+        p = next(iter(model.parameters()), None)
+        return model.clone(dtype=dtype or (p.dtype if p is not None else None), device=device).eval()
+    if not isinstance(model, nn.Module):
+        raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
+    if isinstance(model, nn.Sequential) and units is None and output_activation is None:
+        try:
+            mlp = MLP.from_sequential(model, dtype=dtype)
+            return mlp.to(device) if device is not None else mlp
+        except ShrinkNetError:
+            pass
+    if example_input is None:
+        raise ShrinkNetError(f"{name}: expected a tensor the model accepts (one sample is enough), got None")
+    p = next(iter(model.parameters()), None)
+    dtype = dtype or (p.dtype if p is not None else torch.float32)
+    x = as_tensor(example_input, name, dtype, device or (p.device if p is not None else None))
+    if x.ndim < 2:
+        raise ShrinkNetError(f"{name}: expected a batch of samples (N, ...), got shape {tuple(x.shape)}")
+    work = copy.deepcopy(model).to(dtype=dtype, device=device)
+    return GatedModel(work, units, x[:1], output_activation or "identity", copy=False)
+
+
+def default_loss(loss, T, n_out: int) -> str:
+    """``loss``, or where it is None: cross-entropy for integer class labels, else SSE (the paper's)."""
+    if loss is not None:
+        return losses.check_loss(loss)
+    raw = T if isinstance(T, (torch.Tensor, np.ndarray)) else np.asarray(T)
+    labels = raw.ndim == 1 and n_out > 1 and (not raw.dtype.is_floating_point if isinstance(raw, torch.Tensor)
+                                              else np.issubdtype(raw.dtype, np.integer))
+    return "cross-entropy" if labels else "sse"
+
+
+def _plain(t):
+    # tensors made under torch.inference_mode() have no version counter, which the caches read
+    return t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
+
+
+class PruningContext:
+    """The working state of one pruning run.
+
+    Parameters
+    ----------
+    model : Gated
+        The working copy (see :func:`as_gated`); the context changes its gates and, with
+        compensation, its weights.
+    X, T : tensors on the model's device and dtype, T of shape (N, n_out)
+    loss : {"sse", "cross-entropy"}
+    compensation : {"none", "mean", "lstsq"}
+
+    Attributes
+    ----------
+    state : dict
+        Where criteria keep what they carry from step to step of one run (e.g. the oracle's
+        stepper, an approximate criterion's subset).
+    """
+
+    def __init__(self, model: Gated, X: torch.Tensor, T: torch.Tensor, loss: str, compensation: str = "none"):
+        self.model, self.X, self.T = model, _plain(X), _plain(T)
+        self.loss = losses.check_loss(loss)
+        self.compensation = comp.check_mode(compensation, model)
+        self.state: dict = {}
+        self._caches: dict = {}
+
+    @classmethod
+    def start(cls, model, X, T, loss=None, *, units=None, output_activation=None, dtype=None, device=None,
+              compensation: str = "none") -> "PruningContext":
+        """Check the user's model and data and make a context on a gated working copy.
+
+        ``model``: MLP, nn.Sequential, GatedModel or any nn.Module (see :func:`as_gated`); ``X`` as the
+        model takes it; ``T`` (N, n_out) targets, integer labels or (N,) for one output; ``loss``
+        None = cross-entropy for integer labels, else SSE."""
+        with torch.inference_mode(False):
+            work = as_gated(model, X, units=units, output_activation=output_activation, dtype=dtype, device=device,
+                            name="X")
+            p = work.gates[0]
+            X = check_x(work, X, p.dtype, p.device)
+            work.check_finite()
+            with torch.no_grad():
+                out = work.logits(X[:1])
+            if out.ndim != 2:
+                raise ShrinkNetError(f"model: expected outputs of shape (N, n_out), got {tuple(out.shape)}")
+            loss = default_loss(loss, T, out.shape[1])
+            T = check_targets(T, X.shape[0], out.shape[1], p.dtype, p.device)
+            return cls(work, X, T, loss, compensation)
+
+    def with_data(self, X: torch.Tensor, T: torch.Tensor) -> "PruningContext":
+        """The same model, compensation, caches and state, evaluated on other data (e.g. a subset)."""
+        new = copy.copy(self)
+        new.X, new.T = _plain(X), _plain(T)
+        return new
+
+    def fork(self) -> "PruningContext":
+        """A context on a copy of the model (same data, loss and compensation; its own caches and state)."""
+        return PruningContext(self.model.clone(), self.X, self.T, self.loss, self.compensation)
+
+    # ---- forward passes ---------------------------------------------------------------
+    def cache(self, X: torch.Tensor | None = None) -> caching.Cache:
+        """The model's forward pass on X (default the context's data), kept while neither X, the
+        weights nor the gates have changed; :meth:`set_gate` brings it up to date in place."""
+        X = self.X if X is None else X
+        hit = self._caches.get(id(X))
+        if hit is not None and hit[0] is X and hit[1] == self._key(X):
+            return hit[2]
+        c = caching.build(self.model, X)
+        if len(self._caches) >= KEEP_CACHES:
+            self._caches.pop(next(iter(self._caches)))
+        self._caches[id(X)] = (X, self._key(X), c)
+        return c
+
+    def _key(self, X, state=None):
+        # torch bumps a tensor's _version on every in-place change, so this notices any edit
+        return caching.version_key([X, *(self.model.state_tensors() if state is None else state)])
+
+    def set_gate(self, layer: int, unit: int, value: float) -> None:
+        """Set one gate of the model; kept forward passes are brought up to date by recomputing only
+        what depends on it (identical to a fresh pass)."""
+        state = self.model.state_tensors()          # read once: pruning calls this at every step
+        valid = [(k, X, c) for k, (X, key, c) in self._caches.items() if key == self._key(X, state)]
+        self.model.set_gate(layer, unit, value)
+        for k, X, c in valid:
+            if caching.update(self.model, c, layer, unit):
+                self._caches[k] = (X, self._key(X, state), c)
+            else:
+                del self._caches[k]
+
+    def remove(self, layer: int, unit: int):
+        """Switch unit (layer, unit) off, compensating as the context says; returns a function that
+        undoes it."""
+        return comp.remove(self, layer, unit)
+
+    # ---- what the loop measures -------------------------------------------------------------
+    def error(self) -> torch.Tensor:
+        """E of the model as it is on the context's data (a 0-d tensor)."""
+        return losses.total(self.cache().z, self.T, self.model.output_activation, self.loss)
+
+    def measure(self, X: torch.Tensor | None = None, T: torch.Tensor | None = None, classes: bool | None = None):
+        """(E, accuracy or None) of the model as it is, on the context's data or (X, T)."""
+        T = self.T if X is None else T
+        classes = has_classes(T) if classes is None else classes
+        return error_and_accuracy(self.cache(X).z, T, self.model.output_activation, self.loss, classes)
+
+    def inputs(self, X, name: str = "X") -> torch.Tensor:
+        """Other data (e.g. a test set) checked against the model and put on its device and dtype."""
+        p = self.model.gates[0]
+        with torch.inference_mode(False):
+            return _plain(check_x(self.model, X, p.dtype, p.device, name))
+
+    def targets(self, T, n: int) -> torch.Tensor:
+        """Other targets (e.g. a test set's, for n samples) as (n, n_out) on the model's device and dtype."""
+        p = self.model.gates[0]
+        with torch.inference_mode(False):
+            return _plain(check_targets(T, n, self.T.shape[1], p.dtype, p.device))
+
+
+def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | None = None) -> dict:
+    """Error (summed over samples) and, for class targets, accuracy of ``model`` as it is.
+
+    ``model`` is an MLP (or nn.Sequential MLP), a GatedModel, or any nn.Module whose output the loss reads
+    through ``output_activation`` (default identity: logits). ``loss`` None = cross-entropy for integer
+    labels, else SSE. Nothing is kept on the model. Returns ``{"error", "accuracy" (or None), "n"}``."""
+    with torch.inference_mode(False):
+        if not isinstance(model, nn.Module):
+            raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
+        gated = model if isinstance(model, Gated) else (
+            MLP.from_sequential(model) if _reads_as_mlp(model, None, output_activation) else None)
+        if gated is not None:
+            if output_activation is not None:
+                raise ShrinkNetError(f"output_activation: a {type(gated).__name__} has its own; expected None, got "
+                                     f"{output_activation!r}")
+            gated.check_finite()
+            p = gated.gates[0]
+            X = _plain(check_x(gated, X, p.dtype, p.device))
+            z = caching.build(gated, X).z          # as the pruning loop measures it
+            output = gated.output_activation
+        else:
+            output = check_output(output_activation or "identity")
+            p = next(iter(model.parameters()), None)
+            X = as_tensor(X, "X", p.dtype if p is not None else torch.float32, p.device if p is not None else None)
+            try:
+                z = outputs(model, X)
+            except RuntimeError as e:
+                raise ShrinkNetError(f"X: the model cannot take inputs of shape {tuple(X.shape)} ({e})") from None
+            if z.ndim != 2:
+                raise ShrinkNetError(f"model: expected outputs of shape (N, n_out), got {tuple(z.shape)}")
+        loss = default_loss(loss, T, z.shape[1])
+        T = check_targets(T, X.shape[0], z.shape[1], z.dtype, z.device)
+        E, acc = error_and_accuracy(z, T, output, loss, has_classes(T))
+        return {"error": E, "accuracy": acc, "n": int(X.shape[0])}
+
+
+def _reads_as_mlp(model, units, output_activation) -> bool:
+    if not isinstance(model, nn.Sequential) or units is not None or output_activation is not None:
+        return False
+    try:
+        MLP.from_sequential(model)
+        return True
+    except ShrinkNetError:
+        return False
+
+
+def check_x(model: Gated, X, dtype, device, name: str = "X") -> torch.Tensor:
+    """X checked against a gated model's input shape."""
+    if model.layered:
+        return check_inputs(X, model.input_shape[0], dtype, device)
+    X = as_tensor(X, name, dtype, device)
+    if tuple(X.shape[1:]) != tuple(model.input_shape):
+        raise ShrinkNetError(f"{name}: expected samples of shape {tuple(model.input_shape)}, got {tuple(X.shape[1:])}")
+    return X
+
+
+__all__ = ["PruningContext", "as_gated", "default_loss", "evaluate"]

@@ -1,0 +1,101 @@
+"""A gated model's forward pass over the evaluation data, kept for the oracle and the criteria.
+
+For a layered model (the MLP) every hidden layer's pre-activations, activations and gated outputs are
+kept, and a gate change recomputes only the layers downstream of it (identical to a fresh pass).
+For any other model only the output is kept. The output layer's product of the MLP goes through the
+compiled kernel where it applies (torch's BLAS call for a matrix of a handful of columns costs several
+times as much, and the pruning loop measures the net after every removal); the model's own forward
+pass stays plain PyTorch.
+
+The caches belong to a :class:`shrinknet.context.PruningContext`, never to the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import kernel
+
+
+@dataclass
+class Cache:
+    """One forward pass. pre[l]: (N, K_l) pre-activations of hidden layer l; act[l]: its un-gated
+    outputs f(x_l); out[l]: its gated outputs; z: (N, n_out) output pre-activations (layered models
+    fill all; others only z)."""
+    X: torch.Tensor
+    pre: list = field(default_factory=list)
+    act: list = field(default_factory=list)
+    out: list = field(default_factory=list)
+    z: torch.Tensor | None = None
+
+    def inputs_to(self, layer: int) -> torch.Tensor:
+        """Input of linear layer `layer` (0 = X, l = out[l-1])."""
+        return self.X if layer == 0 else self.out[layer - 1]
+
+
+def version_key(tensors) -> tuple:
+    """Where each tensor's memory is and how often it has been changed in place: equal keys mean
+    equal contents (torch bumps ``_version`` on every in-place change)."""
+    return tuple((t.data_ptr(), t._version) for t in tensors)
+
+
+@torch.no_grad()
+def build(model, X: torch.Tensor) -> Cache:
+    """The model's forward pass on X with its current weights and gates."""
+    c = Cache(X)
+    if model.layered:
+        forward_from(model, c, 0, X)
+    else:
+        c.z = model.outputs(X)
+    return c
+
+
+@torch.no_grad()
+def update(model, c: Cache, layer: int, unit: int) -> bool:
+    """Bring cache c up to date after gate (layer, unit) changed; False where it must be rebuilt."""
+    if not model.layered:
+        return False
+    g = model.gates[layer]
+    if c.out[layer].device.type == "cpu" and c.out[layer].dtype in (torch.float32, torch.float64):
+        # in NumPy: torch's indexing of one column costs tens of microseconds
+        out = c.out[layer].numpy()[:, unit]
+        np.multiply(c.act[layer].numpy()[:, unit], g.numpy()[unit], out=out)
+    else:
+        c.out[layer][:, unit] = c.act[layer][:, unit] * g[unit]
+    forward_from(model, c, layer + 1, c.out[layer])
+    return True
+
+
+@torch.no_grad()
+def outputs(model, X: torch.Tensor, gates=None) -> torch.Tensor:
+    """The model's output z on X without autograd, ``gates`` (one (K,) tensor or None per group)
+    replacing its own for this pass; for a layered model the output product is the one the
+    caches use."""
+    if not model.layered:
+        return model.outputs(X, gates)
+    own = model.gates
+    h, act = X, model._act
+    for lin, g, o in zip(list(model._modules["layers"])[:-1], gates or own, own):
+        h = act.f(lin(h)) * (o if g is None else g)
+    return _output(model, h)
+
+
+def _output(model, h):
+    lin = model._modules["layers"][-1]
+    z = kernel.linear(h, lin.weight, lin.bias)
+    return lin(h) if z is None else z
+
+
+def forward_from(model, c: Cache, first: int, h: torch.Tensor) -> None:
+    """Recompute hidden layers first.. and the output of cache c from h (the input of layer first)."""
+    del c.pre[first:], c.act[first:], c.out[first:]
+    layers = list(model._modules["layers"])             # (slicing a ModuleList builds a new one)
+    act = model._act
+    for lin, g in zip(layers[first:-1], model.gates[first:]):
+        x = lin(h)
+        a = act.f(x)
+        h = a * g
+        c.pre.append(x), c.act.append(a), c.out.append(h)
+    c.z = _output(model, h)
