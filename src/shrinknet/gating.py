@@ -123,8 +123,8 @@ NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 ACT_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus,
              nn.Mish, nn.Hardswish, nn.Hardtanh)
 #: activation values (summed over all layers) one forward pass may hold: sets the rows per pass. Small
-#: enough that big tensors are not handed back to the OS after every pass (measured: CNN on 2,000
-#: images, taylor2 6.5 s at 4,096 rows per pass, 1.7 s at 256), large enough for few passes on MLPs.
+#: enough that big tensors are not handed back to the OS after every pass (which made a CNN's taylor2
+#: several times slower; docs/PERFORMANCE.md), large enough for few passes on MLPs.
 ACTIVATION_BUDGET = 1 << 24
 #: fallback / ceiling of samples per forward pass
 BATCH = 16384
