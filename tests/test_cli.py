@@ -139,3 +139,10 @@ def test_lenet_table_needs_an_output_file(capsys):
     assert e.value.code == 2 and "--out" in capsys.readouterr().err
     a = build_parser().parse_args(["lenet-table", "--out", "t.md"])
     assert a.out == "t.md" and a.cache is None
+
+
+def test_version(capsys):
+    from shrinknet import __version__
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"shrinknet {__version__}"

@@ -16,10 +16,18 @@ def atomic_target(path):
     os.close(fd)
     try:
         yield tmp
+        # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)          # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_text(path, text: str) -> Path:

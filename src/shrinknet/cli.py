@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
 from ._validation import MissingDependencyError, ShrinkNetError
 
 #: optional packages and the extra that installs each (a last resort for an import the code did not guard)
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="shrinknet", description="Remove whole neurons from trained networks "
                                  "without retraining, judged against an exact brute-force oracle.")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--version", action="version", version=f"shrinknet {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _add_demo(sub)
     _add_train(sub)

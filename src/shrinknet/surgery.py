@@ -24,17 +24,14 @@ from torch import nn
 from ._validation import ShrinkNetError, as_tensor
 from .dependency import dependency_graph, group_of, out_fn
 from .gating import Gated, GatedModel, find_units
+from .results import PruneResult
 
 #: relative tolerance of the check that the shrunk model computes what the gated one does
 CHECK_RTOL = 1e-4
 
 
-def _is_result(keep) -> bool:
-    return hasattr(keep, "keep_by_name")          # a PruneResult (not imported: results -> context -> here)
-
-
 def _coerce_keep(keep, names_by_index):
-    if _is_result(keep):
+    if isinstance(keep, PruneResult):
         return keep.keep_by_name()
     if not isinstance(keep, dict) or not keep:
         raise ShrinkNetError(f"keep: expected a non-empty dict {{module name: indices to keep}} or a PruneResult, "
@@ -65,7 +62,7 @@ def _indices(v, size: int, name: str) -> list[int]:
 def shrink_mlp(model, keep):
     """A smaller MLP: hidden layer l keeps the units ``keep["layers.l"]`` (or ``keep[l]``)."""
     names = [f"layers.{l}" for l in range(model.n_hidden_layers)]
-    keep = _coerce_keep(keep.keep() if _is_result(keep) else keep, names)
+    keep = _coerce_keep(keep.keep() if isinstance(keep, PruneResult) else keep, names)
     for k in keep:
         if k not in names:
             raise ShrinkNetError(f"keep: {k!r} is not a hidden layer of this MLP: expected one of {', '.join(names)}")
@@ -116,7 +113,7 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
         if example_input is None:
-            shape = keep.input_shape if _is_result(keep) else None
+            shape = keep.input_shape if isinstance(keep, PruneResult) else None
             if shape is None:
                 raise ShrinkNetError("example_input: expected a tensor the model accepts (one sample is enough) to "
                                      "trace its layers, got None")
