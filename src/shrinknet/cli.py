@@ -106,8 +106,8 @@ def _add_shrink(sub):
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="the main job: train 400-100-10 on the MNIST subset, prune with every "
-                       "criterion and both algorithms, write curves and a summary",
+    p = sub.add_parser("demo", help="the main job: train 400-100-10 on the MNIST subset, prune with the "
+                       "paper's four criteria and both algorithms, write curves and a summary",
                        description="Train the paper's 400-100-10 sigmoid net on the bundled 5,000-image MNIST "
                        "subset (20x20), prune it with brute-force, taylor1, taylor2 and taylor2-exact under "
                        "single ranking and iterative re-ranking, and write error/accuracy curves (PNG), gain "
@@ -283,7 +283,7 @@ def cmd_compare(a, progress: bool) -> None:
                   compensation=a.compensation, device=a.device, progress=progress)
     files = res.save(a.out)
     print(_text_table(res.summary_rows()))
-    print(f"wrote {a.out}/ ({', '.join(Path(f).name for f in files)}) in {res.seconds:.1f}s")
+    print(f"wrote {Path(a.out)}/ ({', '.join(Path(f).name for f in files)}) in {res.seconds:.1f}s")
 
 
 def _text_table(rows: list[dict]) -> str:
