@@ -124,3 +124,61 @@ def test_integer_labels_default_to_cross_entropy(labels):
     assert shrinknet.prune(m, X, labels, "brute-force", stop=1, loss="sse").loss == "sse"
     onehot = torch.nn.functional.one_hot(torch.as_tensor(labels), 3).double()
     assert shrinknet.prune(m, X, onehot, "brute-force", stop=1).loss == "sse"
+
+
+def test_apply_takes_the_users_own_gated_model():
+    X, y = image_data(n=8)
+    gm = shrinknet.GatedModel(tiny_cnn(), None, X[:1])
+    r = shrinknet.prune(gm, X, y, "taylor1", stop=2)
+    applied = r.apply(gm)
+    assert applied is not gm and applied.n_active() == gm.n_active() - 2
+
+
+def test_a_compensated_result_shrinks_only_its_own_model():
+    m = random_net([5, 4])
+    X, T = random_data(n=40)
+    seq = torch.nn.Sequential(m.layers[0], torch.nn.Sigmoid(), m.layers[1], torch.nn.Sigmoid(), m.layers[2],
+                              torch.nn.Sigmoid())
+    r = shrinknet.prune(seq, X, T, "brute-force", stop=3, compensation="lstsq")
+    with pytest.raises(shrinknet.ShrinkNetError, match="shrink\\(result.model, result\\)"):
+        shrinknet.shrink(seq, r)
+    small = shrinknet.shrink(r.model, r)
+    assert shrinknet.evaluate(small, X, T, "sse")["error"] == pytest.approx(r.errors[-1], rel=1e-9)
+
+
+def test_evaluate_puts_every_submodules_mode_back():
+    net = tiny_cnn().train()
+    net[1].eval()                                           # a frozen BatchNorm
+    X, y = image_data(n=4)
+    shrinknet.evaluate(net, X, y)
+    assert net.training and not net[1].training and net[5].training
+
+
+def test_a_sequential_that_flattens_is_pruned_as_it_takes_its_inputs():
+    torch.manual_seed(0)
+    seq = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    X = torch.randn(20, 1, 2, 2)
+    y = torch.randint(0, 3, (20,))
+    r = shrinknet.prune(seq, X, y, "brute-force", stop=2)
+    assert r.n_removed == 2 and shrinknet.evaluate(seq, X, y)["n"] == 20
+
+
+def test_approximate_criteria_instances_serve_several_runs():
+    from shrinknet.criteria.approximate import BruteForceTopK
+    tk = BruteForceTopK(2, 100)
+    X, T = random_data(n=30)
+    a, b = random_net([6, 5], seed=1), random_net([4, 4], seed=2)
+    first = shrinknet.prune(a, X, T, tk, stop=3)
+    shrinknet.prune(b, X, T, tk, stop=3)                     # another model: no scores carried over
+    assert shrinknet.prune(a, X, T, tk, stop=3).removed == first.removed
+
+
+def test_older_form_criteria_with_a_default_loss_and_renamed_criteria():
+    m = random_net([4])
+    X, T = random_data(n=20)
+
+    def old(model, X, T, loss="sse"):
+        return [g.clone() for g in model.gates]
+    assert [list(s) for s in shrinknet.score(m, X, T, old, "sse")] == [[1.0] * 4]
+    shrinknet.register_criterion("t2-alias", shrinknet.criteria.get_criterion("taylor2"), overwrite=True)
+    assert shrinknet.prune(m, X, T, "t2-alias", stop=1, loss="sse").criterion == "t2-alias"

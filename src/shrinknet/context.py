@@ -43,19 +43,16 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
             raise ShrinkNetError("units: an MLP's units are all its hidden neurons; expected units=None, "
                                  f"got {units!r}" if model.layered else
                                  f"units: a GatedModel has its own units; expected None, got {units!r}")
-        if output_activation is not None:
+        if output_activation is not None and output_activation != model.output_activation:
             raise ShrinkNetError(f"output_activation: a {type(model).__name__} has its own; expected None, got "
                                  f"{output_activation!r}")
         p = next(iter(model.parameters()), None)
         return model.clone(dtype=dtype or (p.dtype if p is not None else None), device=device).eval()
     if not isinstance(model, nn.Module):
         raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
-    if isinstance(model, nn.Sequential) and units is None and output_activation is None:
-        try:
-            mlp = MLP.from_sequential(model, dtype=dtype)
-            return mlp.to(device) if device is not None else mlp
-        except ShrinkNetError:
-            pass
+    mlp = _as_mlp(model, units, output_activation, dtype)
+    if mlp is not None:
+        return mlp.to(device) if device is not None else mlp
     if example_input is None:
         raise ShrinkNetError(f"{name}: expected a tensor the model accepts (one sample is enough), got None")
     p = next(iter(model.parameters()), None)
@@ -72,8 +69,9 @@ def default_loss(loss, T, n_out: int) -> str:
     if loss is not None:
         return losses.check_loss(loss)
     raw = T if isinstance(T, (torch.Tensor, np.ndarray)) else np.asarray(T)
-    labels = raw.ndim == 1 and n_out > 1 and (not raw.dtype.is_floating_point if isinstance(raw, torch.Tensor)
-                                              else np.issubdtype(raw.dtype, np.integer))
+    integer = (not raw.dtype.is_floating_point and raw.dtype != torch.bool if isinstance(raw, torch.Tensor)
+               else np.issubdtype(raw.dtype, np.integer))
+    labels = raw.ndim == 1 and n_out > 1 and integer
     return "cross-entropy" if labels else "sse"
 
 
@@ -143,7 +141,10 @@ class PruningContext:
     # ---- forward passes ---------------------------------------------------------------
     def cache(self, X: torch.Tensor | None = None) -> caching.Cache:
         """The model's forward pass on X (default the context's data), kept while neither X, the
-        weights nor the gates have changed; :meth:`set_gate` brings it up to date in place."""
+        weights nor the gates have changed; :meth:`set_gate` brings it up to date in place.
+
+        Changes are seen through torch's version counters, which every in-place torch operation
+        bumps; a write that bypasses torch (through a ``.numpy()`` view or ``.data``) is not seen."""
         X = self.X if X is None else X
         hit = self._caches.get(id(X))
         if hit is not None and hit[0] is X and hit[1] == self._key(X):
@@ -208,8 +209,7 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
     with torch.inference_mode(False):
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
-        gated = model if isinstance(model, Gated) else (
-            MLP.from_sequential(model) if _reads_as_mlp(model, None, output_activation) else None)
+        gated = model if isinstance(model, Gated) else _as_mlp(model, None, output_activation)
         if gated is not None:
             if output_activation is not None:
                 raise ShrinkNetError(f"output_activation: a {type(gated).__name__} has its own; expected None, got "
@@ -235,14 +235,17 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
         return {"error": E, "accuracy": acc, "n": int(X.shape[0])}
 
 
-def _reads_as_mlp(model, units, output_activation) -> bool:
-    if not isinstance(model, nn.Sequential) or units is not None or output_activation is not None:
-        return False
+def _as_mlp(model, units, output_activation, dtype=None):
+    """The MLP an ``nn.Sequential`` of Linear layers and one activation stands for, or None (any other
+    model, or one whose units or output activation the caller chooses). A Sequential that flattens
+    its input is left to the gated path, which passes inputs as the model takes them."""
+    if (not isinstance(model, nn.Sequential) or units is not None or output_activation is not None
+            or any(isinstance(m, nn.Flatten) for m in model)):
+        return None
     try:
-        MLP.from_sequential(model)
-        return True
+        return MLP.from_sequential(model, dtype=dtype)
     except ShrinkNetError:
-        return False
+        return None
 
 
 def check_x(model: Gated, X, dtype, device, name: str = "X") -> torch.Tensor:

@@ -27,7 +27,7 @@ from . import losses
 def obd(model, cache, T, loss):
     """Per hidden layer of an MLP: dE_n/do (N, K_l) exact, and d2E_n/do^2 (N, K_l) by the OBD
     diagonal recursion, from its cached forward pass."""
-    act = model._act
+    act = model.activation
     dx, d2x = losses.output_derivatives(cache.z, T, model.output_activation, loss)   # (N, n_out)
     d_out, d2_out = [None] * model.n_hidden_layers, [None] * model.n_hidden_layers
     for l in reversed(range(model.n_hidden_layers)):

@@ -25,7 +25,7 @@ for g >= 0).
 from __future__ import annotations
 
 import contextlib
-import copy
+import copy as _copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,7 +217,7 @@ def _independent(model, x, units) -> list[str]:
     """Names of the units that can be removed on their own (not coupled through a residual addition
     and the like); all of them where the model cannot be traced into a dependency graph."""
     try:
-        graph = dependency_graph(copy.deepcopy(model), x)
+        graph = dependency_graph(_copy.deepcopy(model), x)
     except ShrinkNetError:
         return [u.name for u in units]
     m = graph.model
@@ -306,7 +306,7 @@ class GatedModel(Gated):
         p = next(iter(model.parameters()), None)
         x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32,
                       p.device if p is not None else None)
-        self.model = (_deepcopy(model) if copy else model).eval()
+        self.model = (_copy.deepcopy(model) if copy else model).eval()
         self.output_activation = check_output(output_activation)
         self.input_shape = tuple(x.shape[1:])
         self.units = find_units(self.model, x[:1], units)
@@ -461,7 +461,7 @@ class GatedModel(Gated):
     def bare_copy(self) -> nn.Module:
         """A deep copy of the wrapped model without the gate hooks."""
         ids = [h.id for h in self._handles]
-        m = copy.deepcopy(self.model)
+        m = _copy.deepcopy(self.model)
         for mod in m.modules():
             for i in ids:
                 mod._forward_hooks.pop(i, None)
@@ -493,10 +493,6 @@ class GatedModel(Gated):
 
     def extra_repr(self) -> str:
         return f"units={self.unit_names}, active={self.n_active()}/{sum(self.hidden_sizes)}"
-
-
-def _deepcopy(model):
-    return copy.deepcopy(model)
 
 
 __all__ = ["Gated", "GatedModel", "Unit", "find_units", "rows_per_pass"]

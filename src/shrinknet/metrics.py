@@ -44,11 +44,13 @@ def error_and_accuracy(z: torch.Tensor, T: torch.Tensor, output: str, loss: str,
 
 @torch.no_grad()
 def outputs(model, X: torch.Tensor) -> torch.Tensor:
-    """model(X) in eval mode, in passes sized to the model's activations; its mode is restored."""
-    was = model.training
+    """model(X) in eval mode, in passes sized to the model's activations; every submodule's own mode
+    is put back afterwards (not just the top one's: a user may have frozen a BatchNorm)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         b = rows_per_pass(model, X[:1])
         return torch.cat([model(X[i:i + b]) for i in range(0, X.shape[0], b)])
     finally:
-        model.train(was)
+        for m, was in modes:
+            m.training = was

@@ -67,9 +67,12 @@ class MLP(Gated):
 
     # ---- structure -------------------------------------------------------------------
     @property
-    def _act(self):
-        # looked up by name, not stored: the activations hold functions that do not pickle
+    def activation(self):
+        """The hidden activation with its derivatives (looked up by name, not stored: its functions
+        do not pickle)."""
         return HIDDEN[self.hidden_activation]
+
+    _act = activation
 
     @property
     def sizes(self) -> list[int]:
@@ -114,7 +117,7 @@ class MLP(Gated):
         gates = own if gates is None else [o if g is None else g for o, g in zip(own, gates)]
         h = X
         for lin, g in zip(self.layers[:-1], gates):
-            h = self._act.f(lin(h)) * g
+            h = self.activation.f(lin(h)) * g
         return self.layers[-1](h)
 
     def forward(self, X: torch.Tensor, gates=None) -> torch.Tensor:
@@ -197,9 +200,9 @@ class MLP(Gated):
         tail = "identity"
         if mods and not isinstance(mods[-1], nn.Linear):
             last = mods.pop()
-            if type(last) not in outs:
+            if type(last) not in outs or (isinstance(last, nn.Softmax) and last.dim not in (None, -1, 1)):
                 raise ShrinkNetError(f"from_sequential: unsupported output activation {type(last).__name__}: "
-                                     f"expected Sigmoid, Softmax or none")
+                                     f"expected Sigmoid, Softmax over the features or none")
             tail = outs[type(last)]
         linears, acts = mods[0::2], mods[1::2]
         for i, m in enumerate(linears):
@@ -229,6 +232,8 @@ class MLP(Gated):
         m = MLP(self.sizes, self.hidden_activation, self.output_activation,
                 dtype=dtype or self.layers[0].weight.dtype)
         m.load_state_dict(self.state_dict())
+        if "_names" in self.__dict__:
+            m._names = list(self._names)
         return m.to(device=device) if device is not None else m
 
     def extra_repr(self) -> str:

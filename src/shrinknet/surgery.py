@@ -60,9 +60,12 @@ def _indices(v, size: int, name: str) -> list[int]:
 
 
 def shrink_mlp(model, keep):
-    """A smaller MLP: hidden layer l keeps the units ``keep["layers.l"]`` (or ``keep[l]``)."""
+    """A smaller MLP: hidden layer l keeps the units ``keep["layers.l"]`` (or ``keep[l]``, or the name of
+    the Linear layer it came from where the MLP was read from an nn.Sequential)."""
     names = [f"layers.{l}" for l in range(model.n_hidden_layers)]
+    alias = dict(zip(model.unit_names, names))
     keep = _coerce_keep(keep.keep() if isinstance(keep, PruneResult) else keep, names)
+    keep = {alias.get(k, k): v for k, v in keep.items()}
     for k in keep:
         if k not in names:
             raise ShrinkNetError(f"keep: {k!r} is not a hidden layer of this MLP: expected one of {', '.join(names)}")
@@ -98,6 +101,10 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
     -------
     nn.Module of the model's own class (an MLP for an MLP), in the model's train / eval mode.
     """
+    if isinstance(keep, PruneResult) and keep.compensation != "none" and model is not keep.model:
+        raise ShrinkNetError(f"model: this result removed units with compensation {keep.compensation!r}, which refit "
+                             f"weights this model does not have; expected the result's own model: "
+                             f"shrink(result.model, result)")
     with torch.inference_mode(False), torch.enable_grad():      # tracing the graph needs autograd
         if isinstance(model, Gated):
             if keep is None:

@@ -16,7 +16,7 @@ def test_subset_with_every_sample_is_exact_and_a_share_is_scaled():
     # 10 samples: the scores are the exact ones on those samples, times 50 / 10
     crit = BruteForceSubset(fraction=0.2, seed=3)
     part = shrinknet.score(m, X, T, crit)
-    idx = crit._idx.numpy()
+    idx = crit.indices(50).numpy()
     ref = shrinknet.score(m, X[idx], T[idx], "brute-force")
     for a, b in zip(part, ref):
         np.testing.assert_allclose(a, 5 * b, rtol=1e-12)

@@ -20,6 +20,7 @@ older form, is accepted too.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Callable
@@ -50,9 +51,10 @@ _REGISTRY: dict[str, Criterion] = {}
 
 
 def _takes_context(fn) -> bool:
+    # the older form takes (model, X, T, loss), loss perhaps with a default
     try:
         params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         return True
     return len(params) < 4
@@ -61,7 +63,7 @@ def _takes_context(fn) -> bool:
 def as_criterion(fn, name: str | None = None, description: str = "", best=None) -> Criterion:
     """A Criterion from a function of the context (or of (model, X, T, loss))."""
     if isinstance(fn, Criterion):
-        return fn
+        return fn if name is None or name == fn.name else dataclasses.replace(fn, name=name)
     if not callable(fn):
         raise ShrinkNetError(f"criterion: expected a name or a callable, got {fn!r}")
     scores = fn if _takes_context(fn) else (lambda ctx: fn(ctx.model, ctx.X, ctx.T, ctx.loss))

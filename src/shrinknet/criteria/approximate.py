@@ -20,40 +20,46 @@ from . import get_criterion, mark_removed, register_criterion
 
 
 class BruteForceSubset:
-    """APPROXIMATE: brute force on a fixed random share of the samples, times N / n."""
+    """APPROXIMATE: brute force on a fixed random share of the samples, times N / n. The subset is kept
+    in the pruning context, so one instance serves any number of runs."""
 
     def __init__(self, fraction: float = 0.1, seed: int = 0):
         self.fraction, self.seed = float(fraction), int(seed)
-        self._key = self._idx = None
+        self.__name__ = f"brute-force-subset({self.fraction:g})"
+
+    def indices(self, n: int) -> torch.Tensor:
+        """The samples (sorted) this criterion scores out of n: a seeded draw of round(fraction n)."""
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.randperm(n, generator=g)[:max(1, int(round(self.fraction * n)))].sort().values
 
     def __call__(self, ctx):
         X, T = ctx.X, ctx.T
-        if self._key is not X:
-            n = max(1, int(round(self.fraction * X.shape[0])))
-            g = torch.Generator().manual_seed(self.seed)
-            self._idx = torch.randperm(X.shape[0], generator=g)[:n].sort().values.to(X.device)
+        sub = ctx.state.get(self)
+        if sub is None:
+            idx = self.indices(X.shape[0]).to(X.device)
             # the subset's context shares the model and kept forward passes, so a removal updates both
-            self._key, self._sub = X, ctx.with_data(X[self._idx], T[self._idx])
-        scale = X.shape[0] / self._idx.numel()
-        return [s * scale for s in get_criterion("brute-force").scores(self._sub)]
+            sub = ctx.state[self] = ctx.with_data(X[idx], T[idx])
+        scale = X.shape[0] / sub.X.shape[0]
+        return [s * scale for s in get_criterion("brute-force").scores(sub)]
 
 
 class BruteForceTopK:
-    """APPROXIMATE: re-score only the k best candidates of the previous step, exactly."""
+    """APPROXIMATE: re-score only the k best candidates of the previous step, exactly. The previous
+    scores are kept in the pruning context, so one instance serves any number of runs."""
 
     def __init__(self, k: int = 10, refresh: int = 10):
         self.k, self.refresh = int(k), int(refresh)
-        self._prev = None
-        self._steps = 0
+        self.__name__ = f"brute-force-topk({self.k})"
 
     def __call__(self, ctx):
-        model, prev = ctx.model, self._prev
-        stale = prev is None or self._steps % self.refresh == 0 or \
+        model = ctx.model
+        prev, steps = ctx.state.get(self, (None, 0))
+        stale = prev is None or steps % self.refresh == 0 or \
             any(p.shape != g.shape for p, g in zip(prev, model.gates))
-        self._steps += 1
         if stale:
-            self._prev = get_criterion("brute-force").scores(ctx)
-            return [s.clone() for s in self._prev]
+            prev = get_criterion("brute-force").scores(ctx)
+            ctx.state[self] = (prev, steps + 1)
+            return [s.clone() for s in prev]
         scores = mark_removed(model, [p.clone() for p in prev])
         flat = torch.cat(scores)
         flat = torch.where(torch.isnan(flat), torch.full_like(flat, float("inf")), flat)
@@ -67,21 +73,11 @@ class BruteForceTopK:
             sel = sel[model.gates[l][sel] != 0]
             if sel.numel():
                 scores[l][sel] = oracle.errors_without(ctx, l, sel) - E0
-        self._prev = scores
+        ctx.state[self] = (scores, steps + 1)
         return [s.clone() for s in scores]
 
 
-def _stateful(key, make):
-    # one instance per pruning run, kept in its context (a fresh context for every run)
-    def fn(ctx):
-        state = ctx.state.get(key)
-        if state is None:
-            state = ctx.state[key] = make()
-        return state(ctx)
-    return fn
-
-
-register_criterion("brute-force-subset", _stateful("brute-force-subset", BruteForceSubset),
+register_criterion("brute-force-subset", BruteForceSubset(),
                    description="APPROXIMATE: brute force on a seeded random 10% of the samples")
-register_criterion("brute-force-topk", _stateful("brute-force-topk", BruteForceTopK),
+register_criterion("brute-force-topk", BruteForceTopK(),
                    description="APPROXIMATE: re-score only the 10 best of the last step (full every 10 steps)")

@@ -76,7 +76,7 @@ def outputs(model, X: torch.Tensor, gates=None) -> torch.Tensor:
     if not model.layered:
         return model.outputs(X, gates)
     own = model.gates
-    h, act = X, model._act
+    h, act = X, model.activation
     for lin, g, o in zip(list(model._modules["layers"])[:-1], gates or own, own):
         h = act.f(lin(h)) * (o if g is None else g)
     return _output(model, h)
@@ -92,7 +92,7 @@ def forward_from(model, c: Cache, first: int, h: torch.Tensor) -> None:
     """Recompute hidden layers first.. and the output of cache c from h (the input of layer first)."""
     del c.pre[first:], c.act[first:], c.out[first:]
     layers = list(model._modules["layers"])             # (slicing a ModuleList builds a new one)
-    act = model._act
+    act = model.activation
     for lin, g in zip(layers[first:-1], model.gates[first:]):
         x = lin(h)
         a = act.f(x)

@@ -73,7 +73,7 @@ class _Rank1:
         """Summed loss of samples sl when candidate c's output changes by dh[:, c], (c,); and, for
         ReLU nets, which candidates leave the next layer's activations exactly as they were
         ((c,) bool, else None). One buffer is reused in place through the layers, to save memory passes."""
-        act, down, same = self.model._act, self.down, None
+        act, down, same = self.model.activation, self.down, None
         x = torch.addcmul(self.base[sl, None, :], dh[:, :, None], self.Wc[:, cs].T[None])  # (n, c, R)
         for k, (gate, Wt, b) in enumerate(down):                                  # on to the output z
             h = act.inplace(x)
@@ -91,7 +91,7 @@ def perturbed_errors(model: MLP, cache: Cache, T: torch.Tensor, loss: str, layer
                      units, gains, chunk: int | None = None) -> torch.Tensor:
     """E with gate[layer][units[c]] set to gains[c], for every c; returns (C,).
 
-    cache: model.cache(X) for the current gates; T: (N, n_out) targets.
+    cache: the kept forward pass for the current gates (PruningContext.cache); T: (N, n_out) targets.
     """
     units = torch.as_tensor(units, device=T.device, dtype=torch.long)
     gains = torch.as_tensor(gains, device=T.device, dtype=T.dtype)
@@ -141,7 +141,7 @@ def output_scaling_derivatives(model: MLP, cache: Cache, T: torch.Tensor, loss: 
     Returns two (C,) tensors.
     """
     r = _Rank1(model, cache, T, layer, units, chunk)
-    act, L = model._act, model.n_hidden_layers
+    act, L = model.activation, model.n_hidden_layers
     out = cache.out[layer][:, r.units] if direction is None else direction   # (N, C)
     d1 = torch.zeros(r.C, dtype=T.dtype, device=T.device)
     d2 = torch.zeros_like(d1)
