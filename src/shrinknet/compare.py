@@ -117,6 +117,8 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     """
     if not criteria:
         raise ShrinkNetError("criteria: expected at least one criterion, got none")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 0):
+        raise ShrinkNetError(f"steps: expected a non-negative integer (or None for every step), got {steps!r}")
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
                                device=device, compensation=compensation)
     crits = [get_criterion(c) for c in criteria]

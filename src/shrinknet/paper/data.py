@@ -233,6 +233,16 @@ def available_datasets() -> list[str]:
     return list(DATASETS)
 
 
+def needs(name: str) -> str:
+    """What data set ``name`` needs installed, in words (for ``shrinknet datasets``)."""
+    if name == "fashion-mnist":
+        return ("the Fashion-MNIST files: apt-get install dataset-fashion-mnist, or a folder in "
+                "SHRINKNET_FASHION_MNIST")
+    if name in _NEEDS:
+        return f"{_NEEDS[name][0].split('.')[0]} (pip install 'shrinknet[paper]')"
+    return "nothing (generated)"
+
+
 def check_available(name: str) -> None:
     """Raise :class:`~shrinknet._validation.MissingDependencyError` now, before any work, if data set
     ``name`` needs an optional package that is not installed (names it does not know pass)."""
