@@ -211,7 +211,7 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
             raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
         gated = model if isinstance(model, Gated) else _as_mlp(model, None, output_activation)
         if gated is not None:
-            if output_activation is not None:
+            if output_activation is not None and output_activation != gated.output_activation:
                 raise ShrinkNetError(f"output_activation: a {type(gated).__name__} has its own; expected None, got "
                                      f"{output_activation!r}")
             gated.check_finite()
