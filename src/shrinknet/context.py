@@ -146,28 +146,32 @@ class PruningContext:
         Changes are seen through torch's version counters, which every in-place torch operation
         bumps; a write that bypasses torch (through a ``.numpy()`` view or ``.data``) is not seen."""
         X = self.X if X is None else X
-        hit = self._caches.get(id(X))
-        if hit is not None and hit[0] is X and hit[1] == self._key(X):
+        key = self.state_key(X)
+        hit = self._caches.pop(id(X), None)          # (a stale entry gives its slot back)
+        if hit is not None and hit[0] is X and hit[1] == key:
+            self._caches[id(X)] = hit
             return hit[2]
         c = caching.build(self.model, X)
         if len(self._caches) >= KEEP_CACHES:
             self._caches.pop(next(iter(self._caches)))
-        self._caches[id(X)] = (X, self._key(X), c)
+        self._caches[id(X)] = (X, key, c)
         return c
 
-    def _key(self, X, state=None):
-        # torch bumps a tensor's _version on every in-place change, so this notices any edit
+    def state_key(self, X=None, state=None) -> tuple:
+        """What a result computed on X (default the context's data) depends on: X, the weights, the
+        gates, the buffers, as version keys (torch bumps a tensor's _version on every in-place change)."""
+        X = self.X if X is None else X
         return caching.version_key([X, *(self.model.state_tensors() if state is None else state)])
 
     def set_gate(self, layer: int, unit: int, value: float) -> None:
         """Set one gate of the model; kept forward passes are brought up to date by recomputing only
         what depends on it (identical to a fresh pass)."""
         state = self.model.state_tensors()          # read once: pruning calls this at every step
-        valid = [(k, X, c) for k, (X, key, c) in self._caches.items() if key == self._key(X, state)]
+        valid = [(k, X, c) for k, (X, key, c) in self._caches.items() if key == self.state_key(X, state)]
         self.model.set_gate(layer, unit, value)
         for k, X, c in valid:
             if caching.update(self.model, c, layer, unit):
-                self._caches[k] = (X, self._key(X, state), c)
+                self._caches[k] = (X, self.state_key(X, state), c)
             else:
                 del self._caches[k]
 

@@ -75,27 +75,23 @@ def outputs(model, X: torch.Tensor, gates=None) -> torch.Tensor:
     caches use."""
     if not model.layered:
         return model.outputs(X, gates)
-    own = model.gates
-    h, act = X, model.activation
-    for lin, g, o in zip(list(model._modules["layers"])[:-1], gates or own, own):
-        h = act.f(lin(h)) * (o if g is None else g)
-    return _output(model, h)
+    c = Cache(X)
+    forward_from(model, c, 0, X, gates)
+    return c.z
 
 
-def _output(model, h):
-    lin = model._modules["layers"][-1]
-    z = kernel.linear(h, lin.weight, lin.bias)
-    return lin(h) if z is None else z
-
-
-def forward_from(model, c: Cache, first: int, h: torch.Tensor) -> None:
-    """Recompute hidden layers first.. and the output of cache c from h (the input of layer first)."""
+def forward_from(model, c: Cache, first: int, h: torch.Tensor, gates=None) -> None:
+    """Recompute hidden layers first.. and the output of cache c from h (the input of layer first),
+    with the model's gates or, where ``gates`` gives one for a layer, that one."""
     del c.pre[first:], c.act[first:], c.out[first:]
     layers = list(model._modules["layers"])             # (slicing a ModuleList builds a new one)
-    act = model.activation
-    for lin, g in zip(layers[first:-1], model.gates[first:]):
+    act, own = model.activation, model.gates
+    gates = own if gates is None else [o if g is None else g for o, g in zip(own, gates)]
+    for lin, g in zip(layers[first:-1], gates[first:]):
         x = lin(h)
         a = act.f(x)
         h = a * g
         c.pre.append(x), c.act.append(a), c.out.append(h)
-    c.z = _output(model, h)
+    lin = layers[-1]
+    z = kernel.linear(h, lin.weight, lin.bias)
+    c.z = lin(h) if z is None else z

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from .. import losses
-from .cache import version_key
 
 
 def _chunks(model, N: int, C: int):
@@ -61,7 +60,7 @@ def silent(ctx) -> list[torch.Tensor]:
     """Per group, True for units whose un-gated output is exactly 0 on every sample (kept in the
     context while the data, weights and gates are unchanged)."""
     model = ctx.model
-    key = version_key([ctx.X, *model.state_tensors()])
+    key = ctx.state_key()
     hit = ctx.state.get("oracle: silent units")
     if hit is not None and hit[0] == key:
         return hit[1]
