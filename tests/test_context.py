@@ -169,8 +169,10 @@ def test_approximate_criteria_instances_serve_several_runs():
     X, T = random_data(n=30)
     a, b = random_net([6, 5], seed=1), random_net([4, 4], seed=2)
     first = shrinknet.prune(a, X, T, tk, stop=3)
+    assert first.removed[0] == shrinknet.prune(a, X, T, "brute-force", stop=1).removed[0]   # step 1 is exact
     shrinknet.prune(b, X, T, tk, stop=3)                     # another model: no scores carried over
-    assert shrinknet.prune(a, X, T, tk, stop=3).removed == first.removed
+    again = shrinknet.prune(a, X, T, tk, stop=3)
+    assert again.removed == first.removed and again.errors == first.errors
 
 
 def test_older_form_criteria_with_a_default_loss_and_renamed_criteria():
