@@ -87,3 +87,12 @@ def image_data(n=24, shape=(1, 8, 8), n_out=4, seed=0):
     X = torch.randn(n, *shape, generator=g, dtype=torch.float64)
     y = torch.randint(0, n_out, (n,), generator=g)
     return X, y
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: a second thread only adds contention on a shared machine (the old count comes back)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

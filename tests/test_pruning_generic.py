@@ -67,7 +67,7 @@ def test_score_on_a_gated_model_and_integer_labels():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(compensation="lstsq"), "works on shrinknet.MLP only"),
+    (dict(compensation="lstsq"), "works on shrinknet.MLP and on transformer units"),
     (dict(inplace=True), "inplace=True: expected a shrinknet.MLP"),
     (dict(units=["nope"]), "no module named"),
     (dict(criterion="nope"), "unknown criterion"),

@@ -58,7 +58,7 @@ def test_bad_files_are_named_and_nothing_is_overwritten(tmp_path):
         load_model(path)
     # a template whose layers do not match the file
     save_model(tiny_cnn(), tmp_path / "cnn.safetensors")
-    with pytest.raises(ShrinkNetError, match="not a Linear / Conv2d / BatchNorm of the template"):
+    with pytest.raises(ShrinkNetError, match="not a Linear / Conv2d / Conv1D / BatchNorm of the template"):
         load_model(tmp_path / "cnn.safetensors", template=TinyResNet())
 
 

@@ -110,29 +110,49 @@ def check_inputs(X, n_in: int, dtype=torch.float32, device=None) -> torch.Tensor
     return X
 
 
-def check_targets(T, n_samples: int, n_out: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """Targets as an (N, n_out) float tensor.
+#: a label that marks a position to ignore (Hugging Face's convention, e.g. padding in a sequence)
+IGNORE_LABEL = -100
 
-    Accepted: an (N, n_out) array; an (N,) array when n_out == 1; or integer class
-    labels of shape (N,) when n_out > 1, which are one-hot encoded.
-    """
+
+def check_targets(T, n_samples: int, n_out, dtype=torch.float32, device=None) -> torch.Tensor:
+    """Targets as a float tensor shaped like the model's output, (N, n_out) or (N, ..., n_out).
+
+    ``n_out``: the number of outputs, or the shape of one sample's output (e.g. (positions,
+    classes) for a sequence model). Accepted: an array of that shape; an (N,) array when
+    n_out == 1; or integer class labels of shape (N, ...) (the output shape without its last axis)
+    when there are several outputs, which are one-hot encoded. For outputs with positions, a
+    label of -100 marks a position to ignore (it becomes a row of zeros: no loss, no accuracy)."""
     if T is None:
         raise ShrinkNetError("T: expected targets, got None")
+    shape = (n_out,) if isinstance(n_out, (int, np.integer)) else tuple(int(v) for v in n_out)
+    C = shape[-1]
+    want = (n_samples, *shape)
     raw = T.detach().cpu().numpy() if isinstance(T, torch.Tensor) else np.asarray(T)
-    if raw.ndim == 1 and n_out > 1:
-        if raw.shape[0] != n_samples:
-            raise ShrinkNetError(f"T: expected {n_samples} labels (one per sample), got {raw.shape[0]}")
+    labels = want[:-1]
+    if C > 1 and raw.shape == labels:
         if not np.issubdtype(raw.dtype, np.integer):
-            raise ShrinkNetError(f"T: expected shape ({n_samples}, {n_out}) or integer labels, "
+            raise ShrinkNetError(f"T: expected shape {want} or integer labels of shape {labels}, "
                                  f"got shape {raw.shape} of dtype {raw.dtype}")
-        if raw.size and (raw.min() < 0 or raw.max() >= n_out):
-            raise ShrinkNetError(f"T: expected labels in [0, {n_out}), got range [{raw.min()}, {raw.max()}]")
-        raw = np.eye(n_out)[raw]
-    elif raw.ndim == 1 and n_out == 1:
+        ignored = (raw == IGNORE_LABEL) if len(shape) > 1 else np.zeros(raw.shape, bool)
+        live = raw[~ignored]
+        if live.size and (live.min() < 0 or live.max() >= C):
+            extra = " (or -100 for ignored positions)" if len(shape) > 1 else ""
+            raise ShrinkNetError(f"T: expected labels in [0, {C}){extra}, got range [{live.min()}, {live.max()}]")
+        onehot = np.zeros((*raw.shape, C), dtype=np.float32)
+        idx = np.nonzero(~ignored)
+        onehot[(*idx, raw[idx])] = 1.0
+        raw = onehot
+    elif raw.ndim == 1 and C > 1 and len(shape) == 1:
+        raise ShrinkNetError(f"T: expected {n_samples} labels (one per sample), got {raw.shape[0]}")
+    elif raw.ndim == 1 and shape == (1,):
         raw = raw[:, None]
     t = as_tensor(raw, "T", dtype, device)
-    if t.ndim != 2 or t.shape != (n_samples, n_out):
-        raise ShrinkNetError(f"T: expected shape ({n_samples}, {n_out}), got {tuple(t.shape)}")
+    if tuple(t.shape) != want:
+        if raw.ndim >= 1 and raw.shape[0] != n_samples:
+            raise ShrinkNetError(f"T: expected {n_samples} samples (one per input), got {raw.shape[0]} "
+                                 f"(shape {tuple(raw.shape)})")
+        alt = f" or integer labels of shape {labels}" if len(shape) > 1 else ""
+        raise ShrinkNetError(f"T: expected shape {want}{alt}, got {tuple(t.shape)}")
     return t
 
 

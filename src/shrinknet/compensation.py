@@ -11,23 +11,40 @@ removal, with the neuron's output o_k replaced by its *residual*: o_k - mean(o_k
 o_k minus its least-squares projection on the other active neurons and a constant for `lstsq`.
 So the fast oracle and the Taylor estimates score candidates with compensation on by using
 that residual as the neuron's change; :func:`remove` then changes the weights to match.
+
+Any other gated model is compensated where each unit feeds one linear layer: a transformer's FFN
+neuron (a column of the second projection) or attention head (a block of the output projection's
+columns); the *consumer*'s input columns play the next layer's part (Kwon et al. 2022's mask tuning
+refits the same layer; FLAP's bias compensation is `mean`). Its gate hook moves the unit's columns
+x by ``x - (1 - g) r(x)``, r the residual, while :func:`compensating` is on, so the oracle, the Taylor
+criteria and their derivatives see the compensated removal through the gates alone.
 """
 from __future__ import annotations
 
 import torch
 
 from ._validation import ShrinkNetError, check_choice
+from .blocks import weight_oi
 
 MODES = ("none", "mean", "lstsq")
 RIDGE = 1e-9  # relative ridge on the Gram matrix, so collinear or dead units stay solvable
 
 
 def check_mode(mode: str, model=None) -> str:
-    """The mode, checked; with ``model``, also that it can be compensated (a stack of dense layers)."""
+    """The mode, checked; with ``model``, also that it can be compensated: an MLP, or a gated model
+    whose every unit feeds one linear layer with a bias (transformer FFN neurons and heads)."""
     mode = check_choice(mode, MODES, "compensation")
-    if mode != "none" and model is not None and not model.layered:
-        raise ShrinkNetError(f"compensation {mode!r}: works on shrinknet.MLP only; expected 'none' for "
-                             f"{type(model).__name__}")
+    if mode == "none" or model is None or model.layered:
+        return mode
+    mods = dict(model.model.named_modules())
+    for u in model.units:
+        if getattr(u, "site", None) is None:
+            raise ShrinkNetError(f"compensation {mode!r}: works on shrinknet.MLP and on transformer units (FFN "
+                                 f"neurons, attention heads), which feed one linear layer; expected 'none' for "
+                                 f"units of {u.name!r}")
+        if getattr(mods[u.site.consumer], "bias", None) is None:
+            raise ShrinkNetError(f"compensation {mode!r}: folds into the bias of {u.site.consumer!r}, which has "
+                                 f"none; expected compensation='none' for units of {u.name!r}")
     return mode
 
 
@@ -70,6 +87,122 @@ def removed_outputs(model, cache, layer: int, mode: str) -> torch.Tensor:
     return u
 
 
+# ---- any gated model whose units feed one linear layer -------------------------------------
+@torch.no_grad()
+def consumer_stats(ctx):
+    """Per group: (mean of the consumer's un-gated input columns (D,), Gram matrix of [columns, 1]
+    (D+1, D+1)), in float64 over every sample and position; kept in the context while the data,
+    weights and gates are unchanged."""
+    key = ctx.state_key()
+    hit = ctx.state.get("compensation: stats")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    m = ctx.model
+    D = [u.size * u.block for u in m.units]
+    sums = [torch.zeros(d + 1, dtype=torch.float64, device=g.device) for d, g in zip(D, m.gates)]
+    grams = [torch.zeros(d + 1, d + 1, dtype=torch.float64, device=g.device) for d, g in zip(D, m.gates)]
+    for l, a in m.unit_outputs(ctx):
+        x = a.reshape(-1, D[l]).to(torch.float64)
+        A = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
+        sums[l] += A.sum(0)
+        grams[l] += A.T @ A
+    out = [(s[:-1] / s[-1], G) for s, G in zip(sums, grams)]
+    ctx.state["compensation: stats"] = (key, out)
+    return out
+
+
+def _active_columns(model, layer: int) -> torch.Tensor:
+    u = model.units[layer]
+    live = (model.gates[layer] != 0).repeat_interleave(u.block)
+    return torch.nonzero(live).flatten()
+
+
+@torch.no_grad()
+def residual_maps(ctx) -> dict:
+    """{group: (mean (D,), None) for `mean`, or (None, M (D+1, D)) for `lstsq`}: the residual of the
+    consumer's input columns x is x - mean, or [x, 1] @ M (each unit's columns minus their
+    least-squares fit on the other active units' columns and a constant; 0 for removed units)."""
+    key = ctx.state_key()
+    hit = ctx.state.get("compensation: residuals")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    m, out = ctx.model, {}
+    for l, (mean, G) in enumerate(consumer_stats(ctx)):
+        dt = m.gates[l].dtype
+        if ctx.compensation == "mean":
+            out[l] = (mean.to(dt), None)
+            continue
+        u, D = m.units[l], mean.numel()
+        cols = _active_columns(m, l)
+        idx = torch.cat([cols, torch.tensor([D], device=cols.device)])       # active columns and the constant
+        Gs = G[idx][:, idx]
+        Gs += RIDGE * Gs.diagonal().mean() * torch.eye(Gs.shape[0], dtype=Gs.dtype, device=Gs.device)
+        Ginv = torch.linalg.inv(Gs)
+        M = torch.zeros(D + 1, D, dtype=torch.float64, device=G.device)
+        pos = {int(c): i for i, c in enumerate(cols.tolist())}
+        for j in torch.nonzero(m.gates[l] != 0).flatten().tolist():
+            B = [pos[c] for c in range(j * u.block, (j + 1) * u.block)]
+            # residual of block B regressed on the other columns: A Ginv[:, B] Ginv[B, B]^-1
+            M[idx, j * u.block:(j + 1) * u.block] = Ginv[:, B] @ torch.linalg.inv(Ginv[B][:, B])
+        out[l] = (None, M.to(dt))
+    ctx.state["compensation: residuals"] = (key, out)
+    return out
+
+
+class compensating:
+    """While on, the gates of ``ctx.model`` (a gated model, not the MLP) move a unit's columns by its
+    residual: the oracle and the derivatives then score the compensated removal."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.on = ctx.compensation != "none" and not ctx.model.layered
+
+    def __enter__(self):
+        if self.on:
+            self.old = self.ctx.model._residual
+            self.ctx.model._residual = residual_maps(self.ctx)
+        return self
+
+    def __exit__(self, *exc):
+        if self.on:
+            self.ctx.model._residual = self.old
+
+
+@torch.no_grad()
+def _remove_gated(ctx, layer: int, unit: int):
+    """Fold unit ``unit``'s compensation into its consumer (bias, and for lstsq the other columns),
+    zero its columns and switch it off; returns the undo."""
+    m = ctx.model
+    u = m.units[layer]
+    cons = dict(m.model.named_modules())[u.site.consumer]
+    W, b = weight_oi(cons), cons.bias
+    saved = W.detach().clone(), b.detach().clone()
+    B = torch.arange(unit * u.block, (unit + 1) * u.block, device=W.device)
+    mean, G = consumer_stats(ctx)[layer]
+    if ctx.compensation == "mean":
+        b += W[:, B] @ mean[B].to(W.dtype)
+    else:
+        D = mean.numel()
+        cols = _active_columns(m, layer)
+        others = cols[(cols < B[0]) | (cols > B[-1])]
+        O = torch.cat([others, torch.tensor([D], device=cols.device)])
+        Go = G[O][:, O]
+        Go = Go + RIDGE * Go.diagonal().mean() * torch.eye(Go.shape[0], dtype=Go.dtype, device=Go.device)
+        C = torch.linalg.solve(Go, G[O][:, B])             # x_B ~ [x_others, 1] @ C
+        WB = W[:, B].to(torch.float64)
+        W[:, others] += (WB @ C[:-1].T).to(W.dtype)
+        b += (WB @ C[-1]).to(b.dtype)
+    W[:, B] = 0.0
+    old = float(m.gates[layer][unit])
+    ctx.set_gate(layer, unit, 0.0)
+
+    def undo():
+        with torch.no_grad():
+            W.copy_(saved[0]), b.copy_(saved[1])
+        ctx.set_gate(layer, unit, old)
+    return undo
+
+
 @torch.no_grad()
 def remove(ctx, layer: int, unit: int):
     """Switch unit (layer, unit) of the context's model off, compensating in the next layer as
@@ -80,6 +213,8 @@ def remove(ctx, layer: int, unit: int):
     if mode == "none":
         ctx.set_gate(layer, unit, 0.0)
         return lambda: ctx.set_gate(layer, unit, old)
+    if not model.layered:
+        return _remove_gated(ctx, layer, unit)
     cache = ctx.cache()
     nxt = model.layers[layer + 1]
     saved = nxt.weight.detach().clone(), nxt.bias.detach().clone()

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from . import compensation as comp
+from . import inputs as batch
 from . import losses
 from .activations import output_activation as check_output
-from ._validation import ShrinkNetError, as_tensor, check_inputs, check_targets
+from ._validation import ShrinkNetError, check_inputs, check_targets
 from .gating import Gated, GatedModel
 from .metrics import error_and_accuracy, has_classes, outputs
 from .models import MLP
@@ -57,27 +58,29 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
         raise ShrinkNetError(f"{name}: expected a tensor the model accepts (one sample is enough), got None")
     p = next(iter(model.parameters()), None)
     dtype = dtype or (p.dtype if p is not None else torch.float32)
-    x = as_tensor(example_input, name, dtype, device or (p.device if p is not None else None))
-    if x.ndim < 2:
+    x = batch.check(example_input, name, dtype, device or (p.device if p is not None else None))
+    if isinstance(x, torch.Tensor) and x.ndim < 2:
         raise ShrinkNetError(f"{name}: expected a batch of samples (N, ...), got shape {tuple(x.shape)}")
     work = copy.deepcopy(model).to(dtype=dtype, device=device)
-    return GatedModel(work, units, x[:1], output_activation or "identity", copy=False)
+    return GatedModel(work, units, batch.take(x, slice(0, 1)), output_activation or "identity", copy=False)
 
 
-def default_loss(loss, T, n_out: int) -> str:
-    """``loss``, or where it is None: cross-entropy for integer class labels, else SSE (the paper's)."""
+def default_loss(loss, T, n_out) -> str:
+    """``loss``, or where it is None: cross-entropy for integer class labels, else SSE (the paper's).
+    ``n_out``: the number of outputs or the shape of one sample's output."""
     if loss is not None:
         return losses.check_loss(loss)
+    shape = (n_out,) if isinstance(n_out, (int, np.integer)) else tuple(n_out)
     raw = T if isinstance(T, (torch.Tensor, np.ndarray)) else np.asarray(T)
     integer = (not raw.dtype.is_floating_point and raw.dtype != torch.bool if isinstance(raw, torch.Tensor)
                else np.issubdtype(raw.dtype, np.integer))
-    labels = raw.ndim == 1 and n_out > 1 and integer
+    labels = raw.ndim == len(shape) and shape[-1] > 1 and integer
     return "cross-entropy" if labels else "sse"
 
 
 def _plain(t):
     # tensors made under torch.inference_mode() have no version counter, which the caches read
-    return t.clone() if isinstance(t, torch.Tensor) and t.is_inference() else t
+    return batch.plain(t)
 
 
 class PruningContext:
@@ -88,7 +91,9 @@ class PruningContext:
     model : Gated
         The working copy (see :func:`as_gated`); the context changes its gates and, with
         compensation, its weights.
-    X, T : tensors on the model's device and dtype, T of shape (N, n_out)
+    X : the inputs as the model takes them (a tensor, or a tuple or dict of tensors, see
+        :mod:`shrinknet.inputs`), float tensors in the model's dtype, all on its device
+    T : tensor of the model's output shape, (N, n_out) or (N, ..., n_out)
     loss : {"sse", "cross-entropy"}
     compensation : {"none", "mean", "lstsq"}
 
@@ -112,8 +117,9 @@ class PruningContext:
         """Check the user's model and data and make a context on a gated working copy.
 
         ``model``: MLP, nn.Sequential, GatedModel or any nn.Module (see :func:`as_gated`); ``X`` as the
-        model takes it; ``T`` (N, n_out) targets, integer labels or (N,) for one output; ``loss``
-        None = cross-entropy for integer labels, else SSE."""
+        model takes it (a tensor, or a tuple / dict of tensors passed as ``model(*X)`` /
+        ``model(**X)``); ``T`` targets shaped like the output, integer labels, or (N,) for one
+        output; ``loss`` None = cross-entropy for integer labels, else SSE."""
         with torch.inference_mode(False):
             work = as_gated(model, X, units=units, output_activation=output_activation, dtype=dtype, device=device,
                             name="X")
@@ -121,11 +127,10 @@ class PruningContext:
             X = check_x(work, X, p.dtype, p.device)
             work.check_finite()
             with torch.no_grad():
-                out = work.logits(X[:1])
-            if out.ndim != 2:
-                raise ShrinkNetError(f"model: expected outputs of shape (N, n_out), got {tuple(out.shape)}")
-            loss = default_loss(loss, T, out.shape[1])
-            T = check_targets(T, X.shape[0], out.shape[1], p.dtype, p.device)
+                out = work.logits(batch.take(X, slice(0, 1)))
+            _check_output(out, work)
+            loss = default_loss(loss, T, out.shape[1:])
+            T = check_targets(T, batch.rows(X), out.shape[1:], p.dtype, p.device)
             return cls(work, X, T, loss, compensation)
 
     def with_data(self, X: torch.Tensor, T: torch.Tensor) -> "PruningContext":
@@ -161,7 +166,7 @@ class PruningContext:
         """What a result computed on X (default the context's data) depends on: X, the weights, the
         gates, the buffers, as version keys (torch bumps a tensor's _version on every in-place change)."""
         X = self.X if X is None else X
-        return caching.version_key([X, *(self.model.state_tensors() if state is None else state)])
+        return caching.version_key([*batch.leaves(X), *(self.model.state_tensors() if state is None else state)])
 
     def set_gate(self, layer: int, unit: int, value: float) -> None:
         """Set one gate of the model; kept forward passes are brought up to date by recomputing only
@@ -183,7 +188,7 @@ class PruningContext:
     # ---- what the loop measures -------------------------------------------------------------
     def error(self) -> torch.Tensor:
         """E of the model as it is on the context's data (a 0-d tensor)."""
-        return losses.total(self.cache().z, self.T, self.model.output_activation, self.loss)
+        return losses.error(self.cache().z, self.T, self.model.output_activation, self.loss)
 
     def measure(self, X: torch.Tensor | None = None, T: torch.Tensor | None = None, classes: bool | None = None):
         """(E, accuracy or None) of the model as it is, on the context's data or (X, T)."""
@@ -198,10 +203,11 @@ class PruningContext:
             return _plain(check_x(self.model, X, p.dtype, p.device, name))
 
     def targets(self, T, n: int) -> torch.Tensor:
-        """Other targets (e.g. a test set's, for n samples) as (n, n_out) on the model's device and dtype."""
+        """Other targets (e.g. a test set's, for n samples) shaped like the model's output, on its
+        device and dtype."""
         p = self.model.gates[0]
         with torch.inference_mode(False):
-            return _plain(check_targets(T, n, self.T.shape[1], p.dtype, p.device))
+            return _plain(check_targets(T, n, self.T.shape[1:], p.dtype, p.device))
 
 
 def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | None = None) -> dict:
@@ -226,17 +232,16 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
         else:
             output = check_output(output_activation or "identity")
             p = next(iter(model.parameters()), None)
-            X = as_tensor(X, "X", p.dtype if p is not None else torch.float32, p.device if p is not None else None)
+            X = batch.check(X, "X", p.dtype if p is not None else torch.float32, p.device if p is not None else None)
             try:
                 z = outputs(model, X)
-            except RuntimeError as e:
-                raise ShrinkNetError(f"X: the model cannot take inputs of shape {tuple(X.shape)} ({e})") from None
-            if z.ndim != 2:
-                raise ShrinkNetError(f"model: expected outputs of shape (N, n_out), got {tuple(z.shape)}")
-        loss = default_loss(loss, T, z.shape[1])
-        T = check_targets(T, X.shape[0], z.shape[1], z.dtype, z.device)
+            except (RuntimeError, TypeError, IndexError, ValueError) as e:
+                raise ShrinkNetError(f"X: the model cannot take inputs ({batch.describe(X)}): {e}") from None
+            _check_output(z, model)
+        loss = default_loss(loss, T, z.shape[1:])
+        T = check_targets(T, batch.rows(X), z.shape[1:], z.dtype, z.device)
         E, acc = error_and_accuracy(z, T, output, loss, has_classes(T))
-        return {"error": E, "accuracy": acc, "n": int(X.shape[0])}
+        return {"error": E, "accuracy": acc, "n": batch.rows(X)}
 
 
 def _as_mlp(model, units, output_activation, dtype=None):
@@ -252,13 +257,27 @@ def _as_mlp(model, units, output_activation, dtype=None):
         return None
 
 
-def check_x(model: Gated, X, dtype, device, name: str = "X") -> torch.Tensor:
-    """X checked against a gated model's input shape."""
+def _check_output(z, model) -> None:
+    if not isinstance(z, torch.Tensor) or z.ndim < 2:
+        raise ShrinkNetError(f"model: expected outputs of shape (N, n_out) or (N, ..., n_out), got "
+                             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+
+
+def check_x(model: Gated, X, dtype, device, name: str = "X"):
+    """X checked against a gated model's inputs: the same form (tensor, tuple or dict with the same
+    keys) and the same shape per sample as the example it was traced on."""
     if model.layered:
         return check_inputs(X, model.input_shape[0], dtype, device)
-    X = as_tensor(X, name, dtype, device)
-    if tuple(X.shape[1:]) != tuple(model.input_shape):
-        raise ShrinkNetError(f"{name}: expected samples of shape {tuple(model.input_shape)}, got {tuple(X.shape[1:])}")
+    X = batch.check(X, name, dtype, device)
+    want, got = batch.sample_shapes(model.example), batch.sample_shapes(X)
+    if type(want) is not type(got) or (isinstance(want, dict) and set(want) != set(got)) or (
+            isinstance(want, tuple) and isinstance(got, tuple) and len(want) != len(got)):
+        raise ShrinkNetError(f"{name}: expected inputs of the form the model was traced on "
+                             f"({batch.describe(model.example)}), got {batch.describe(X)}")
+    if want != got:
+        if isinstance(X, torch.Tensor):
+            raise ShrinkNetError(f"{name}: expected samples of shape {want}, got {got}")
+        raise ShrinkNetError(f"{name}: expected samples shaped as {want}, got {got}")
     return X
 
 

@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import torch
 
+from . import inputs as batch
 from . import losses
+
+#: samples per pass for a model that does not size its own (the MLP)
+BATCH = 4096
 
 
 @torch.no_grad()
@@ -42,31 +46,62 @@ def obd(model, cache, T, loss):
     return d_out, d2_out
 
 
+def _per_sample(model, X, T, loss, keep_graph: bool):
+    """Yield (gate rows G, outputs z, targets, dE_n/dg per sample and group) over X in passes of
+    model.batch_rows samples. Each sample gets its own gate row, so the gradient of the summed error
+    in G_n is sample n's own: dE_n/dg."""
+    b = getattr(model, "batch_rows", None) or BATCH
+    for i in range(0, batch.rows(X), b):
+        Xb, Tb = batch.take(X, slice(i, i + b)), T[i:i + b]
+        n = Tb.shape[0]
+        G = [g.detach().expand(n, g.numel()).clone().requires_grad_() for g in model.gates]
+        with torch.enable_grad():
+            z = model.logits(Xb, G)                                                 # (n, ..., m)
+            E = losses.error(z, Tb, model.output_activation, loss)
+            grads = torch.autograd.grad(E, G, retain_graph=keep_graph)
+            yield G, z, Tb, grads
+
+
 def gauss_newton(model, X, T, loss, second: bool):
     """dE/dg per group, and (second=True) the Gauss-Newton diagonal sum_n J^T H J per group, for any
     gated model (through ``model.logits(X, gates)`` with per-sample gate rows)."""
     grads = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
     gns = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
-    b = model.batch_rows
-    for i in range(0, X.shape[0], b):
-        Xb, Tb = X[i:i + b], T[i:i + b]
-        n = Xb.shape[0]
-        # per-sample gate rows, so gradients stay per sample: dz_n/dG_n = dz_n/dg
-        G = [g.detach().expand(n, g.numel()).clone().requires_grad_() for g in model.gates]
-        with torch.enable_grad():
-            z = model.logits(Xb, G)                                                 # (n, m)
-            E = losses.total(z, Tb, model.output_activation, loss)
-            for l, d in enumerate(torch.autograd.grad(E, G, retain_graph=second)):
-                grads[l] += d.sum(0).double()
-            if second:
-                H = output_hessian(z.detach(), Tb, model.output_activation, loss)   # (n, m, m)
-                m = z.shape[1]
-                J = [torch.autograd.grad(z[:, c].sum(), G, retain_graph=c < m - 1) for c in range(m)]
-                for l in range(len(G)):
-                    Jl = torch.stack([J[c][l] for c in range(m)]).double()          # (m, n, K)
-                    gns[l] += torch.einsum("cnk,ncd,dnk->k", Jl, H.double(), Jl)
+    for G, z, Tb, d in _per_sample(model, X, T, loss, keep_graph=second):
+        for l, dl in enumerate(d):
+            grads[l] += dl.sum(0).double()
+        if second:
+            with torch.enable_grad():
+                # outputs with positions (n, P, m): the loss is a sum over positions, so its Hessian is
+                # block-diagonal and J^T H J sums over positions (one backward pass per position and output)
+                n = Tb.shape[0]
+                zs, Ts = z.reshape(n, -1, z.shape[-1]), Tb.reshape(n, -1, z.shape[-1])
+                for p in range(zs.shape[1]):
+                    _gauss_newton_add(gns, zs[:, p], Ts[:, p], G, model.output_activation, loss,
+                                      last=p == zs.shape[1] - 1)
     dt = model.gates[0].dtype
     return [d.to(dt) for d in grads], [h.to(dt) for h in gns]
+
+
+def fisher(model, X, T, loss):
+    """sum_n (dE_n/dg)^2 per group: the diagonal of the empirical Fisher information in the gates
+    (Kwon et al. 2022), for any gated model."""
+    F = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
+    for _, _, _, d in _per_sample(model, X, T, loss, keep_graph=False):
+        for l, dl in enumerate(d):
+            F[l] += dl.double().pow(2).sum(0)
+    dt = model.gates[0].dtype
+    return [f.to(dt) for f in F]
+
+
+def _gauss_newton_add(gns, z, T, G, output, loss, last: bool) -> None:
+    """gns[l] += sum_n J_n^T H_n J_n for outputs z (n, m) of the graph built on gate rows G."""
+    H = output_hessian(z.detach(), T, output, loss)                                    # (n, m, m)
+    m = z.shape[1]
+    J = [torch.autograd.grad(z[:, c].sum(), G, retain_graph=not last or c < m - 1) for c in range(m)]
+    for l in range(len(G)):
+        Jl = torch.stack([J[c][l] for c in range(m)]).double()                           # (m, n, K)
+        gns[l] += torch.einsum("cnk,ncd,dnk->k", Jl, H.double(), Jl)
 
 
 def output_hessian(z, T, output, loss):

@@ -33,6 +33,18 @@ def per_sample(z: torch.Tensor, T: torch.Tensor, output: str, loss: str) -> torc
     return -(T * torch.log_softmax(z, dim=-1)).sum(-1)
 
 
+def per_row(z: torch.Tensor, T: torch.Tensor, output: str, loss: str) -> torch.Tensor:
+    """Loss of each sample (row of dim 0), summed over all its outputs: z (N, ..., n_out) -> (N,)
+    (a sequence model's output (N, positions, classes) sums over positions)."""
+    e = per_sample(z, T, output, loss)
+    return e if e.ndim == 1 else e.flatten(1).sum(1)
+
+
+def error(z: torch.Tensor, T: torch.Tensor, output: str, loss: str) -> torch.Tensor:
+    """E summed over every sample and output (a 0-d tensor)."""
+    return per_sample(z, T, output, loss).sum()
+
+
 def total(z: torch.Tensor, T: torch.Tensor, output: str, loss: str) -> torch.Tensor:
     """E summed over the sample axis (the first one): z (N, ..., n_out) -> (...)."""
     return per_sample(z, T, output, loss).sum(0)

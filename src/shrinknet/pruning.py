@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import inputs as batch
 from ._validation import ShrinkNetError, check_choice, check_fraction
 from .context import PruningContext
 from .criteria import check_scores, get_criterion, ranked
@@ -166,7 +167,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     test_data = None
     if test is not None:
         Xt = ctx.inputs(test[0], "test X")
-        test_data = (Xt, ctx.targets(test[1], Xt.shape[0]))
+        test_data = (Xt, ctx.targets(test[1], batch.rows(Xt)))
     with torch.inference_mode(False):
         res = _run(ctx, crit, schedule, stop, classes, test_data, progress)
     p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
@@ -183,7 +184,7 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
     res = PruneResult(criterion=crit.name, schedule=schedule, loss=ctx.loss, hidden_sizes=work.hidden_sizes,
                       initial_error=E0, initial_accuracy=acc0, accuracies=[] if classes else None,
                       initially_active=work.n_active(), compensation=ctx.compensation, unit_names=work.unit_names,
-                      input_shape=list(work.input_shape),
+                      input_shape=None if work.input_shape is None else list(work.input_shape),
                       output_activation=None if work.layered else work.output_activation)
     if test is not None:
         res.initial_test_error, res.initial_test_accuracy = ctx.measure(*test, classes=classes)

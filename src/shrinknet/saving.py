@@ -28,6 +28,7 @@ from torch import nn
 from ._io import atomic_target
 from ._validation import (MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, all_finite, as_tensor,
                           require)
+from .blocks import is_conv1d
 from .models import MLP
 
 FORMAT = "shrinknet-module"
@@ -86,9 +87,30 @@ def build(spec) -> nn.Module:
     return getattr(nn, kind)(**kwargs)
 
 
+#: integer attributes by which attention modules keep their head counts (shrinking changes them)
+_HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "all_head_size", "split_size")
+
+
 def _shapes(model: nn.Module) -> dict:
-    return {n: {a: getattr(m, a) for a in attrs} for n, m in model.named_modules()
-            for t, attrs in _SHAPED.items() if type(m) is t}
+    out = {n: {a: getattr(m, a) for a in attrs} for n, m in model.named_modules()
+           for t, attrs in _SHAPED.items() if type(m) is t}
+    for n, m in model.named_modules():
+        if is_conv1d(m):
+            out[n] = {"nf": int(m.nf), "nx": int(m.nx)}
+        heads = {a: getattr(m, a) for a in _HEAD_ATTRS if type(getattr(m, a, None)) is int}
+        if heads and _is_attention(m):
+            out[n] = {**out.get(n, {}), **heads}
+    return out
+
+
+def _is_attention(m) -> bool:
+    return type(m).__name__.endswith("Attention")
+
+
+def _swapped_attention(model: nn.Module) -> list[str]:
+    """Modules that are shrinknet's MultiheadAttention (standing in for torch's, which cannot lose heads)."""
+    from .attention import MultiheadAttention
+    return [n for n, m in model.named_modules() if isinstance(m, MultiheadAttention)]
 
 
 def save_model(model: nn.Module, path, *, example_input=None) -> Path:
@@ -103,12 +125,21 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     path = Path(path)
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(model).__name__,
             "shapes": json.dumps(_shapes(model))}
+    swapped = _swapped_attention(model)
+    if swapped:
+        meta["multihead_attention"] = json.dumps(swapped)
     spec = describe(model)
     if spec is not None:
         meta["architecture"] = json.dumps(spec)
-    if example_input is not None:
+    if isinstance(example_input, torch.Tensor) or (example_input is not None and not isinstance(example_input, (dict, tuple))):
         meta["input_shape"] = json.dumps(list(torch.as_tensor(example_input).shape[1:]))
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors, seen = {}, set()
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        # tied weights (a language model's embedding and output layer) are stored once per name;
+        # loading into the template, whose modules share the tensor, ties them again
+        tensors[k] = v.clone() if v.data_ptr() in seen else v
+        seen.add(v.data_ptr())
     with atomic_target(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
     return path
@@ -155,6 +186,7 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
         floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
         if floats:
             model = model.to(floats[0])                  # the file's precision, not the builder's default
+        _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
         _resize(model, shapes, path)
         model.load_state_dict(tensors, strict=True)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
@@ -167,18 +199,43 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
     return model.eval()
 
 
+def _swap_attention(model: nn.Module, names, path) -> None:
+    """Put shrinknet's MultiheadAttention where the saved model had it in place of torch's."""
+    if not names:
+        return
+    from .attention import MultiheadAttention
+    mods = dict(model.named_modules())
+    for name in names:
+        m = mods.get(str(name))
+        if not isinstance(m, nn.MultiheadAttention):
+            raise ShrinkNetError(f"model file {path}: module {name!r} is not an nn.MultiheadAttention of the template")
+        parent, _, child = str(name).rpartition(".")
+        setattr(mods[parent] if parent else model, child, MultiheadAttention.from_torch(m))
+
+
 def _resize(model: nn.Module, shapes: dict, path) -> None:
-    """Give each named Linear / Conv2d / BatchNorm the stored shape (fresh parameters of that shape)."""
+    """Give each named Linear / Conv2d / Conv1D / BatchNorm the stored shape (fresh parameters of that
+    shape), and each attention module its stored head counts."""
     mods = dict(model.named_modules())
     for name, attrs in shapes.items():
         m = mods.get(name)
-        if m is None or type(m) not in _SHAPED:
-            raise ShrinkNetError(f"model file {path}: layer {name!r} is not a Linear / Conv2d / BatchNorm of the "
-                                 f"template")
+        if m is not None and _is_attention(m) and set(attrs) <= set(_HEAD_ATTRS):
+            for a, v in attrs.items():
+                if type(getattr(m, a, None)) is not int:
+                    raise ShrinkNetError(f"model file {path}: attention module {name!r} of the template has no "
+                                         f"head count {a!r}")
+                setattr(m, a, int(v))
+            continue
+        if m is None or (type(m) not in _SHAPED and not is_conv1d(m)):
+            raise ShrinkNetError(f"model file {path}: layer {name!r} is not a Linear / Conv2d / Conv1D / BatchNorm of "
+                                 f"the template")
         for a, v in attrs.items():
             setattr(m, a, int(v))
         with torch.no_grad():
-            if isinstance(m, nn.Linear):
+            if is_conv1d(m):
+                m.weight = nn.Parameter(m.weight.new_empty(m.nx, m.nf))
+                m.bias = nn.Parameter(m.bias.new_empty(m.nf))
+            elif isinstance(m, nn.Linear):
                 m.weight = nn.Parameter(m.weight.new_empty(m.out_features, m.in_features))
                 if m.bias is not None:
                     m.bias = nn.Parameter(m.bias.new_empty(m.out_features))

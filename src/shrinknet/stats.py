@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from . import inputs as batch_
 from ._io import write_text
-from ._validation import ShrinkNetError, as_tensor
+from ._validation import ShrinkNetError
+from .gating import plain_attention
 from .metrics import accuracy_of, outputs
 from .results import PruneResult
 
@@ -42,12 +44,12 @@ def n_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def flops(model: nn.Module, example_input: torch.Tensor) -> int:
-    """FLOPs of one forward pass on a single sample."""
+def flops(model: nn.Module, example_input) -> int:
+    """FLOPs of one forward pass on a single sample (inputs as :mod:`shrinknet.inputs` takes them)."""
     from torch.utils.flop_counter import FlopCounterMode
     mode = FlopCounterMode(display=False)
-    with mode:
-        model(example_input[:1])
+    with mode, plain_attention():
+        batch_.call(model, batch_.take(example_input, slice(0, 1)))
     return int(mode.get_total_flops())
 
 
@@ -56,12 +58,12 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, batch: int = LATEN
                repeats: int = LATENCY_REPEATS, warmup: int = LATENCY_WARMUP) -> float:
     """Median milliseconds of one forward pass over `batch` copies of the example, on the CPU."""
     m = copy.deepcopy(model).cpu().eval()
-    x = example_input[:1].cpu().expand(batch, *example_input.shape[1:]).contiguous()
+    x = batch_.repeat(batch_.to(batch_.take(example_input, slice(0, 1)), device="cpu"), batch)
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
             t0 = time.perf_counter()
-            m(x)
+            batch_.call(m, x)
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times)
@@ -72,8 +74,9 @@ def accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     """Share of samples classified right (y: labels or one-hot rows), as :func:`shrinknet.evaluate`
     counts it: the largest output, or for a single output, output > 0 (> 0.5 for an MLP with
     sigmoid / softmax outputs)."""
+    from ._validation import check_targets
     out = outputs(model, X)
-    T = y.reshape(-1, 1) if out.shape[1] == 1 else (y if y.ndim == 2 else torch.eye(out.shape[1])[y.long()])
+    T = y.reshape(-1, 1) if out.shape[1] == 1 and out.ndim == 2 else check_targets(y, out.shape[0], out.shape[1:])
     kind = getattr(model, "output_activation", "identity")     # an MLP's (or GatedModel's) own
     return accuracy_of(out.cpu(), T.cpu().to(out.dtype), kind)
 
@@ -84,14 +87,14 @@ def model_stats(model: nn.Module, example_input, *, data=None, batch: int = LATE
     if not isinstance(model, nn.Module):
         raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
     p = next(iter(model.parameters()), None)
-    x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32,
-                  p.device if p is not None else None)
+    dt, dev = (p.dtype, p.device) if p is not None else (torch.float32, None)
+    x = batch_.check(example_input, "example_input", dt, dev)
     was = model.training
     model.eval()
     try:
         s = ModelStats(n_params(model), flops(model, x), latency_ms(model, x, batch, repeats), batch)
         if data is not None:
-            X = as_tensor(data[0], "data X", x.dtype, x.device)
+            X = batch_.check(data[0], "data X", dt, dev)
             s.accuracy = accuracy(model, X, torch.as_tensor(data[1]))
     finally:
         model.train(was)
@@ -142,10 +145,11 @@ def compare_models(before: nn.Module, after: nn.Module, example_input, *, data=N
         kept = {n: [len(k), s] for (n, k), s in zip(kept.keep_by_name().items(), kept.hidden_sizes)}
     a = model_stats(before, example_input, data=data, batch=batch, repeats=repeats)
     b = model_stats(after, example_input, data=data, batch=batch, repeats=repeats)
-    x = torch.as_tensor(example_input)
+    p = next(before.parameters())
+    x = batch_.check(example_input, "example_input", p.dtype, p.device)
     for _ in range(2):
-        a.latency_ms = min(a.latency_ms, latency_ms(before, x.to(next(before.parameters())), batch, repeats))
-        b.latency_ms = min(b.latency_ms, latency_ms(after, x.to(next(after.parameters())), batch, repeats))
+        a.latency_ms = min(a.latency_ms, latency_ms(before, x, batch, repeats))
+        b.latency_ms = min(b.latency_ms, latency_ms(after, x, batch, repeats))
     return ShrinkReport(a, b, kept or {})
 
 

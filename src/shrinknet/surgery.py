@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._validation import ShrinkNetError, as_tensor
+from . import blocks
+from . import inputs as batch
+from ._validation import ShrinkNetError
 from .dependency import dependency_graph, group_of, out_fn
-from .gating import Gated, GatedModel, find_units
+from .gating import Gated, GatedModel, _replace_torch_attention, find_units, plain_attention
 from .results import PruneResult
 
 #: relative tolerance of the check that the shrunk model computes what the gated one does
@@ -46,11 +48,13 @@ def _coerce_keep(keep, names_by_index):
     return out
 
 
-def _indices(v, size: int, name: str) -> list[int]:
+def _indices(v, size: int, name: str, empty_ok: bool = False) -> list[int]:
     try:
         idx = np.asarray(list(v) if not isinstance(v, (np.ndarray, torch.Tensor)) else v).astype(np.int64).ravel()
     except (TypeError, ValueError):
         raise ShrinkNetError(f"keep[{name!r}]: expected integer indices, got {v!r}") from None
+    if idx.size == 0 and empty_ok:
+        return []
     if idx.size == 0:
         raise ShrinkNetError(f"keep[{name!r}]: expected at least one unit to keep (removing all {size} would "
                              f"disconnect the network), got none")
@@ -112,39 +116,47 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
             if model.layered:
                 return shrink_mlp(model, keep)
             if example_input is None:
-                g = model.gates[0]
-                example_input = torch.zeros(1, *model.input_shape, dtype=g.dtype, device=g.device)
+                example_input = model.example
             return shrink_module(model.bare_copy(), _coerce_keep(keep, model.unit_names), example_input, check=check)
         if keep is None:
             raise ShrinkNetError("keep: expected {module name: indices to keep} or a PruneResult, got None")
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
         if example_input is None:
-            shape = keep.input_shape if isinstance(keep, PruneResult) else None
-            if shape is None:
-                raise ShrinkNetError("example_input: expected a tensor the model accepts (one sample is enough) to "
-                                     "trace its layers, got None")
-            example_input = torch.zeros(1, *shape)
+            kept = getattr(keep, "model", None) if isinstance(keep, PruneResult) else None
+            if isinstance(kept, GatedModel):
+                example_input = kept.example
+            elif isinstance(keep, PruneResult) and keep.input_shape is not None:
+                example_input = torch.zeros(1, *keep.input_shape)
+            else:
+                raise ShrinkNetError("example_input: expected a batch the model accepts (a tensor, or a tuple or dict "
+                                     "of tensors; one sample is enough) to trace its layers, got None")
         return shrink_module(model, keep, example_input, check=check)
 
 
 def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True) -> nn.Module:
     """:func:`shrink` for a model without gates, on Torch-Pruning's dependency graph."""
     p = next(iter(model.parameters()), None)
-    x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32,
-                  p.device if p is not None else None)[:1]
+    x = batch.take(batch.check(example_input, "example_input", p.dtype if p is not None else torch.float32,
+                               p.device if p is not None else None), slice(0, 1))
     keep = _coerce_keep(keep, None)
     was_training = model.training
     small = copy.deepcopy(model).eval()
+    _replace_torch_attention(small)      # nn.MultiheadAttention's heads are tied to its width
     units = find_units(small, x, list(keep))
-    kept = {u.name: _indices(keep[u.name], u.size, u.name) for u in units}
-    graph = dependency_graph(small, x)
+    # a transformer block without its heads or FFN neurons still passes its input on (residual)
+    kept = {u.name: _indices(keep[u.name], u.size, u.name, empty_ok=u.site is not None) for u in units}
+    removing = [u for u in units if len(kept[u.name]) < u.size]
+    # transformer units are cut by their known structure; the others on the traced dependency graph
+    graph = dependency_graph(small, x) if any(u.site is None for u in removing) else None
     mods = dict(small.named_modules())
-    for u in units:
+    for u in removing:
+        if u.site is not None:
+            blocks.cut(small, u.site, kept[u.name])
+            continue
         removed = sorted(set(range(u.size)) - set(kept[u.name]))
-        if removed:
-            group_of(graph, small, u, removed)        # raises where a dependency cannot be handled
-            graph.get_pruning_group(mods[u.name], out_fn(mods[u.name]), idxs=removed).prune()
+        group_of(graph, small, u, removed)        # raises where a dependency cannot be handled
+        graph.get_pruning_group(mods[u.name], out_fn(mods[u.name]), idxs=removed).prune()
     if check:
         _check(model, small, units, kept, x)
     return small.train(was_training)
@@ -157,9 +169,13 @@ def _check(model, small, units, kept, x):
         g = torch.zeros(u.size, dtype=gm.gates[l].dtype)
         g[kept[u.name]] = 1.0
         gm.set_gates([*gm.gates[:l], g, *gm.gates[l + 1:]])
-    gen = torch.Generator().manual_seed(0)
-    xs = torch.randn(8, *x.shape[1:], generator=gen).to(x)
-    want, got = gm(xs), small(xs)
+    if isinstance(x, torch.Tensor) and x.is_floating_point():
+        gen = torch.Generator().manual_seed(0)
+        xs = torch.randn(8, *x.shape[1:], generator=gen).to(x)
+    else:
+        xs = x                            # token ids and masks: random values may not be valid inputs
+    with plain_attention():
+        want, got = gm(xs), batch.logits_of(batch.call(small, xs))
     if want.shape != got.shape:
         raise ShrinkNetError(f"shrink: the smaller model's output has shape {tuple(got.shape)}, expected "
                              f"{tuple(want.shape)}; a unit of {[u.name for u in units]} reaches the output")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import inputs as batch
 from .. import oracle
 from . import get_criterion, mark_removed, register_criterion
 
@@ -36,10 +37,10 @@ class BruteForceSubset:
         X, T = ctx.X, ctx.T
         sub = ctx.state.get(self)
         if sub is None:
-            idx = self.indices(X.shape[0]).to(X.device)
+            idx = self.indices(T.shape[0]).to(T.device)
             # the subset's context shares the model and kept forward passes, so a removal updates both
-            sub = ctx.state[self] = ctx.with_data(X[idx], T[idx])
-        scale = X.shape[0] / sub.X.shape[0]
+            sub = ctx.state[self] = ctx.with_data(batch.take(X, idx), T[idx])
+        scale = T.shape[0] / sub.T.shape[0]
         return [s * scale for s in get_criterion("brute-force").scores(sub)]
 
 

@@ -12,6 +12,9 @@
                    standard deviations (mean) or 3 scaled MADs (median) from the mean / median of
                    all remaining units' estimates are replaced by that mean / median.
     taylor1-abs    |sum_n o dE/do| (Molchanov et al. 2017), with o the output itself.
+    fisher         1/2 g^2 sum_n (dE_n/dg)^2 (Kwon et al. 2022): the second-order term with the
+                   empirical Fisher information's diagonal standing in for the Hessian, and no
+                   first-order term (taken as 0 at a trained optimum).
 
 With gates g != 1 the output is o = g f(x), so these are Taylor expansions in o around the current
 (gated) output, as the paper's are. With compensation on (see compensation.py) the removal moves o
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import oracle
+from .. import derivatives, oracle
 from . import by_group, mark_removed, register_criterion
 
 #: outliers for thresholding: farther than this many (robust) standard deviations
@@ -93,3 +96,10 @@ def taylor1_abs(ctx):
     """|sum_n o dE/do| (Molchanov et al. 2017)."""
     first, _ = ctx.model.unit_derivatives(ctx, second=False, compensated=False)
     return mark_removed(ctx.model, [d.abs() for d in first])
+
+
+@register_criterion("fisher")
+def fisher(ctx):
+    """Fisher estimate 1/2 g^2 sum_n (dE_n/dg)^2 (Kwon et al. 2022; the plain gate, no compensation)."""
+    F = derivatives.fisher(ctx.model, ctx.X, ctx.T, ctx.loss)
+    return mark_removed(ctx.model, [0.5 * g * g * f for g, f in zip(ctx.model.gates, F)])

@@ -39,7 +39,8 @@ def errors_without(ctx, layer: int, units) -> torch.Tensor:
     m = ctx.model
     units = torch.as_tensor(units, dtype=torch.long, device=m.gates[layer].device)
     if not m.layered:
-        return replicated.errors_without(ctx, layer, units)
+        with compensation.compensating(ctx):
+            return replicated.errors_without(ctx, layer, units)
     cache = ctx.cache()
     dh = -compensation.residuals(m, cache, layer, units, ctx.compensation)   # plain removal: -o
     return rank1.errors_for_changes(m, cache, ctx.T, ctx.loss, layer, units, dh)
@@ -59,7 +60,8 @@ def removal_derivatives(ctx, layer: int, units):
     m = ctx.model
     units = torch.as_tensor(units, dtype=torch.long, device=m.gates[layer].device)
     if not m.layered:
-        return replicated.removal_derivatives(ctx, layer, units)
+        with compensation.compensating(ctx):
+            return replicated.removal_derivatives(ctx, layer, units)
     cache = ctx.cache()
     u = compensation.residuals(m, cache, layer, units, ctx.compensation)
     d1, d2 = rank1.output_scaling_derivatives(m, cache, ctx.T, ctx.loss, layer, units, direction=u)

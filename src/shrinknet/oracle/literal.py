@@ -14,7 +14,7 @@ from .cache import outputs
 def literal_error(ctx, gates=None) -> torch.Tensor:
     """E of one full forward pass over ctx.X, with ``gates`` (one (K,) tensor or None per group)."""
     m = ctx.model
-    return losses.total(outputs(m, ctx.X, gates), ctx.T, m.output_activation, ctx.loss)
+    return losses.error(outputs(m, ctx.X, gates), ctx.T, m.output_activation, ctx.loss)
 
 
 @torch.no_grad()

@@ -8,7 +8,9 @@ current error itself, so float rounding never ranks them.
 from __future__ import annotations
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .. import inputs as batch
 from .. import losses
 
 
@@ -22,19 +24,20 @@ def replicated(model, X, T, layer, units, gate_rows):
     """For candidates `units` of `layer`: yield (z, T repeated, slice of the candidates, n, c) per
     forward pass over n data rows copied once per candidate (c of them), copy k with the gate row
     gate_rows(cs)[k] (each (K,), cs the slice of the candidates); z is (c * n, n_out), candidate-major."""
-    N, C = X.shape[0], units.numel()
+    N, C = batch.rows(X), units.numel()
     n_step, c_step = _chunks(model, N, C)
     for i in range(0, N, n_step):
-        Xb = X[i:i + n_step]
-        n = Xb.shape[0]
+        Xb = batch.take(X, slice(i, i + n_step))
+        Tb = T[i:i + n_step]
+        n = Tb.shape[0]
         for j in range(0, C, c_step):
             cs = slice(j, j + c_step)
             G = gate_rows(cs)                                              # (c, K)
             c = G.shape[0]
-            Xr = Xb.repeat(c, *([1] * (X.ndim - 1)))                      # (c * n, ...)
             gates = [None] * model.n_hidden_layers
             gates[layer] = G.repeat_interleave(n, 0)
-            yield model.logits(Xr, gates), T[i:i + n_step].repeat(c, 1), cs, n, c
+            # (c * n, ...) inputs and targets
+            yield model.logits(batch.repeat(Xb, c), gates), Tb.repeat(c, *([1] * (T.ndim - 1))), cs, n, c
 
 
 @torch.no_grad()
@@ -42,16 +45,16 @@ def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
     """E with gate[layer][units[c]] set to gains[c], for every c; (C,), summed in float64."""
     model, X, T = ctx.model, ctx.X, ctx.T
     g = model.gates[layer]
-    units = torch.as_tensor(units, dtype=torch.long, device=X.device)
-    gains = torch.as_tensor(gains, dtype=g.dtype, device=X.device)
-    out = torch.zeros(units.numel(), dtype=torch.float64, device=X.device)
+    units = torch.as_tensor(units, dtype=torch.long, device=g.device)
+    gains = torch.as_tensor(gains, dtype=g.dtype, device=g.device)
+    out = torch.zeros(units.numel(), dtype=torch.float64, device=g.device)
 
     def rows(cs):
         G = g.detach().expand(units[cs].numel(), g.numel()).clone()
         G[torch.arange(G.shape[0]), units[cs]] = gains[cs]
         return G
     for z, Tr, cs, n, c in replicated(model, X, T, layer, units, rows):
-        out[cs] += losses.per_sample(z, Tr, model.output_activation, ctx.loss).view(c, n).sum(1)
+        out[cs] += losses.per_row(z, Tr, model.output_activation, ctx.loss).view(c, n).sum(1)
     return out.to(g.dtype)
 
 
@@ -105,9 +108,10 @@ def removal_derivatives(ctx, layer: int, units):
         D = torch.zeros(u.numel(), g.numel(), dtype=g.dtype, device=g.device)
         D[torch.arange(u.numel()), u] = -g[u]
         return g + t[:, None] * D
-    with torch.enable_grad():
+    # the math kernel of scaled_dot_product_attention: the fused CPU kernels have no second derivative
+    with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         for z, Tr, cs, n, c in replicated(model, X, T, layer, units, rows):
-            E = losses.per_sample(z, Tr, model.output_activation, ctx.loss).sum()
+            E = losses.error(z, Tr, model.output_activation, ctx.loss)
             (first,) = torch.autograd.grad(E, leaf[0], create_graph=True)
             (sec,) = torch.autograd.grad(first.sum(), leaf[0])
             d1[cs] += first.detach().double()
