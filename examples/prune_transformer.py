@@ -29,6 +29,15 @@ def parser(doc: str, quick: dict, seed_help: str, calib: int, stop_flag: str, st
     return ap
 
 
+def parse(ap, argv):
+    """The options; ``--quick`` also prunes quickly: 64 calibration samples, at most a fifth of the units."""
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.calib = min(a.calib, 64)
+        a.fraction = 0.2 if a.fraction is None else a.fraction
+    return a
+
+
 def prune_and_report(model, calib, quality, *, criterion: str, stop: shrinknet.Stop, compare_criteria,
                      compare_samples: int, compare_steps: int, example):
     """Prune ``model`` on ``calib = (X, T)`` with ``criterion`` until ``stop``, shrink it and print:

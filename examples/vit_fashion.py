@@ -1,7 +1,7 @@
 """A tiny Hugging Face ViT on Fashion-MNIST: make, train (or load from the cache), evaluate.
 
-    python examples/vit_fashion.py               # trains ~2 min on 1 CPU thread, then reuses the cache
-    python examples/vit_fashion.py --quick       # ~10 s: 4,000 images, 2 epochs (for tests)
+    python examples/vit_fashion.py               # trains ~1.5 min on 1 CPU thread (then reuses the cache), prunes ~2.5 min
+    python examples/vit_fashion.py --quick       # about 20 s: 4,000 images, 2 epochs, a fifth of the units
 
 Then it prunes FFN neurons and attention heads without retraining (examples/prune_transformer.py):
 by the Fisher criterion on 512 training images until their accuracy would drop by more than a
@@ -12,7 +12,7 @@ The model is ``transformers.ViTForImageClassification`` built from a ``ViTConfig
 weights (nothing is downloaded): 28x28 one-channel images cut into 16 patches of 7x7, a CLS token,
 4 encoder layers of width 64 with 4 heads and an MLP of 128, a linear head over 10 classes: 139k
 parameters. It trains with AdamW (seeded, fixed batch order, one thread) on the 60,000 Fashion-MNIST
-training images and is tested on the 10,000 test images; the full run reaches about 0.85 test
+training images and is tested on the 10,000 test images; the full run reaches 0.87 test
 accuracy. The trained weights go to ``--cache`` as a safetensors file whose name carries a hash of
 the configuration, the data size and the training settings, so a rerun with the same ones loads it.
 
@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
 import shrinknet
-from prune_transformer import parser, prune_and_report
+from prune_transformer import parse, parser, prune_and_report
 from shrinknet.paper.data import fashion_mnist
 
 MEAN, STD = 0.2860, 0.3530          # Fashion-MNIST's training pixel mean and standard deviation
@@ -143,8 +143,8 @@ def load_or_train(cfg: Config, seed: int, cache: str | Path, threads: int = 1, d
 
 
 def main(argv=None) -> dict:
-    a = parser(__doc__, QUICK, "the weights and the batch order", 512, "--max-accuracy-drop", 0.01,
-               "stop before calibration accuracy falls more than this").parse_args(argv)
+    a = parse(parser(__doc__, QUICK, "the weights and the batch order", 512, "--max-accuracy-drop", 0.01,
+               "stop before calibration accuracy falls more than this"), argv)
 
     cfg = Config(**QUICK) if a.quick else Config()
     data = load_data(cfg.n_train, cfg.n_test)

@@ -155,3 +155,54 @@ def test_a_criterion_registered_in_the_older_form_works_on_any_model():
     X, y = image_data(n=4)
     s = shrinknet.score(tiny_cnn(), X, y, "older-form-test", "cross-entropy")
     assert [list(v) for v in s] == [[0.0] * 4, [1.0] * 5, [2.0] * 6]
+
+
+@pytest.mark.parametrize("make", [tiny_cnn, tiny_resnet])
+def test_the_vmapped_oracle_equals_copies_of_the_data_and_the_definition_in_small_chunks(make):
+    """Under vmap the layers upstream of the unit run once per chunk; with one candidate a chunk, many
+    chunks, the errors are the replicated copies' and the definition's."""
+    from shrinknet.oracle import replicated
+    net = make()
+    n_out = net(torch.zeros(1, 1, 8, 8, dtype=torch.float64)).shape[1]
+    X, y = image_data(n=20, n_out=n_out)
+    ctx = shrinknet.PruningContext.start(net, X, y)
+    ctx.set_gate(0, 1, 0.0)
+    ctx.model.downstream = [10 ** 9] * ctx.model.n_hidden_layers     # budget: one candidate per pass
+    ctx.model.batch_rows = 7                                           # and three passes over the data
+    for l, k in enumerate(ctx.model.hidden_sizes):
+        units = torch.arange(k)
+        assert replicated._vmap_chunks(ctx.model, l, 20, k) == (7, 1)
+        vm = shrinknet.oracle.errors_without(ctx, l, units)
+        lit = shrinknet.oracle.literal_errors(ctx, l, units)
+        ctx.model._vmap_ok = False
+        rep = shrinknet.oracle.errors_without(ctx, l, units)
+        ctx.model._vmap_ok = True
+        np.testing.assert_allclose(vm.numpy(), lit.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(rep.numpy(), lit.numpy(), rtol=1e-12)
+
+
+class ItemInForward(nn.Module):
+    """A model that reads a value out of a tensor in its forward pass, which vmap cannot batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        scale = 1.0 + 0.0 * float(h.detach().sum())  # data-dependent Python value
+        return self.fc2(h) * scale
+
+
+def test_a_model_vmap_cannot_run_falls_back_to_copies_of_the_data_with_one_warning():
+    torch.manual_seed(0)
+    X, y = torch.randn(15, 4, dtype=torch.float64), torch.randint(0, 3, (15,))
+    ctx = shrinknet.PruningContext.start(ItemInForward().double(), X, y)
+    units = torch.arange(6)
+    with pytest.warns(RuntimeWarning, match="cannot run this model under torch.func.vmap"):
+        fast = shrinknet.oracle.errors_without(ctx, 0, units)
+    np.testing.assert_allclose(fast.numpy(), shrinknet.oracle.literal_errors(ctx, 0, units).numpy(), rtol=1e-12)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                # remembered: no second attempt, no second warning
+        shrinknet.oracle.errors_without(ctx, 0, units)

@@ -855,3 +855,32 @@ def test_compensation_is_refused_where_a_unit_feeds_no_single_linear_layer_or_no
     Xl, yl = lm_data()
     with pytest.raises(ShrinkNetError, match="folds into the bias of 'model.layers.0.self_attn.o_proj'"):
         shrinknet.prune(llama(), Xl, yl, units=["heads"], compensation="mean")
+
+
+# ---- what a new user ran into ------------------------------------------------------------------------
+def test_a_gated_model_is_called_as_the_model_is():
+    X, _ = bert_data()
+    gm = GatedModel(bert(), units=["heads"], example_input=X)
+    assert torch.equal(gm(**X), gm(X))
+    assert torch.equal(gm(X["input_ids"], X["attention_mask"]), gm((X["input_ids"], X["attention_mask"])))
+    with pytest.raises(ShrinkNetError, match="expected positional or keyword inputs, got both"):
+        gm(X["input_ids"], attention_mask=X["attention_mask"])
+
+
+def test_shrink_refuses_a_model_of_other_sizes_than_the_result():
+    X, y = bert_data()
+    result = shrinknet.prune(bert(), X, y, units=["heads", "ffn"], criterion="taylor1", stop=Stop(n_neurons=3))
+    with pytest.raises(ShrinkNetError, match="has 8 units, but the result was pruned on a model where it had 4"):
+        shrink(bert(heads=8), result)
+
+
+def test_labels_that_are_all_ignored_and_ffn_without_a_transformer_are_refused():
+    X, _ = lm_data()
+    with pytest.raises(ShrinkNetError, match="T: expected at least one labelled position, got only -100"):
+        shrinknet.prune(gpt2(), X, torch.full(X.shape, -100))
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    with pytest.raises(ShrinkNetError, match="'ffn' selects a transformer's FFN neurons, but the model has no"):
+        shrinknet.prune(net, torch.randn(5, 4), torch.randint(0, 2, (5,)), units=["ffn"])
+    Xb, yb = bert_data()
+    with pytest.raises(ShrinkNetError, match="test T: expected"):
+        shrinknet.prune(bert(), Xb, yb, units=["ffn"], test=(Xb, yb[:3]), stop=Stop(n_neurons=1))

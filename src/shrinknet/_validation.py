@@ -114,7 +114,7 @@ def check_inputs(X, n_in: int, dtype=torch.float32, device=None) -> torch.Tensor
 IGNORE_LABEL = -100
 
 
-def check_targets(T, n_samples: int, n_out, dtype=torch.float32, device=None) -> torch.Tensor:
+def check_targets(T, n_samples: int, n_out, dtype=torch.float32, device=None, name: str = "T") -> torch.Tensor:
     """Targets as a float tensor shaped like the model's output, (N, n_out) or (N, ..., n_out).
 
     ``n_out``: the number of outputs, or the shape of one sample's output (e.g. (positions,
@@ -123,7 +123,7 @@ def check_targets(T, n_samples: int, n_out, dtype=torch.float32, device=None) ->
     when there are several outputs, which are one-hot encoded. For outputs with positions, a
     label of -100 marks a position to ignore (it becomes a row of zeros: no loss, no accuracy)."""
     if T is None:
-        raise ShrinkNetError("T: expected targets, got None")
+        raise ShrinkNetError(f"{name}: expected targets, got None")
     shape = (n_out,) if isinstance(n_out, (int, np.integer)) else tuple(int(v) for v in n_out)
     C = shape[-1]
     want = (n_samples, *shape)
@@ -131,28 +131,30 @@ def check_targets(T, n_samples: int, n_out, dtype=torch.float32, device=None) ->
     labels = want[:-1]
     if C > 1 and raw.shape == labels:
         if not np.issubdtype(raw.dtype, np.integer):
-            raise ShrinkNetError(f"T: expected shape {want} or integer labels of shape {labels}, "
+            raise ShrinkNetError(f"{name}: expected shape {want} or integer labels of shape {labels}, "
                                  f"got shape {raw.shape} of dtype {raw.dtype}")
         ignored = (raw == IGNORE_LABEL) if len(shape) > 1 else np.zeros(raw.shape, bool)
         live = raw[~ignored]
+        if live.size == 0:
+            raise ShrinkNetError(f"{name}: expected at least one labelled position, got only -100 (ignored) labels")
         if live.size and (live.min() < 0 or live.max() >= C):
             extra = " (or -100 for ignored positions)" if len(shape) > 1 else ""
-            raise ShrinkNetError(f"T: expected labels in [0, {C}){extra}, got range [{live.min()}, {live.max()}]")
+            raise ShrinkNetError(f"{name}: expected labels in [0, {C}){extra}, got range [{live.min()}, {live.max()}]")
         onehot = np.zeros((*raw.shape, C), dtype=np.float32)
         idx = np.nonzero(~ignored)
         onehot[(*idx, raw[idx])] = 1.0
         raw = onehot
     elif raw.ndim == 1 and C > 1 and len(shape) == 1:
-        raise ShrinkNetError(f"T: expected {n_samples} labels (one per sample), got {raw.shape[0]}")
+        raise ShrinkNetError(f"{name}: expected {n_samples} labels (one per sample), got {raw.shape[0]}")
     elif raw.ndim == 1 and shape == (1,):
         raw = raw[:, None]
-    t = as_tensor(raw, "T", dtype, device)
+    t = as_tensor(raw, name, dtype, device)
     if tuple(t.shape) != want:
         if raw.ndim >= 1 and raw.shape[0] != n_samples:
-            raise ShrinkNetError(f"T: expected {n_samples} samples (one per input), got {raw.shape[0]} "
+            raise ShrinkNetError(f"{name}: expected {n_samples} samples (one per input), got {raw.shape[0]} "
                                  f"(shape {tuple(raw.shape)})")
         alt = f" or integer labels of shape {labels}" if len(shape) > 1 else ""
-        raise ShrinkNetError(f"T: expected shape {want}{alt}, got {tuple(t.shape)}")
+        raise ShrinkNetError(f"{name}: expected shape {want}{alt}, got {tuple(t.shape)}")
     return t
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from . import distributed as dist
 from ._validation import ShrinkNetError, check_choice
 from .blocks import weight_oi
 
@@ -52,7 +53,7 @@ def _design(cache, layer: int, active: torch.Tensor):
     """[outputs of the active neurons, 1] in float64 (N, K+1), and the inverse of its Gram matrix."""
     o = cache.out[layer][:, active].to(torch.float64)
     A = torch.cat([o, torch.ones(o.shape[0], 1, dtype=o.dtype, device=o.device)], 1)
-    G = A.T @ A
+    G = dist.sum_(A.T @ A)                      # over every rank's samples
     G += RIDGE * G.diagonal().mean() * torch.eye(G.shape[0], dtype=G.dtype, device=G.device)
     return A, torch.linalg.inv(G)
 
@@ -65,7 +66,7 @@ def residuals(model, cache, layer: int, units: torch.Tensor, mode: str) -> torch
     if mode == "none":
         return o
     if mode == "mean":
-        return o - o.mean(0)
+        return o - _mean(o)
     active = torch.nonzero(model.gates[layer] != 0).flatten()
     A, Ginv = _design(cache, layer, active)
     pos = torch.searchsorted(active, units)                 # candidates' columns in A
@@ -87,6 +88,13 @@ def removed_outputs(model, cache, layer: int, mode: str) -> torch.Tensor:
     return u
 
 
+def _mean(o: torch.Tensor) -> torch.Tensor:
+    """The mean over dim 0 of o, over every rank's samples."""
+    s = dist.sum_(torch.cat([o.sum(0, dtype=torch.float64).reshape(-1),
+                             torch.tensor([o.shape[0]], dtype=torch.float64, device=o.device)]))
+    return (s[:-1] / s[-1]).reshape(o.shape[1:]).to(o.dtype)
+
+
 # ---- any gated model whose units feed one linear layer -------------------------------------
 @torch.no_grad()
 def consumer_stats(ctx):
@@ -106,6 +114,7 @@ def consumer_stats(ctx):
         A = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
         sums[l] += A.sum(0)
         grams[l] += A.T @ A
+    sums, grams = [dist.sum_(s) for s in sums], [dist.sum_(G) for G in grams]
     out = [(s[:-1] / s[-1], G) for s, G in zip(sums, grams)]
     ctx.state["compensation: stats"] = (key, out)
     return out
@@ -219,7 +228,7 @@ def remove(ctx, layer: int, unit: int):
     nxt = model.layers[layer + 1]
     saved = nxt.weight.detach().clone(), nxt.bias.detach().clone()
     if mode == "mean":
-        nxt.bias += cache.out[layer][:, unit].mean() * nxt.weight[:, unit]
+        nxt.bias += _mean(cache.out[layer][:, unit]) * nxt.weight[:, unit]
     elif mode == "lstsq":
         active = torch.nonzero(model.gates[layer] != 0).flatten()
         _, Ginv = _design(cache, layer, active)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import compensation as comp
+from . import distributed as dist
 from . import inputs as batch
 from . import losses
 from .activations import output_activation as check_output
@@ -104,8 +105,10 @@ class PruningContext:
         stepper, an approximate criterion's subset).
     """
 
-    def __init__(self, model: Gated, X: torch.Tensor, T: torch.Tensor, loss: str, compensation: str = "none"):
+    def __init__(self, model: Gated, X, T, loss: str, compensation: str = "none", out_shape=None):
         self.model, self.X, self.T = model, _plain(X), _plain(T)
+        # one sample's output shape (the targets' shape without the sample axis)
+        self.out_shape = tuple(T.shape[1:]) if T is not None else (tuple(out_shape) if out_shape else None)
         self.loss = losses.check_loss(loss)
         self.compensation = comp.check_mode(compensation, model)
         self.state: dict = {}
@@ -119,8 +122,14 @@ class PruningContext:
         ``model``: MLP, nn.Sequential, GatedModel or any nn.Module (see :func:`as_gated`); ``X`` as the
         model takes it (a tensor, or a tuple / dict of tensors passed as ``model(*X)`` /
         ``model(**X)``); ``T`` targets shaped like the output, integer labels, or (N,) for one
-        output; ``loss`` None = cross-entropy for integer labels, else SSE."""
+        output; ``loss`` None = cross-entropy for integer labels, else SSE.
+
+        ``X`` may instead be a ``DataLoader`` (any re-iterable of (X, T) batches) with ``T=None``:
+        every pass reads the batches again, so memory is bounded by the batch (the MLP class, whose
+        fast oracle keeps its forward pass, gathers them into one tensor)."""
         with torch.inference_mode(False):
+            if batch.is_loader(X):
+                return cls._from_loader(model, X, T, loss, units, output_activation, dtype, device, compensation)
             work = as_gated(model, X, units=units, output_activation=output_activation, dtype=dtype, device=device,
                             name="X")
             p = work.gates[0]
@@ -132,6 +141,40 @@ class PruningContext:
             loss = default_loss(loss, T, out.shape[1:])
             T = check_targets(T, batch.rows(X), out.shape[1:], p.dtype, p.device)
             return cls(work, X, T, loss, compensation)
+
+    @classmethod
+    def _from_loader(cls, model, loader, T, loss, units, output_activation, dtype, device, compensation):
+        if T is not None:
+            raise ShrinkNetError("T: expected None when X is a DataLoader (or re-iterable) of (X, T) batches, got "
+                                 f"{type(T).__name__}")
+        first = next(iter(_raw(loader)))
+        work = as_gated(model, first[0], units=units, output_activation=output_activation, dtype=dtype, device=device,
+                        name="X (first batch)")
+        p = work.gates[0]
+        work.check_finite()
+        with torch.no_grad():
+            out = work.logits(batch.take(check_x(work, first[0], p.dtype, p.device, "X (first batch)"), slice(0, 1)))
+        _check_output(out, work)
+        shape = tuple(out.shape[1:])
+        loss = default_loss(loss, first[1], shape)
+
+        def convert(Xb, Tb, k):
+            Xb = _plain(check_x(work, Xb, p.dtype, p.device, f"X (batch {k})"))
+            return Xb, _plain(check_targets(Tb, batch.rows(Xb), shape, p.dtype, p.device))
+        stream = batch.Stream(loader, convert)
+        if work.layered:                     # the MLP's fast oracle keeps its forward pass: one tensor
+            parts = list(stream)
+            return cls(work, torch.cat([x for x, _ in parts]), torch.cat([t for _, t in parts]), loss, compensation)
+        return cls(work, stream, None, loss, compensation, out_shape=shape)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the data are read batch by batch from a loader (nothing kept between passes)."""
+        return isinstance(self.X, batch.Stream)
+
+    def chunks(self, rows: int):
+        """The context's (X, T) in pieces of at most ``rows`` samples."""
+        return batch.chunks(self.X, self.T, rows)
 
     def with_data(self, X: torch.Tensor, T: torch.Tensor) -> "PruningContext":
         """The same model, compensation, caches and state, evaluated on other data (e.g. a subset)."""
@@ -151,6 +194,9 @@ class PruningContext:
         Changes are seen through torch's version counters, which every in-place torch operation
         bumps; a write that bypasses torch (through a ``.numpy()`` view or ``.data``) is not seen."""
         X = self.X if X is None else X
+        if isinstance(X, batch.Stream):
+            raise ShrinkNetError("this needs the data in memory (a kept forward pass); expected tensors, got a "
+                                 "DataLoader")
         key = self.state_key(X)
         hit = self._caches.pop(id(X), None)          # (a stale entry gives its slot back)
         if hit is not None and hit[0] is X and hit[1] == key:
@@ -166,7 +212,8 @@ class PruningContext:
         """What a result computed on X (default the context's data) depends on: X, the weights, the
         gates, the buffers, as version keys (torch bumps a tensor's _version on every in-place change)."""
         X = self.X if X is None else X
-        return caching.version_key([*batch.leaves(X), *(self.model.state_tensors() if state is None else state)])
+        data = [(id(X), 0)] if isinstance(X, batch.Stream) else caching.version_key(batch.leaves(X))
+        return (*data, *caching.version_key(self.model.state_tensors() if state is None else state))
 
     def set_gate(self, layer: int, unit: int, value: float) -> None:
         """Set one gate of the model; kept forward passes are brought up to date by recomputing only
@@ -187,14 +234,42 @@ class PruningContext:
 
     # ---- what the loop measures -------------------------------------------------------------
     def error(self) -> torch.Tensor:
-        """E of the model as it is on the context's data (a 0-d tensor)."""
-        return losses.error(self.cache().z, self.T, self.model.output_activation, self.loss)
+        """E of the model as it is on the context's data (a 0-d tensor; summed over all ranks)."""
+        m = self.model
+        if self.streaming:
+            with torch.no_grad():
+                E = sum(losses.per_row(m.outputs(Xb), Tb, m.output_activation, self.loss).double().sum()
+                        for Xb, Tb in self.chunks(m.batch_rows))
+            return dist.sum_(E).to(m.gates[0].dtype)
+        return dist.sum_(losses.error(self.cache().z, self.T, m.output_activation, self.loss))
 
     def measure(self, X: torch.Tensor | None = None, T: torch.Tensor | None = None, classes: bool | None = None):
-        """(E, accuracy or None) of the model as it is, on the context's data or (X, T)."""
-        T = self.T if X is None else T
-        classes = has_classes(T) if classes is None else classes
-        return error_and_accuracy(self.cache(X).z, T, self.model.output_activation, self.loss, classes)
+        """(E, accuracy or None) of the model as it is, on the context's data or (X, T) (the context's
+        data: summed over all ranks)."""
+        if X is None and self.streaming:
+            classes = self.classes() if classes is None else classes
+            E, right, n = 0.0, 0.0, 0
+            m = self.model
+            for Xb, Tb in self.chunks(m.batch_rows):
+                e, a = error_and_accuracy(m.outputs(Xb), Tb, m.output_activation, self.loss, classes)
+                E, right, n = E + e, right + (a or 0.0) * _labelled(Tb), n + _labelled(Tb)
+        else:
+            T = self.T if X is None else T
+            classes = has_classes(T) if classes is None else classes
+            E, a = error_and_accuracy(self.cache(X).z, T, self.model.output_activation, self.loss, classes)
+            if X is not None or dist.world_size() == 1:
+                return E, a
+            right, n = (a or 0.0) * _labelled(T), _labelled(T)
+        E, right, n = dist.sum_(torch.tensor([E, right, float(n)], dtype=torch.float64)).tolist()
+        return E, (right / n if classes and n else None)
+
+    def classes(self) -> bool:
+        """Whether the targets are classes (one-hot rows, or 0/1 for one output) on every batch and rank."""
+        if self.streaming:
+            flag = all(has_classes(Tb) for _, Tb in self.X)
+        else:
+            flag = has_classes(self.T)
+        return dist.all_true(flag)
 
     def inputs(self, X, name: str = "X") -> torch.Tensor:
         """Other data (e.g. a test set) checked against the model and put on its device and dtype."""
@@ -202,12 +277,22 @@ class PruningContext:
         with torch.inference_mode(False):
             return _plain(check_x(self.model, X, p.dtype, p.device, name))
 
-    def targets(self, T, n: int) -> torch.Tensor:
+    def targets(self, T, n: int, name: str = "test T") -> torch.Tensor:
         """Other targets (e.g. a test set's, for n samples) shaped like the model's output, on its
         device and dtype."""
         p = self.model.gates[0]
         with torch.inference_mode(False):
-            return _plain(check_targets(T, n, self.T.shape[1:], p.dtype, p.device))
+            return _plain(check_targets(T, n, self.out_shape, p.dtype, p.device, name))
+
+
+def _labelled(T: torch.Tensor) -> int:
+    """Samples whose accuracy counts: all of them, or for outputs with positions the labelled positions."""
+    return int(T.shape[0]) if T.ndim <= 2 else int((T.reshape(-1, T.shape[-1]).sum(1) != 0).sum())
+
+
+def _raw(loader):
+    """A loader's (X, T) batches as they come (checked only for being pairs)."""
+    return batch.Stream(loader, lambda X, T, k: (X, T))
 
 
 def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | None = None) -> dict:
@@ -215,33 +300,51 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
 
     ``model`` is an MLP (or nn.Sequential MLP), a GatedModel, or any nn.Module whose output the loss reads
     through ``output_activation`` (default identity: logits). ``loss`` None = cross-entropy for integer
-    labels, else SSE. Nothing is kept on the model. Returns ``{"error", "accuracy" (or None), "n"}``."""
+    labels, else SSE. ``X`` may be a DataLoader of (X, T) batches with ``T=None``. Under
+    torch.distributed, the sums are over every rank's data. Nothing is kept on the model. Returns
+    ``{"error", "accuracy" (or None), "n"}``."""
     with torch.inference_mode(False):
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
-        gated = model if isinstance(model, Gated) else _as_mlp(model, None, output_activation)
-        if gated is not None:
-            if output_activation is not None and output_activation != gated.output_activation:
-                raise ShrinkNetError(f"output_activation: a {type(gated).__name__} has its own; expected None, got "
-                                     f"{output_activation!r}")
-            gated.check_finite()
-            p = gated.gates[0]
-            X = _plain(check_x(gated, X, p.dtype, p.device))
-            z = caching.build(gated, X).z          # as the pruning loop measures it
-            output = gated.output_activation
+        if batch.is_loader(X):
+            if T is not None:
+                raise ShrinkNetError("T: expected None when X is a DataLoader (or re-iterable) of (X, T) batches, "
+                                     f"got {type(T).__name__}")
+            parts = [_evaluate(model, Xb, Tb, loss, output_activation) for Xb, Tb in _raw(X)]
         else:
-            output = check_output(output_activation or "identity")
-            p = next(iter(model.parameters()), None)
-            X = batch.check(X, "X", p.dtype if p is not None else torch.float32, p.device if p is not None else None)
-            try:
-                z = outputs(model, X)
-            except (RuntimeError, TypeError, IndexError, ValueError) as e:
-                raise ShrinkNetError(f"X: the model cannot take inputs ({batch.describe(X)}): {e}") from None
-            _check_output(z, model)
-        loss = default_loss(loss, T, z.shape[1:])
-        T = check_targets(T, batch.rows(X), z.shape[1:], z.dtype, z.device)
-        E, acc = error_and_accuracy(z, T, output, loss, has_classes(T))
-        return {"error": E, "accuracy": acc, "n": batch.rows(X)}
+            parts = [_evaluate(model, X, T, loss, output_activation)]
+        classes = dist.all_true(all(p[4] for p in parts))
+        E, right, labelled, n = dist.sum_(torch.tensor([p[:4] for p in parts], dtype=torch.float64).sum(0)).tolist()
+        return {"error": E, "accuracy": right / labelled if classes and labelled else None, "n": int(n)}
+
+
+def _evaluate(model, X, T, loss, output_activation):
+    """(E, samples right, samples counted, samples, whether T are classes) on one batch (samples counted:
+    the labelled positions, for outputs with positions)."""
+    gated = model if isinstance(model, Gated) else _as_mlp(model, None, output_activation)
+    if gated is not None:
+        if output_activation is not None and output_activation != gated.output_activation:
+            raise ShrinkNetError(f"output_activation: a {type(gated).__name__} has its own; expected None, got "
+                                 f"{output_activation!r}")
+        gated.check_finite()
+        p = gated.gates[0]
+        X = _plain(check_x(gated, X, p.dtype, p.device))
+        z = caching.build(gated, X).z          # as the pruning loop measures it
+        output = gated.output_activation
+    else:
+        output = check_output(output_activation or "identity")
+        p = next(iter(model.parameters()), None)
+        X = batch.check(X, "X", p.dtype if p is not None else torch.float32, p.device if p is not None else None)
+        try:
+            z = outputs(model, X)
+        except (RuntimeError, TypeError, IndexError, ValueError) as e:
+            raise ShrinkNetError(f"X: the model cannot take inputs ({batch.describe(X)}): {e}") from None
+        _check_output(z, model)
+    loss = default_loss(loss, T, z.shape[1:])
+    T = check_targets(T, batch.rows(X), z.shape[1:], z.dtype, z.device)
+    classes = has_classes(T)
+    E, acc = error_and_accuracy(z, T, output, loss, classes)
+    return E, (acc or 0.0) * _labelled(T), _labelled(T), batch.rows(X), classes
 
 
 def _as_mlp(model, units, output_activation, dtype=None):

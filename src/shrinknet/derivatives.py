@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from . import inputs as batch
+from . import distributed as dist
 from . import losses
 
 #: samples per pass for a model that does not size its own (the MLP)
@@ -46,13 +46,15 @@ def obd(model, cache, T, loss):
     return d_out, d2_out
 
 
-def _per_sample(model, X, T, loss, keep_graph: bool):
-    """Yield (gate rows G, outputs z, targets, dE_n/dg per sample and group) over X in passes of
-    model.batch_rows samples. Each sample gets its own gate row, so the gradient of the summed error
-    in G_n is sample n's own: dE_n/dg."""
-    b = getattr(model, "batch_rows", None) or BATCH
-    for i in range(0, batch.rows(X), b):
-        Xb, Tb = batch.take(X, slice(i, i + b)), T[i:i + b]
+def rows_per_pass(model) -> int:
+    return getattr(model, "batch_rows", None) or BATCH
+
+
+def _per_sample(model, chunks, loss, keep_graph: bool):
+    """Yield (gate rows G, outputs z, targets, dE_n/dg per sample and group) over the (X, T) pieces
+    ``chunks``. Each sample gets its own gate row, so the gradient of the summed error in G_n is
+    sample n's own: dE_n/dg."""
+    for Xb, Tb in chunks:
         n = Tb.shape[0]
         G = [g.detach().expand(n, g.numel()).clone().requires_grad_() for g in model.gates]
         with torch.enable_grad():
@@ -62,12 +64,13 @@ def _per_sample(model, X, T, loss, keep_graph: bool):
             yield G, z, Tb, grads
 
 
-def gauss_newton(model, X, T, loss, second: bool):
+def gauss_newton(model, chunks, loss, second: bool):
     """dE/dg per group, and (second=True) the Gauss-Newton diagonal sum_n J^T H J per group, for any
-    gated model (through ``model.logits(X, gates)`` with per-sample gate rows)."""
+    gated model (through ``model.logits(X, gates)`` with per-sample gate rows), over the (X, T)
+    pieces ``chunks`` (and every rank's)."""
     grads = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
     gns = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
-    for G, z, Tb, d in _per_sample(model, X, T, loss, keep_graph=second):
+    for G, z, Tb, d in _per_sample(model, chunks, loss, keep_graph=second):
         for l, dl in enumerate(d):
             grads[l] += dl.sum(0).double()
         if second:
@@ -80,18 +83,18 @@ def gauss_newton(model, X, T, loss, second: bool):
                     _gauss_newton_add(gns, zs[:, p], Ts[:, p], G, model.output_activation, loss,
                                       last=p == zs.shape[1] - 1)
     dt = model.gates[0].dtype
-    return [d.to(dt) for d in grads], [h.to(dt) for h in gns]
+    return [dist.sum_(d).to(dt) for d in grads], [dist.sum_(h).to(dt) for h in gns]
 
 
-def fisher(model, X, T, loss):
+def fisher(model, chunks, loss):
     """sum_n (dE_n/dg)^2 per group: the diagonal of the empirical Fisher information in the gates
-    (Kwon et al. 2022), for any gated model."""
+    (Kwon et al. 2022), for any gated model, over the (X, T) pieces ``chunks`` (and every rank's)."""
     F = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
-    for _, _, _, d in _per_sample(model, X, T, loss, keep_graph=False):
+    for _, _, _, d in _per_sample(model, chunks, loss, keep_graph=False):
         for l, dl in enumerate(d):
             F[l] += dl.double().pow(2).sum(0)
     dt = model.gates[0].dtype
-    return [f.to(dt) for f in F]
+    return [dist.sum_(f).to(dt) for f in F]
 
 
 def _gauss_newton_add(gns, z, T, G, output, loss, last: bool) -> None:

@@ -200,7 +200,8 @@ def _trace(model: nn.Module, x):
     except ShrinkNetError:
         raise
     except Exception as e:
-        raise ShrinkNetError(f"model: a forward pass on example input ({batch.describe(x)}) failed "
+        raise ShrinkNetError(f"model: a forward pass on example input ({batch.describe(x)}) failed; check the "
+                             f"inputs (their keys, shapes, dtypes, token ids within the vocabulary) "
                              f"({type(e).__name__}: {e})") from None
     finally:
         for h in handles:
@@ -272,7 +273,10 @@ def find_units(model: nn.Module, example_input, units=None) -> list[Unit]:
                                          f"got type {u.__name__}")
                 hits = [n for n, m, _, _ in calls if isinstance(m, u) and n not in owner]
                 chosen += [n for n in hits if not _feeds_output(n, calls, out)]
-            elif u == "ffn" and (heads or gated):
+            elif u == "ffn":
+                if not (heads or gated):
+                    raise ShrinkNetError("units: 'ffn' selects a transformer's FFN neurons, but the model has no "
+                                         "supported attention module or gated MLP; name its Linear layers instead")
                 chosen += [s.name for s in gated] + ffn
             elif u == "heads":
                 if not heads:
@@ -360,6 +364,19 @@ def rows_per_pass(model, x) -> int:
     return int(max(16, min(BATCH, ACTIVATION_BUDGET // max(1, per_sample))))
 
 
+def downstream_sizes(model, x, units) -> list[int]:
+    """Per unit group: the activation values per sample from its gate on (the gated module's output,
+    everything after it), i.e. what one candidate's copy costs when the oracle batches candidates
+    and computes the rest once. Module outputs only: a model's functional operations (attention
+    scores, say) are not seen, so the oracle counts this twice."""
+    calls, _ = _trace(model, x)
+    sizes = [o.numel() if isinstance(o, torch.Tensor) else 0 for *_, o in calls]
+    first = {}
+    for k, (n, *_) in enumerate(calls):
+        first.setdefault(n, k)
+    return [int(sum(sizes[first.get(u.gate_at, 0):])) for u in units]
+
+
 def _unit_names(mods):
     return [n for n, m in mods.items() if _is_unit_type(m)]
 
@@ -435,6 +452,7 @@ class GatedModel(Gated):
         self.example = batch.clone(x)
         self.units = find_units(self.model, x, units)
         self.batch_rows = rows_per_pass(self.model, x)
+        self.downstream = downstream_sizes(self.model, x, self.units)
         dev = batch.leaves(x)[0].device
         for l, u in enumerate(self.units):
             self.register_buffer(f"gate{l}", torch.ones(u.size, dtype=dt, device=dev))
@@ -522,7 +540,12 @@ class GatedModel(Gated):
         return [*self.model.named_parameters(), *self.model.named_buffers(),
                 *((f"gate{l}", g) for l, g in enumerate(self.gates))]
 
-    def forward(self, X) -> torch.Tensor:
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        """The wrapped model's output (logits) with the gates: ``gm(X)`` with X a tensor, tuple or dict,
+        or as the model itself is called, ``gm(a, b)`` / ``gm(input_ids=...)``."""
+        if kwargs and args:
+            raise ShrinkNetError("GatedModel: expected positional or keyword inputs, got both")
+        X = dict(kwargs) if kwargs else (args[0] if len(args) == 1 else tuple(args))
         with plain_attention():
             return batch.logits_of(batch.call(self.model, X))
 
@@ -544,7 +567,7 @@ class GatedModel(Gated):
         sum_n o^2 d2E/do^2 (= g^2 sum_n J^T H J, J = dz/dg per sample), by autograd; with the
         context's compensation (where ``compensated``), along the compensated removal."""
         with compensation.compensating(ctx) if compensated else contextlib.nullcontext():
-            grads, gns = derivatives.gauss_newton(self, ctx.X, ctx.T, ctx.loss, second)
+            grads, gns = derivatives.gauss_newton(self, ctx.chunks(self.batch_rows), ctx.loss, second)
         return [g * d for g, d in zip(self.gates, grads)], [g * g * h for g, h in zip(self.gates, gns)]
 
     @torch.no_grad()
@@ -563,10 +586,9 @@ class GatedModel(Gated):
                 handles.append(mods[u.gate_at].register_forward_hook(
                     lambda m, i, o, l=l: got.append((l, o.detach())), prepend=True))
         try:
-            b, X = self.batch_rows, ctx.X
-            for i in range(0, batch.rows(X), b):
+            for Xb, _ in ctx.chunks(self.batch_rows):
                 got.clear()
-                self(batch.take(X, slice(i, i + b)))
+                self(Xb)
                 yield from list(got)
         finally:
             for h in handles:
@@ -648,7 +670,7 @@ class GatedModel(Gated):
         Gated.__init__(new)
         new.model, new.output_activation, new.input_shape = m, self.output_activation, self.input_shape
         new.example = batch.to(self.example, dtype=dtype, device=device)
-        new.units, new.batch_rows = list(self.units), self.batch_rows
+        new.units, new.batch_rows, new.downstream = list(self.units), self.batch_rows, list(self.downstream)
         for l, g in enumerate(self.gates):
             new.register_buffer(f"gate{l}", g.detach().clone().to(dtype=dtype or g.dtype, device=device or g.device))
         new._finish()

@@ -161,5 +161,52 @@ def logits_of(out) -> torch.Tensor:
                          f"starting with a tensor, got {type(out).__name__}")
 
 
-__all__ = ["call", "check", "clone", "describe", "leaves", "logits_of", "plain", "repeat", "rows", "sample_shapes",
+def is_loader(X) -> bool:
+    """Whether X is a re-iterable of (X, T) batches (a DataLoader, a list of pairs) rather than a batch."""
+    if isinstance(X, list):
+        return bool(X) and all(isinstance(b, (tuple, list)) and len(b) == 2 for b in X) and not all(
+            isinstance(v, torch.Tensor) for v in X)
+    return not isinstance(X, (torch.Tensor, np.ndarray, Mapping, tuple, str, bytes)) and hasattr(X, "__iter__")
+
+
+class Stream:
+    """The data of a run as a re-iterable of (X, T) batches (a ``torch.utils.data.DataLoader``), each
+    checked and converted as it is read by ``convert(X, T, k)`` (k: the batch's index). Nothing is
+    kept: every pass over the data reads the batches again."""
+
+    def __init__(self, source, convert, name: str = "X"):
+        if iter(source) is source:
+            raise ShrinkNetError(f"{name}: expected a re-iterable of (X, T) batches (a DataLoader, a list), got an "
+                                 f"iterator ({type(source).__name__}), which can be read only once")
+        self.source, self.convert, self.name = source, convert, name
+
+    def __iter__(self):
+        empty = True
+        for k, item in enumerate(self.source):
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise ShrinkNetError(f"{self.name}: expected batches of (X, T) pairs, got "
+                                     f"{type(item).__name__} as batch {k}")
+            empty = False
+            yield self.convert(item[0], item[1], k)
+        if empty:
+            raise ShrinkNetError(f"{self.name}: expected at least one (X, T) batch, got none")
+
+
+def chunks(X, T, rows: int):
+    """(X, T) in pieces of at most ``rows`` samples: slices of tensors, or a stream's batches, cut."""
+    if isinstance(X, Stream):
+        for Xb, Tb in X:
+            n = Tb.shape[0]
+            for i in range(0, n, rows):
+                yield (Xb, Tb) if n <= rows else (take(Xb, slice(i, i + rows)), Tb[i:i + rows])
+        return
+    for i in range(0, rows_of(X, T), rows):
+        yield take(X, slice(i, i + rows)), T[i:i + rows]
+
+
+def rows_of(X, T) -> int:
+    return int(T.shape[0]) if T is not None else rows(X)
+
+
+__all__ = ["Stream", "call", "chunks", "is_loader", "check", "clone", "describe", "leaves", "logits_of", "plain", "repeat", "rows", "sample_shapes",
            "take", "to"]

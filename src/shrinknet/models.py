@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import compensation, derivatives
+from . import distributed as dist
 from ._io import atomic_target
 from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, as_tensor, check_inputs
 from .activations import HIDDEN, apply_output
@@ -140,8 +141,8 @@ class MLP(Gated):
         first, curv = [], []
         for l, (d, d2) in enumerate(zip(d_out, d2_out)):
             u = compensation.removed_outputs(self, cache, l, mode)
-            first.append((u * d).sum(0))
-            curv.append((u * u * d2).sum(0) if second else None)
+            first.append(dist.sum_((u * d).sum(0)))
+            curv.append(dist.sum_((u * u * d2).sum(0)) if second else None)
         return first, curv
 
     def unit_outputs(self, ctx):

@@ -20,7 +20,6 @@ from ._validation import ShrinkNetError, check_choice, check_fraction
 from .context import PruningContext
 from .criteria import check_scores, get_criterion, ranked
 from .gating import Gated
-from .metrics import has_classes
 from .results import PruneResult
 
 SCHEDULES = ("single", "iterative")
@@ -88,14 +87,17 @@ def score(model, X, T, criterion: str = "taylor2", loss: str | None = None, *, u
     Parameters
     ----------
     model : MLP, nn.Sequential, GatedModel or any nn.Module (see ``units``)
-    X : (N, n_in) array, or (N, ...) as the model takes it;  T : (N, n_out) array (or integer labels,
-        or (N,) for one output)
+    X : (N, n_in) array, or as the model takes it (a tensor, a tuple or a dict of tensors), or a
+        DataLoader of (X, T) batches with T=None;  T : targets shaped like the output (or integer
+        labels, or (N,) for one output)
     criterion : str or callable, a name from :func:`shrinknet.available_criteria`
     loss : {"sse", "cross-entropy"}, optional
         Default: cross-entropy for integer class labels, else SSE (the paper's).
-    units : list of module names and/or types (nn.Linear, nn.Conv2d), optional
-        For models other than the MLP class: whose outputs are the units (see
-        :class:`shrinknet.gating.GatedModel`); default every Linear / Conv2d but the output layer.
+    units : list of module names, module types (nn.Linear, nn.Conv2d), "ffn" and "heads", optional
+        For models other than the MLP class: which units (see :func:`shrinknet.gating.find_units`).
+        Default: in a transformer, every block's FFN neurons; in other models every Linear / Conv2d
+        but the output layer. "heads": every supported attention module's heads; an attention
+        module's name: its heads.
     output_activation : {"identity", "sigmoid", "softmax"}, optional
         For other models: what the loss applies to the model's output (default identity = logits).
 
@@ -122,7 +124,9 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         Units whose gate is already 0 count as removed. Not modified unless ``inplace``. Models
         other than the MLP class are pruned through gates on their Linear / Conv2d units (see
         ``units``), on a copy in eval mode.
-    X, T : evaluation data (the paper uses the training set).
+    X, T : evaluation data (the paper uses the training set): X as the model takes it (a tensor, a
+        tuple or a dict of tensors), T shaped like its output or integer labels; or X a DataLoader
+        of (X, T) batches and T=None. Under torch.distributed, each rank's own shard.
     criterion : str or callable
         "brute-force", "taylor1", "taylor2", "taylor2-exact", ... or a registered / custom criterion.
     schedule : {"iterative", "single"}
@@ -138,12 +142,16 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         "none" is the paper's pure removal. "mean" folds the removed neuron's mean output into the
         next layer's bias; "lstsq" refits the next layer's weights on the remaining neurons (both on
         the evaluation data X, no retraining). The criteria then score candidates with it on, and
-        the result's ``.model`` holds the compensated weights. MLP class only.
+        the result's ``.model`` holds the compensated weights (shrink it with
+        ``shrink(result.model, result)``). The MLP class, and transformer units (FFN neurons,
+        heads) whose consumer layer has a bias.
     inplace : bool
         Write the final gates (and, with compensation, the weights) into ``model`` (an MLP or GatedModel).
-    units : list of module names and/or types, optional
-        Which Linear / Conv2d modules' outputs are prunable, for other models (default: all but
-        the output layer); see :class:`shrinknet.gating.GatedModel`.
+    units : list of module names, module types (nn.Linear, nn.Conv2d), "ffn" and "heads", optional
+        For models other than the MLP class: which units (see :func:`shrinknet.gating.find_units`).
+        Default: in a transformer, every block's FFN neurons; in other models every Linear / Conv2d
+        but the output layer. "heads": every supported attention module's heads; an attention
+        module's name: its heads.
     output_activation : {"identity", "sigmoid", "softmax"}, optional
         For other models: what the loss applies to the model's output (default identity = logits).
     dtype, device : torch dtype and device to compute in (default: the model's).
@@ -161,7 +169,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
                                device=device, compensation=compensation)
     crit = get_criterion(criterion)
-    classes = has_classes(ctx.T)
+    classes = ctx.classes()
     if stop.max_accuracy_drop is not None and not classes:
         raise ShrinkNetError("stop.max_accuracy_drop: needs class targets (one-hot rows or 0/1), got other targets")
     test_data = None

@@ -111,6 +111,9 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
                              f"shrink(result.model, result)")
     with torch.inference_mode(False), torch.enable_grad():      # tracing the graph needs autograd
         if isinstance(model, Gated):
+            if isinstance(keep, PruneResult) and list(keep.hidden_sizes) != list(model.hidden_sizes):
+                raise ShrinkNetError(f"model: its unit groups have sizes {model.hidden_sizes}, but the result was pruned "
+                                     f"on sizes {list(keep.hidden_sizes)}; expected the model the result came from")
             if keep is None:
                 keep = {n: np.flatnonzero(g.detach().cpu().numpy() != 0) for n, g in zip(model.unit_names, model.gates)}
             if model.layered:
@@ -131,11 +134,13 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
             else:
                 raise ShrinkNetError("example_input: expected a batch the model accepts (a tensor, or a tuple or dict "
                                      "of tensors; one sample is enough) to trace its layers, got None")
-        return shrink_module(model, keep, example_input, check=check)
+        sizes = dict(zip(keep.unit_names, keep.hidden_sizes)) if isinstance(keep, PruneResult) else None
+        return shrink_module(model, keep, example_input, check=check, sizes=sizes)
 
 
-def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True) -> nn.Module:
-    """:func:`shrink` for a model without gates, on Torch-Pruning's dependency graph."""
+def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, sizes: dict | None = None) -> nn.Module:
+    """:func:`shrink` for a model without gates: transformer units by their structure, others on
+    Torch-Pruning's dependency graph. ``sizes``: {unit name: its size where the keep came from}, checked."""
     p = next(iter(model.parameters()), None)
     x = batch.take(batch.check(example_input, "example_input", p.dtype if p is not None else torch.float32,
                                p.device if p is not None else None), slice(0, 1))
@@ -144,6 +149,11 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True) 
     small = copy.deepcopy(model).eval()
     _replace_torch_attention(small)      # nn.MultiheadAttention's heads are tied to its width
     units = find_units(small, x, list(keep))
+    for u in units:
+        want = (sizes or {}).get(u.name)
+        if want is not None and want != u.size:
+            raise ShrinkNetError(f"model: {u.name!r} has {u.size} units, but the result was pruned on a model where it "
+                                 f"had {want}; expected the model the result came from")
     # a transformer block without its heads or FFN neurons still passes its input on (residual)
     kept = {u.name: _indices(keep[u.name], u.size, u.name, empty_ok=u.site is not None) for u in units}
     removing = [u for u in units if len(kept[u.name]) < u.size]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from .. import inputs as batch
+from .._validation import ShrinkNetError
 from .. import oracle
 from . import get_criterion, mark_removed, register_criterion
 
@@ -36,6 +37,9 @@ class BruteForceSubset:
     def __call__(self, ctx):
         X, T = ctx.X, ctx.T
         sub = ctx.state.get(self)
+        if sub is None and ctx.streaming:
+            raise ShrinkNetError(f"criterion {self.__name__!r}: draws a subset of the samples, which needs them in "
+                                 f"memory; expected tensors, got a DataLoader")
         if sub is None:
             idx = self.indices(T.shape[0]).to(T.device)
             # the subset's context shares the model and kept forward passes, so a removal updates both

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed as dist
 from . import mark_removed, register_criterion
 
 
@@ -59,7 +60,7 @@ def moments(ctx) -> dict:
         acc["s2"][l] += (a * a).sum(rest)
         acc["nz"][l] += (a != 0).double().sum(rest)
         acc["n"][l] += a.numel() / a.shape[dim]
-    return acc
+    return {k: [dist.sum_(v) for v in vs] for k, vs in acc.items()}
 
 
 def _stat(ctx, fn):

@@ -101,5 +101,5 @@ def taylor1_abs(ctx):
 @register_criterion("fisher")
 def fisher(ctx):
     """Fisher estimate 1/2 g^2 sum_n (dE_n/dg)^2 (Kwon et al. 2022; the plain gate, no compensation)."""
-    F = derivatives.fisher(ctx.model, ctx.X, ctx.T, ctx.loss)
+    F = derivatives.fisher(ctx.model, ctx.chunks(derivatives.rows_per_pass(ctx.model)), ctx.loss)
     return mark_removed(ctx.model, [0.5 * g * g * f for g, f in zip(ctx.model.gates, F)])

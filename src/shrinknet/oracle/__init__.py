@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from .. import compensation
+from .. import distributed as dist
 from . import rank1, replicated
 from .literal import literal_error, literal_errors
 from .stepper import Stepper
@@ -43,7 +44,7 @@ def errors_without(ctx, layer: int, units) -> torch.Tensor:
             return replicated.errors_without(ctx, layer, units)
     cache = ctx.cache()
     dh = -compensation.residuals(m, cache, layer, units, ctx.compensation)   # plain removal: -o
-    return rank1.errors_for_changes(m, cache, ctx.T, ctx.loss, layer, units, dh)
+    return dist.sum_(rank1.errors_for_changes(m, cache, ctx.T, ctx.loss, layer, units, dh))
 
 
 def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
@@ -51,7 +52,7 @@ def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
     m = ctx.model
     if not m.layered:
         return replicated.errors_with_gains(ctx, layer, units, gains)
-    return rank1.perturbed_errors(m, ctx.cache(), ctx.T, ctx.loss, layer, units, gains)
+    return dist.sum_(rank1.perturbed_errors(m, ctx.cache(), ctx.T, ctx.loss, layer, units, gains))
 
 
 def removal_derivatives(ctx, layer: int, units):
@@ -65,7 +66,7 @@ def removal_derivatives(ctx, layer: int, units):
     cache = ctx.cache()
     u = compensation.residuals(m, cache, layer, units, ctx.compensation)
     d1, d2 = rank1.output_scaling_derivatives(m, cache, ctx.T, ctx.loss, layer, units, direction=u)
-    return -d1, d2
+    return -dist.sum_(d1), dist.sum_(d2)
 
 
 __all__ = ["Stepper", "current_error", "errors_with_gains", "errors_without", "literal_error", "literal_errors",

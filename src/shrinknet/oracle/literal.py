@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from .. import compensation, losses
+from .. import distributed as dist
 from .cache import outputs
 
 
@@ -14,7 +15,11 @@ from .cache import outputs
 def literal_error(ctx, gates=None) -> torch.Tensor:
     """E of one full forward pass over ctx.X, with ``gates`` (one (K,) tensor or None per group)."""
     m = ctx.model
-    return losses.error(outputs(m, ctx.X, gates), ctx.T, m.output_activation, ctx.loss)
+    if ctx.streaming:
+        E = sum(losses.error(outputs(m, Xb, gates), Tb, m.output_activation, ctx.loss).double()
+                for Xb, Tb in ctx.chunks(m.batch_rows))
+        return dist.sum_(E).to(m.gates[0].dtype)
+    return dist.sum_(losses.error(outputs(m, ctx.X, gates), ctx.T, m.output_activation, ctx.loss))
 
 
 @torch.no_grad()
@@ -37,4 +42,5 @@ def literal_errors(ctx, layer: int, units, gains=None) -> torch.Tensor:
             gates = [None] * ctx.model.n_hidden_layers
             gates[layer] = row
             out.append(literal_error(ctx, gates))
-    return torch.stack(out) if out else torch.zeros(0, dtype=ctx.T.dtype, device=ctx.T.device)
+    g = ctx.model.gates[layer]
+    return torch.stack(out) if out else torch.zeros(0, dtype=g.dtype, device=g.device)

@@ -1,15 +1,28 @@
 """The exact oracle for any gated model: every candidate of a group in one batched forward pass.
 
-The data are repeated once per candidate and each copy gets its own per-sample gate row, with that
-candidate's gate changed (chunked so that rows x candidates stays within the model's batch_rows).
+Errors of candidates (:func:`errors_with_gains`, :func:`errors_without`): the model runs under
+``torch.func.vmap`` over the candidates' gate rows. Every tensor that does not depend on the gate
+(the layers upstream of the unit, the attention masks, the weights) stays unbatched and is computed
+once; from the gate on, each candidate's copy flows through the downstream layers together. Chunked so
+that rows x candidates stays within the model's batch_rows. Attention runs in the math kernel there
+(the fused CPU kernels have no batching rule: vmap would loop over the candidates one by one).
+
+Where vmap cannot run a model (an operation without a batching rule that does not fall back, an
+in-place write of a candidate's tensor into a shared one), the data are repeated once per candidate
+instead and each copy gets its own per-sample gate row (:func:`replicated`; also the double-backward
+path of :func:`removal_derivatives`). Either way exact.
+
 Units whose un-gated output is exactly 0 on every sample change nothing when removed: they get the
 current error itself, so float rounding never ranks them.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .. import distributed as dist
 from .. import inputs as batch
 from .. import losses
 
@@ -20,15 +33,34 @@ def _chunks(model, N: int, C: int):
     return n, max(1, min(C, model.batch_rows // n))
 
 
-def replicated(model, X, T, layer, units, gate_rows):
+#: module-output values (from the gate on, summed over the layers) one vmapped pass may hold: a model's
+#: functional intermediates (attention scores) come on top. Larger chunks than this ran slower on a ViT
+#: (docs/PERFORMANCE.md), smaller ones recompute the layers before the gate more often.
+VMAP_BUDGET = 1 << 25
+
+
+def _vmap_chunks(model, layer: int, N: int, C: int):
+    """(rows of data, candidates) per vmapped pass: the rows of a plain pass, and as many candidates
+    as keep rows x candidates x (the activations from the gate on) within VMAP_BUDGET."""
+    sizes = getattr(model, "downstream", None)       # (a GatedModel pickled before it had them: plain chunks)
+    if not sizes:
+        return _chunks(model, N, C)
+    n = min(N, model.batch_rows)
+    return n, max(1, min(C, VMAP_BUDGET // (n * max(1, sizes[layer]))))
+
+
+def _rows(ctx) -> int:
+    """Samples of the context's data, or where they stream from a loader, a pass's worth."""
+    return ctx.model.batch_rows if ctx.streaming else int(ctx.T.shape[0])
+
+
+def replicated(ctx, layer, units, gate_rows):
     """For candidates `units` of `layer`: yield (z, T repeated, slice of the candidates, n, c) per
     forward pass over n data rows copied once per candidate (c of them), copy k with the gate row
     gate_rows(cs)[k] (each (K,), cs the slice of the candidates); z is (c * n, n_out), candidate-major."""
-    N, C = batch.rows(X), units.numel()
-    n_step, c_step = _chunks(model, N, C)
-    for i in range(0, N, n_step):
-        Xb = batch.take(X, slice(i, i + n_step))
-        Tb = T[i:i + n_step]
+    model, C = ctx.model, units.numel()
+    n_step, c_step = _chunks(model, _rows(ctx), C)
+    for Xb, Tb in ctx.chunks(n_step):
         n = Tb.shape[0]
         for j in range(0, C, c_step):
             cs = slice(j, j + c_step)
@@ -37,25 +69,53 @@ def replicated(model, X, T, layer, units, gate_rows):
             gates = [None] * model.n_hidden_layers
             gates[layer] = G.repeat_interleave(n, 0)
             # (c * n, ...) inputs and targets
-            yield model.logits(batch.repeat(Xb, c), gates), Tb.repeat(c, *([1] * (T.ndim - 1))), cs, n, c
+            yield model.logits(batch.repeat(Xb, c), gates), Tb.repeat(c, *([1] * (Tb.ndim - 1))), cs, n, c
 
 
 @torch.no_grad()
 def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
     """E with gate[layer][units[c]] set to gains[c], for every c; (C,), summed in float64."""
-    model, X, T = ctx.model, ctx.X, ctx.T
+    model = ctx.model
     g = model.gates[layer]
     units = torch.as_tensor(units, dtype=torch.long, device=g.device)
     gains = torch.as_tensor(gains, dtype=g.dtype, device=g.device)
-    out = torch.zeros(units.numel(), dtype=torch.float64, device=g.device)
 
     def rows(cs):
         G = g.detach().expand(units[cs].numel(), g.numel()).clone()
         G[torch.arange(G.shape[0]), units[cs]] = gains[cs]
         return G
-    for z, Tr, cs, n, c in replicated(model, X, T, layer, units, rows):
+    if getattr(model, "_vmap_ok", True):
+        try:
+            return dist.sum_(_vmapped(ctx, layer, units.numel(), rows)).to(g.dtype)
+        except (RuntimeError, NotImplementedError, ValueError) as e:
+            model._vmap_ok = False
+            warnings.warn(f"the exact oracle cannot run this model under torch.func.vmap ({type(e).__name__}: "
+                          f"{str(e)[:200]}); it runs one copy of the data per candidate instead, which gives the "
+                          f"same errors more slowly", RuntimeWarning, stacklevel=3)
+    out = torch.zeros(units.numel(), dtype=torch.float64, device=g.device)
+    for z, Tr, cs, n, c in replicated(ctx, layer, units, rows):
         out[cs] += losses.per_row(z, Tr, model.output_activation, ctx.loss).view(c, n).sum(1)
-    return out.to(g.dtype)
+    return dist.sum_(out).to(g.dtype)
+
+
+def _vmapped(ctx, layer, C: int, gate_rows) -> torch.Tensor:
+    """(C,) float64: E of each candidate's gate row on this rank's data, the model run under vmap over
+    the rows."""
+    from torch.func import vmap
+    model, loss = ctx.model, ctx.loss
+    out = torch.zeros(C, dtype=torch.float64, device=model.gates[layer].device)
+    n_step, c_step = _vmap_chunks(model, layer, _rows(ctx), C)
+    for Xb, Tb in ctx.chunks(n_step):
+
+        def error(row, Xb=Xb, Tb=Tb):
+            with model.overriding({layer: row}):
+                z = model(Xb)
+            return losses.per_row(z, Tb, model.output_activation, loss).double().sum()
+        for j in range(0, C, c_step):
+            cs = slice(j, j + c_step)
+            with sdpa_kernel(SDPBackend.MATH):
+                out[cs] += vmap(error)(gate_rows(cs))
+    return out
 
 
 @torch.no_grad()
@@ -71,7 +131,7 @@ def silent(ctx) -> list[torch.Tensor]:
     for l, a in model.unit_outputs(ctx):
         dim = model.channel_dim(l) % a.ndim
         peak[l] = torch.maximum(peak[l], a.abs().amax(dim=[d for d in range(a.ndim) if d != dim]))
-    out = [p == 0 for p in peak]
+    out = [dist.max_(p) == 0 for p in peak]
     ctx.state["oracle: silent units"] = (key, out)
     return out
 
@@ -93,7 +153,7 @@ def removal_derivatives(ctx, layer: int, units):
     """(psi'(0), psi''(0)) in float64 for psi_c(t) = E with unit c's gate moved to g_c (1 - t), t = 1 the
     removal: the replicated copies of :func:`replicated` with a scalar t per copy and a double
     backward pass (the copies are independent, so d/dt of sum(dE/dt) is the Hessian's diagonal)."""
-    model, X, T = ctx.model, ctx.X, ctx.T
+    model = ctx.model
     g = model.gates[layer].detach()
     units = torch.as_tensor(units, dtype=torch.long, device=g.device)
     d1 = torch.zeros(units.numel(), dtype=torch.float64, device=g.device)
@@ -110,10 +170,10 @@ def removal_derivatives(ctx, layer: int, units):
         return g + t[:, None] * D
     # the math kernel of scaled_dot_product_attention: the fused CPU kernels have no second derivative
     with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-        for z, Tr, cs, n, c in replicated(model, X, T, layer, units, rows):
+        for z, Tr, cs, n, c in replicated(ctx, layer, units, rows):
             E = losses.error(z, Tr, model.output_activation, ctx.loss)
             (first,) = torch.autograd.grad(E, leaf[0], create_graph=True)
             (sec,) = torch.autograd.grad(first.sum(), leaf[0])
             d1[cs] += first.detach().double()
             d2[cs] += sec.double()
-    return d1, d2
+    return dist.sum_(d1), dist.sum_(d2)
