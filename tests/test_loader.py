@@ -128,3 +128,15 @@ def test_bad_loaders_are_named():
         shrinknet.prune(tiny_cnn(), bad, None, stop=shrinknet.Stop(n_neurons=1))
     with pytest.raises(ShrinkNetError, match="draws a subset of the samples, which needs them in memory"):
         shrinknet.prune(tiny_cnn(), loader(X, y), None, criterion="brute-force-subset", stop=shrinknet.Stop(n_neurons=1))
+
+
+def test_a_long_run_on_a_loader_shows_its_batches(capsys):
+    X, y = image_data(n=30)
+    ctx = shrinknet.PruningContext.start(tiny_cnn(), loader(X, y), None)
+    seen = []
+    ctx.X.on_batch = seen.append
+    ctx.error()
+    assert seen == [0, 1, 2, 3, 4] and ctx.X.n_batches == 5
+    shrinknet.prune(tiny_cnn(), loader(X, y), None, criterion="taylor1", stop=shrinknet.Stop(n_neurons=2),
+                    progress=True)
+    assert "batch 5/5" in capsys.readouterr().err

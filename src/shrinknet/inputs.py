@@ -179,6 +179,11 @@ class Stream:
             raise ShrinkNetError(f"{name}: expected a re-iterable of (X, T) batches (a DataLoader, a list), got an "
                                  f"iterator ({type(source).__name__}), which can be read only once")
         self.source, self.convert, self.name = source, convert, name
+        self.on_batch = None          # called with each batch's index as it is read (a progress display)
+        try:
+            self.n_batches = len(source)
+        except TypeError:
+            self.n_batches = None
 
     def __iter__(self):
         empty = True
@@ -187,6 +192,8 @@ class Stream:
                 raise ShrinkNetError(f"{self.name}: expected batches of (X, T) pairs, got "
                                      f"{type(item).__name__} as batch {k}")
             empty = False
+            if self.on_batch is not None:
+                self.on_batch(k)
             yield self.convert(item[0], item[1], k)
         if empty:
             raise ShrinkNetError(f"{self.name}: expected at least one (X, T) batch, got none")

@@ -202,6 +202,9 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
     order, pos = None, 0
     best = crit.best if schedule == "iterative" else None
     with tqdm(total=limit, desc=f"{crit.name} ({schedule})", disable=not progress, leave=False) as bar:
+        if ctx.streaming and progress:          # a long pass over a loader shows where it is
+            of = f"/{ctx.X.n_batches}" if ctx.X.n_batches else ""
+            ctx.X.on_batch = lambda k: bar.set_postfix_str(f"batch {k + 1}{of}")
         while res.n_removed < limit:
             pick = best(ctx) if best is not None else None
             if pick is None:
