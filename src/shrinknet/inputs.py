@@ -166,7 +166,9 @@ def is_loader(X) -> bool:
     if isinstance(X, list):
         return bool(X) and all(isinstance(b, (tuple, list)) and len(b) == 2 for b in X) and not all(
             isinstance(v, torch.Tensor) for v in X)
-    return not isinstance(X, (torch.Tensor, np.ndarray, Mapping, tuple, str, bytes)) and hasattr(X, "__iter__")
+    # (an object NumPy can read, e.g. a pandas DataFrame, is a batch, whatever it iterates over)
+    return (not isinstance(X, (torch.Tensor, np.ndarray, Mapping, tuple, str, bytes)) and hasattr(X, "__iter__")
+            and not hasattr(X, "__array__"))
 
 
 class Stream:
