@@ -140,3 +140,25 @@ def test_a_long_run_on_a_loader_shows_its_batches(capsys):
     shrinknet.prune(tiny_cnn(), loader(X, y), None, criterion="taylor1", stop=shrinknet.Stop(n_neurons=2),
                     progress=True)
     assert "batch 5/5" in capsys.readouterr().err
+
+
+def test_a_test_set_may_be_a_loader_too():
+    X, y = image_data(n=30)
+    Xt, yt = image_data(n=20, seed=5)
+    a = shrinknet.prune(tiny_cnn(), X, y, criterion="taylor1", stop=shrinknet.Stop(n_neurons=4), test=(Xt, yt))
+    b = shrinknet.prune(tiny_cnn(), loader(X, y), None, criterion="taylor1", stop=shrinknet.Stop(n_neurons=4),
+                        test=(loader(Xt, yt, 6), None))
+    assert b.test_errors == pytest.approx(a.test_errors, rel=1e-12) and b.test_accuracies == a.test_accuracies
+    with pytest.raises(ShrinkNetError, match="test: expected \\(X_test, T_test\\), or \\(a DataLoader"):
+        shrinknet.prune(tiny_cnn(), X, y, test=loader(Xt, yt))
+    with pytest.raises(ShrinkNetError, match="its batches carry the targets, got a T too"):
+        shrinknet.prune(tiny_cnn(), X, y, test=(loader(Xt, yt), yt))
+
+
+def test_a_loader_is_evaluated_with_one_loss_and_its_batches_shape_explained():
+    X, y = image_data(n=20)
+    mixed = [(X[:10], y[:10]), (X[10:], torch.nn.functional.one_hot(y[10:], 4).double())]
+    whole = shrinknet.evaluate(tiny_cnn(), X, y)                 # cross-entropy, chosen by integer labels
+    assert shrinknet.evaluate(tiny_cnn(), mixed, None)["error"] == pytest.approx(whole["error"], rel=1e-12)
+    with pytest.raises(ShrinkNetError, match="T: expected targets, got None \\(None only with X a DataLoader"):
+        shrinknet.prune(tiny_cnn(), X, None)

@@ -123,7 +123,7 @@ def check_targets(T, n_samples: int, n_out, dtype=torch.float32, device=None, na
     when there are several outputs, which are one-hot encoded. For outputs with positions, a
     label of -100 marks a position to ignore (it becomes a row of zeros: no loss, no accuracy)."""
     if T is None:
-        raise ShrinkNetError(f"{name}: expected targets, got None")
+        raise ShrinkNetError(f"{name}: expected targets, got None (None only with X a DataLoader of (X, T) batches)")
     shape = (n_out,) if isinstance(n_out, (int, np.integer)) else tuple(int(v) for v in n_out)
     C = shape[-1]
     want = (n_samples, *shape)

@@ -246,11 +246,13 @@ class PruningContext:
     def measure(self, X: torch.Tensor | None = None, T: torch.Tensor | None = None, classes: bool | None = None):
         """(E, accuracy or None) of the model as it is, on the context's data or (X, T) (the context's
         data: summed over all ranks)."""
-        if X is None and self.streaming:
-            classes = self.classes() if classes is None else classes
+        if isinstance(self.X if X is None else X, batch.Stream):
+            data = self.X if X is None else X
+            classes = (self.classes() if X is None else all(has_classes(Tb) for _, Tb in data)) \
+                if classes is None else classes
             E, right, n = 0.0, 0.0, 0
             m = self.model
-            for Xb, Tb in self.chunks(m.batch_rows):
+            for Xb, Tb in batch.chunks(data, None, m.batch_rows):
                 e, a = error_and_accuracy(m.outputs(Xb), Tb, m.output_activation, self.loss, classes)
                 E, right, n = E + e, right + (a or 0.0) * _labelled(Tb), n + _labelled(Tb)
         else:
@@ -271,9 +273,18 @@ class PruningContext:
             flag = has_classes(self.T)
         return dist.all_true(flag)
 
-    def inputs(self, X, name: str = "X") -> torch.Tensor:
-        """Other data (e.g. a test set) checked against the model and put on its device and dtype."""
+    def inputs(self, X, name: str = "X"):
+        """Other data (e.g. a test set) checked against the model and put on its device and dtype; a
+        DataLoader of (X, T) batches becomes a stream checked batch by batch."""
         p = self.model.gates[0]
+        if batch.is_loader(X):
+            m, shape = self.model, self.out_shape
+
+            def convert(Xb, Tb, k):
+                Xb = _plain(check_x(m, Xb, p.dtype, p.device, f"{name} (batch {k})"))
+                return Xb, _plain(check_targets(Tb, batch.rows(Xb), shape, p.dtype, p.device,
+                                                f"{name[:-1]}T (batch {k})" if name.endswith("X") else "T"))
+            return batch.Stream(X, convert, name)
         with torch.inference_mode(False):
             return _plain(check_x(self.model, X, p.dtype, p.device, name))
 
@@ -310,7 +321,11 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
             if T is not None:
                 raise ShrinkNetError("T: expected None when X is a DataLoader (or re-iterable) of (X, T) batches, "
                                      f"got {type(T).__name__}")
-            parts = [_evaluate(model, Xb, Tb, loss, output_activation) for Xb, Tb in _raw(X)]
+            parts = []
+            for Xb, Tb in _raw(X):
+                # one loss for the whole loader: the first batch's targets choose it where loss is None
+                loss = loss if loss is not None or not parts else parts[0][5]
+                parts.append(_evaluate(model, Xb, Tb, loss, output_activation))
         else:
             parts = [_evaluate(model, X, T, loss, output_activation)]
         classes = dist.all_true(all(p[4] for p in parts))
@@ -344,7 +359,7 @@ def _evaluate(model, X, T, loss, output_activation):
     T = check_targets(T, batch.rows(X), z.shape[1:], z.dtype, z.device)
     classes = has_classes(T)
     E, acc = error_and_accuracy(z, T, output, loss, classes)
-    return E, (acc or 0.0) * _labelled(T), _labelled(T), batch.rows(X), classes
+    return E, (acc or 0.0) * _labelled(T), _labelled(T), batch.rows(X), classes, loss
 
 
 def _as_mlp(model, units, output_activation, dtype=None):
@@ -380,7 +395,8 @@ def check_x(model: Gated, X, dtype, device, name: str = "X"):
     if want != got:
         if isinstance(X, torch.Tensor):
             raise ShrinkNetError(f"{name}: expected samples of shape {want}, got {got}")
-        raise ShrinkNetError(f"{name}: expected samples shaped as {want}, got {got}")
+        raise ShrinkNetError(f"{name}: expected samples shaped as {want}, got {got} (every batch must have the "
+                             f"shape the model was traced on: pad sequences to one length)")
     return X
 
 

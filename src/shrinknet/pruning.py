@@ -174,8 +174,16 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         raise ShrinkNetError("stop.max_accuracy_drop: needs class targets (one-hot rows or 0/1), got other targets")
     test_data = None
     if test is not None:
+        if not (isinstance(test, (tuple, list)) and len(test) == 2):
+            raise ShrinkNetError(f"test: expected (X_test, T_test), or (a DataLoader of (X, T) batches, None), got "
+                                 f"{type(test).__name__}")
         Xt = ctx.inputs(test[0], "test X")
-        test_data = (Xt, ctx.targets(test[1], batch.rows(Xt)))
+        if isinstance(Xt, batch.Stream):
+            if test[1] is not None:
+                raise ShrinkNetError("test: expected (a DataLoader, None): its batches carry the targets, got a T too")
+            test_data = (Xt, None)
+        else:
+            test_data = (Xt, ctx.targets(test[1], batch.rows(Xt)))
     with torch.inference_mode(False):
         res = _run(ctx, crit, schedule, stop, classes, test_data, progress)
     p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
