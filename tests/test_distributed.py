@@ -44,6 +44,8 @@ def runs(X, y, Xm, ym):
     out["cnn loader"] = [r.removed, r.errors, r.accuracies]
     r = shrinknet.prune(mlp, Xm, ym, criterion="brute-force", compensation="lstsq", stop=shrinknet.Stop(n_neurons=STOP))
     out["mlp lstsq"] = [r.removed, r.errors, r.accuracies]
+    r = shrinknet.prune(net, X, y, criterion="taylor1", stop=shrinknet.Stop(n_neurons=STOP), test=(X, y))
+    out["cnn test set"] = [r.removed, r.test_errors, r.test_accuracies]
     out["score"] = [s.tolist() for s in shrinknet.score(net, X, y, "taylor1")]
     cmp = shrinknet.compare(mlp, Xm, ym, ["taylor1", "taylor2"], steps=3, own_paths=False)
     out["compare"] = [[r["criterion"], r["spearman"], r["agrees"], r["regret"]] for r in cmp.rows]

@@ -244,8 +244,8 @@ class PruningContext:
         return dist.sum_(losses.error(self.cache().z, self.T, m.output_activation, self.loss))
 
     def measure(self, X: torch.Tensor | None = None, T: torch.Tensor | None = None, classes: bool | None = None):
-        """(E, accuracy or None) of the model as it is, on the context's data or (X, T) (the context's
-        data: summed over all ranks)."""
+        """(E, accuracy or None) of the model as it is, on the context's data or (X, T); under
+        torch.distributed each rank's X is its shard, and the sums are over all ranks."""
         if isinstance(self.X if X is None else X, batch.Stream):
             data = self.X if X is None else X
             classes = (self.classes() if X is None else all(has_classes(Tb) for _, Tb in data)) \
@@ -259,7 +259,7 @@ class PruningContext:
             T = self.T if X is None else T
             classes = has_classes(T) if classes is None else classes
             E, a = error_and_accuracy(self.cache(X).z, T, self.model.output_activation, self.loss, classes)
-            if X is not None or dist.world_size() == 1:
+            if dist.world_size() == 1:
                 return E, a
             right, n = (a or 0.0) * _labelled(T), _labelled(T)
         E, right, n = dist.sum_(torch.tensor([E, right, float(n)], dtype=torch.float64)).tolist()
