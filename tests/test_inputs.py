@@ -147,3 +147,15 @@ def test_a_tuple_batch_with_token_ids_prunes_like_a_single_model_call():
     assert torch.allclose(small(ids, mask)[0], gm((ids, mask)), atol=1e-6)
     ev = shrinknet.evaluate(small, (ids, mask), y)
     assert ev["error"] == pytest.approx(r.errors[-1], rel=1e-5) and ev["n"] == 16
+
+
+def test_nested_lists_of_numbers_are_samples_and_uint8_images_take_the_models_dtype():
+    import shrinknet
+    assert not batch.is_loader([[0, 0], [0, 1], [1, 0], [1, 1]])
+    assert batch.is_loader([(torch.zeros(2, 3), torch.zeros(2))])
+    m = shrinknet.MLP([2, 3, 1], "sigmoid", "sigmoid", seed=0)
+    assert shrinknet.evaluate(m, [[0, 0], [0, 1], [1, 0], [1, 1]], [0, 1, 1, 0], "sse")["n"] == 4
+    img = torch.randint(0, 255, (5, 1, 4, 4), dtype=torch.uint8)
+    assert batch.check(img, "X", torch.float64).dtype == torch.float64
+    ids = torch.randint(0, 9, (5, 4))
+    assert batch.check(ids, "X", torch.float64).dtype == torch.int64

@@ -884,3 +884,34 @@ def test_labels_that_are_all_ignored_and_ffn_without_a_transformer_are_refused()
     Xb, yb = bert_data()
     with pytest.raises(ShrinkNetError, match="test T: expected"):
         shrinknet.prune(bert(), Xb, yb, units=["ffn"], test=(Xb, yb[:3]), stop=Stop(n_neurons=1))
+
+
+# ---- from a code review -------------------------------------------------------------------------------
+def test_a_layout_without_the_samples_on_dim_0_is_refused_by_name():
+    class SequenceFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(E, 2, FFN), 1, enable_nested_tensor=False)
+            self.fc = nn.Linear(E, CLASSES)
+
+        def forward(self, x):                            # x (N, L, E); the encoder takes (L, N, E)
+            return self.fc(self.enc(x.transpose(0, 1)).mean(0))
+    with pytest.raises(ShrinkNetError, match="'enc.layers.0.linear2' sees .* expected the samples on dim 0"):
+        GatedModel(SequenceFirst(), example_input=torch.randn(2, 5, E))
+
+
+@pytest.mark.parametrize("mode", ["mean", "lstsq"])
+def test_compensation_keeps_units_that_came_switched_off_off(mode):
+    X, y = bert_data()
+    gm = GatedModel(bert(), units=["heads", "ffn"], example_input=X)
+    gm.set_gate(1, 1, 0.0)
+    gm.set_gate(0, 2, 0.0)
+    ctx = shrinknet.PruningContext.start(gm, X, y, compensation=mode, dtype=torch.float64)
+    E = float(ctx.error())
+    with shrinknet.compensation.compensating(ctx):
+        assert float(shrinknet.oracle.literal_error(ctx)) == pytest.approx(E, rel=1e-12)
+    for l, k in enumerate(ctx.model.hidden_sizes):
+        units = [u for u in range(k) if float(ctx.model.gates[l][u]) != 0]
+        assert torch.allclose(shrinknet.oracle.errors_without(ctx, l, units),
+                              shrinknet.oracle.literal_errors(ctx, l, units), rtol=1e-7, atol=0)
+    assert float(ctx.error()) == pytest.approx(E, rel=1e-12)

@@ -221,18 +221,20 @@ def cut(model: nn.Module, site: Site, keep: list[int], gains=None) -> None:
     if not keep and site.kind == "heads":
         # attention code cannot run with no heads (its reshapes need one): keep head 0 and make it
         # silent, which computes the same as removing them all
-        keep, gains = [0], torch.zeros(site.size)
+        keep, gains = [0], torch.zeros(site.size, device=weight_oi(mods[site.consumer]).device)
     by_module: dict[str, list] = {}
     for r in site.producers:
         by_module.setdefault(r.name, []).append(r)
     for name, rs in by_module.items():
         m = mods[name]
-        drop = {i for r in rs for j in range(site.size) if j not in keep for i in range(r.of(j).start, r.of(j).stop)}
+        kept = set(keep)
+        drop = {i for r in rs for j in range(site.size) if j not in kept for i in range(r.of(j).start, r.of(j).stop)}
         _keep_out(m, torch.tensor([i for i in range(n_out(m)) if i not in drop], dtype=torch.long))
     cols = torch.tensor([i for j in keep for i in range(site.columns(j).start, site.columns(j).stop)], dtype=torch.long)
     scale = None
     if gains is not None:
-        g = torch.as_tensor(gains, dtype=weight_oi(mods[site.consumer]).dtype)
+        W = weight_oi(mods[site.consumer])
+        g = torch.as_tensor(gains, dtype=W.dtype, device=W.device)
         scale = g[keep].repeat_interleave(site.block)
         if bool((scale == 1).all()):
             scale = None

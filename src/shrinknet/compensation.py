@@ -109,11 +109,13 @@ def consumer_stats(ctx):
     D = [u.size * u.block for u in m.units]
     sums = [torch.zeros(d + 1, dtype=torch.float64, device=g.device) for d, g in zip(D, m.gates)]
     grams = [torch.zeros(d + 1, d + 1, dtype=torch.float64, device=g.device) for d, g in zip(D, m.gates)]
+    lstsq = ctx.compensation == "lstsq"           # (mean needs no Gram matrix: D^2 numbers a group)
     for l, a in m.unit_outputs(ctx):
         x = a.reshape(-1, D[l]).to(torch.float64)
         A = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
         sums[l] += A.sum(0)
-        grams[l] += A.T @ A
+        if lstsq:
+            grams[l] += A.T @ A
     sums, grams = [dist.sum_(s) for s in sums], [dist.sum_(G) for G in grams]
     out = [(s[:-1] / s[-1], G) for s, G in zip(sums, grams)]
     ctx.state["compensation: stats"] = (key, out)
@@ -138,8 +140,10 @@ def residual_maps(ctx) -> dict:
     m, out = ctx.model, {}
     for l, (mean, G) in enumerate(consumer_stats(ctx)):
         dt = m.gates[l].dtype
+        off = ~(m.gates[l] != 0).repeat_interleave(m.units[l].block)
         if ctx.compensation == "mean":
-            out[l] = (mean.to(dt), None)
+            # a unit already switched off stays off: its residual is its whole output (mean 0)
+            out[l] = (torch.where(off, torch.zeros_like(mean), mean).to(dt), None)
             continue
         u, D = m.units[l], mean.numel()
         cols = _active_columns(m, l)
@@ -153,6 +157,8 @@ def residual_maps(ctx) -> dict:
             B = [pos[c] for c in range(j * u.block, (j + 1) * u.block)]
             # residual of block B regressed on the other columns: A Ginv[:, B] Ginv[B, B]^-1
             M[idx, j * u.block:(j + 1) * u.block] = Ginv[:, B] @ torch.linalg.inv(Ginv[B][:, B])
+        gone = torch.nonzero(off).flatten()
+        M[gone, gone] = 1.0                     # switched-off units stay off: residual = their whole output
         out[l] = (None, M.to(dt))
     ctx.state["compensation: residuals"] = (key, out)
     return out

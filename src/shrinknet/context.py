@@ -184,7 +184,7 @@ class PruningContext:
 
     def fork(self) -> "PruningContext":
         """A context on a copy of the model (same data, loss and compensation; its own caches and state)."""
-        return PruningContext(self.model.clone(), self.X, self.T, self.loss, self.compensation)
+        return PruningContext(self.model.clone(), self.X, self.T, self.loss, self.compensation, self.out_shape)
 
     # ---- forward passes ---------------------------------------------------------------
     def cache(self, X: torch.Tensor | None = None) -> caching.Cache:

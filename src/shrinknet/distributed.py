@@ -26,13 +26,13 @@ def sum_(t: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return t
     import torch.distributed as dist
-    x = t.detach().to(torch.float64).contiguous()
+    x = _on_backend(t.detach().to(torch.float64).contiguous())
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x)
     out = parts[0].clone()
     for p in parts[1:]:
         out += p
-    return out.to(t.dtype)
+    return out.to(dtype=t.dtype, device=t.device)
 
 
 def max_(t: torch.Tensor) -> torch.Tensor:
@@ -40,8 +40,17 @@ def max_(t: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return t
     import torch.distributed as dist
-    x = t.detach().clone().contiguous()
+    x = _on_backend(t.detach().clone().contiguous())
     dist.all_reduce(x, op=dist.ReduceOp.MAX)
+    return x.to(t.device)
+
+
+def _on_backend(x: torch.Tensor) -> torch.Tensor:
+    """NCCL moves only GPU tensors: a CPU tensor (a count, an error summed on the CPU) goes to this
+    rank's GPU for the collective."""
+    import torch.distributed as dist
+    if x.device.type == "cpu" and dist.get_backend() == "nccl":
+        return x.to(torch.device("cuda", torch.cuda.current_device()))
     return x
 
 

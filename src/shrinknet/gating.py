@@ -451,6 +451,7 @@ class GatedModel(Gated):
         self.input_shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) else None
         self.example = batch.clone(x)
         self.units = find_units(self.model, x, units)
+        _check_batch_first(self.model, x, self.units)
         self.batch_rows = rows_per_pass(self.model, x)
         self.downstream = downstream_sizes(self.model, x, self.units)
         dev = batch.leaves(x)[0].device
@@ -689,6 +690,36 @@ class GatedModel(Gated):
 
     def extra_repr(self) -> str:
         return f"units={self.unit_names}, active={self.n_active()}/{sum(self.hidden_sizes)}"
+
+
+def _check_batch_first(model: nn.Module, x, units) -> None:
+    """Per-sample gate rows (the oracle's candidates, the per-sample derivatives) scale dim 0 of the
+    gated tensor: refuse, by name, a unit whose tensor does not carry the samples there (e.g. inside
+    ``nn.TransformerEncoder(batch_first=False)``, where a layer sees (positions, samples, features))."""
+    mods, seen, handles = dict(model.named_modules()), {}, []
+    def note(name, t):
+        seen.setdefault(name, tuple(t.shape))          # (a hook returning a value would replace the tensors)
+
+    for u in units:
+        mod = mods[u.gate_at]
+        if u.on_input:
+            handles.append(mod.register_forward_pre_hook(lambda m, a, u=u: note(u.name, a[0])))
+        else:
+            handles.append(mod.register_forward_hook(lambda m, a, o, u=u: note(u.name, o)))
+    try:
+        with torch.no_grad(), plain_attention():
+            batch.call(model, batch.repeat(x, 3))
+    except Exception:
+        return                                         # a model of one fixed batch size: nothing to check
+    finally:
+        for h in handles:
+            h.remove()
+    for u in units:
+        shape = seen.get(u.name)
+        if shape is not None and shape[0] != 3:
+            raise ShrinkNetError(f"units: the tensor that module {u.gate_at!r} sees for units of {u.name!r} has shape "
+                                 f"{tuple(shape)} for 3 samples; expected the samples on dim 0 (a batch-first "
+                                 f"layout, e.g. nn.TransformerEncoder(..., batch_first=True))")
 
 
 def _replace_torch_attention(model: nn.Module) -> None:

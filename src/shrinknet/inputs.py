@@ -11,7 +11,7 @@ mapping) by its ``logits``, a tuple by its first element.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -83,7 +83,9 @@ def _tensor(a, name, dtype, device) -> torch.Tensor:
         raise ShrinkNetError(f"{name}: expected a float, integer or boolean tensor, got dtype {t.dtype}")
     if t.ndim == 0 or t.numel() == 0:
         raise ShrinkNetError(f"{name}: expected a non-empty batch (N, ...), got shape {tuple(t.shape)}")
-    t = t.to(dtype=dtype, device=device) if t.is_floating_point() else t.to(device=device)
+    # uint8 is how images are stored: pixels take the model's dtype; other integers are ids and masks
+    cast = t.is_floating_point() or t.dtype == torch.uint8
+    t = t.to(dtype=dtype, device=device) if cast else t.to(device=device)
     if t.is_floating_point() and not all_finite(t):
         bad = int((~torch.isfinite(t)).sum())
         raise ShrinkNetError(f"{name}: expected finite values, got {bad} NaN/inf entries")
@@ -164,8 +166,9 @@ def logits_of(out) -> torch.Tensor:
 def is_loader(X) -> bool:
     """Whether X is a re-iterable of (X, T) batches (a DataLoader, a list of pairs) rather than a batch."""
     if isinstance(X, list):
-        return bool(X) and all(isinstance(b, (tuple, list)) and len(b) == 2 for b in X) and not all(
-            isinstance(v, torch.Tensor) for v in X)
+        # a list of (X, T) pairs of batches, not a nested list of numbers (samples of two features)
+        return bool(X) and all(isinstance(b, (tuple, list)) and len(b) == 2 and all(
+            isinstance(v, (torch.Tensor, np.ndarray, Mapping, tuple, list)) for v in b) for b in X)
     # (an object NumPy can read, e.g. a pandas DataFrame, is a batch, whatever it iterates over)
     return (not isinstance(X, (torch.Tensor, np.ndarray, Mapping, tuple, str, bytes)) and hasattr(X, "__iter__")
             and not hasattr(X, "__array__"))
@@ -177,7 +180,7 @@ class Stream:
     kept: every pass over the data reads the batches again."""
 
     def __init__(self, source, convert, name: str = "X"):
-        if iter(source) is source:
+        if isinstance(source, Iterator):
             raise ShrinkNetError(f"{name}: expected a re-iterable of (X, T) batches (a DataLoader, a list), got an "
                                  f"iterator ({type(source).__name__}), which can be read only once")
         self.source, self.convert, self.name = source, convert, name

@@ -4,7 +4,7 @@ Errors of candidates (:func:`errors_with_gains`, :func:`errors_without`): the mo
 ``torch.func.vmap`` over the candidates' gate rows. Every tensor that does not depend on the gate
 (the layers upstream of the unit, the attention masks, the weights) stays unbatched and is computed
 once; from the gate on, each candidate's copy flows through the downstream layers together. Chunked so
-that rows x candidates stays within the model's batch_rows. Attention runs in the math kernel there
+that rows x candidates x the activations from the gate on stay within VMAP_BUDGET. Attention runs in the math kernel there
 (the fused CPU kernels have no batching rule: vmap would loop over the candidates one by one).
 
 Where vmap cannot run a model (an operation without a batching rule that does not fall back, an
@@ -88,6 +88,8 @@ def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
         try:
             return dist.sum_(_vmapped(ctx, layer, units.numel(), rows)).to(g.dtype)
         except (RuntimeError, NotImplementedError, ValueError) as e:
+            if isinstance(e, torch.OutOfMemoryError):
+                raise                         # not vmap's limit: the copies would need more memory still
             model._vmap_ok = False
             warnings.warn(f"the exact oracle cannot run this model under torch.func.vmap ({type(e).__name__}: "
                           f"{str(e)[:200]}); it runs one copy of the data per candidate instead, which gives the "
