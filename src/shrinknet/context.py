@@ -56,7 +56,8 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
     if mlp is not None:
         return mlp.to(device) if device is not None else mlp
     if example_input is None:
-        raise ShrinkNetError(f"{name}: expected a tensor the model accepts (one sample is enough), got None")
+        raise ShrinkNetError(f"{name}: expected a batch the model accepts (a tensor, or a tuple or dict of tensors; "
+                             f"one sample is enough), got None")
     p = next(iter(model.parameters()), None)
     dtype = dtype or (p.dtype if p is not None else torch.float32)
     x = batch.check(example_input, name, dtype, device or (p.device if p is not None else None))
@@ -248,7 +249,7 @@ class PruningContext:
         torch.distributed each rank's X is its shard, and the sums are over all ranks."""
         if isinstance(self.X if X is None else X, batch.Stream):
             data = self.X if X is None else X
-            classes = (self.classes() if X is None else all(has_classes(Tb) for _, Tb in data)) \
+            classes = (self.classes() if X is None else dist.all_true(all(has_classes(Tb) for _, Tb in data))) \
                 if classes is None else classes
             E, right, n = 0.0, 0.0, 0
             m = self.model
@@ -257,7 +258,7 @@ class PruningContext:
                 E, right, n = E + e, right + (a or 0.0) * _labelled(Tb), n + _labelled(Tb)
         else:
             T = self.T if X is None else T
-            classes = has_classes(T) if classes is None else classes
+            classes = dist.all_true(has_classes(T)) if classes is None else classes
             E, a = error_and_accuracy(self.cache(X).z, T, self.model.output_activation, self.loss, classes)
             if dist.world_size() == 1:
                 return E, a
@@ -388,8 +389,9 @@ def check_x(model: Gated, X, dtype, device, name: str = "X"):
         return check_inputs(X, model.input_shape[0], dtype, device)
     X = batch.check(X, name, dtype, device)
     want, got = batch.sample_shapes(model.example), batch.sample_shapes(X)
-    if type(want) is not type(got) or (isinstance(want, dict) and set(want) != set(got)) or (
-            isinstance(want, tuple) and isinstance(got, tuple) and len(want) != len(got)):
+    kind = (lambda v: type(v).__name__)                  # Tensor, tuple or dict: compared as kinds, not shapes
+    if kind(model.example) != kind(X) or (isinstance(want, dict) and set(want) != set(got)) or (
+            isinstance(X, tuple) and len(want) != len(got)):
         raise ShrinkNetError(f"{name}: expected inputs of the form the model was traced on "
                              f"({batch.describe(model.example)}), got {batch.describe(X)}")
     if want != got:

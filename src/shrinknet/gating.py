@@ -416,12 +416,13 @@ class GatedModel(Gated):
     model : nn.Module
         Copied (unless ``copy=False``), so the caller's model never carries the gate hooks; the
         copy is put in eval mode (BatchNorm statistics and dropout fixed, as for pruning).
-    units : list of module names and/or types (nn.Linear, nn.Conv2d), optional
-        Which modules' outputs are prunable units; by default every Linear and Conv2d except the
-        one producing the model's output.
-    example_input : tensor
-        One batch the model accepts (a single sample is enough), used to find the modules'
-        order and the BatchNorm / activation modules that belong to each unit.
+    units : list of module names, module types (nn.Linear, nn.Conv2d), "ffn" and "heads", optional
+        Which units (see :func:`find_units`): by default a transformer's FFN neurons, or in any
+        other model every Linear and Conv2d except the one producing the model's output.
+    example_input : tensor, tuple or dict of tensors
+        One batch as the model takes it (a single sample is enough), used to find the modules'
+        order, the BatchNorm / activation modules that belong to each unit, and the transformer
+        structures.
     output_activation : {"identity", "sigmoid", "softmax"}
         What the losses apply to the model's output (identity: the output is logits, as for
         ``nn.CrossEntropyLoss``).

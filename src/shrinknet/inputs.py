@@ -43,9 +43,11 @@ def _label(name: str, X, key) -> str:
 
 
 def check(X, name: str = "X", dtype=torch.float32, device=None):
-    """``X`` as a batch: a tensor (or array), a tuple / list of them, or a dict of them, all with the
-    same number of samples on dim 0. Float tensors go to ``dtype``, every tensor to ``device``;
-    integer and boolean tensors keep their dtype. Raises, naming the entry, on anything else."""
+    """``X`` as a batch: a tensor (or array-like, e.g. a nested list of numbers), a tuple of them or a
+    list of torch tensors (passed as positional arguments), or a dict of them, all with the same
+    number of samples on dim 0. Float and uint8 (image) tensors go to ``dtype``, every tensor to
+    ``device``; other integer and boolean tensors (token ids, masks) keep their dtype. Raises,
+    naming the entry, on anything else."""
     if X is None:
         raise ShrinkNetError(f"{name}: expected a tensor, a tuple or a dict of tensors, got None")
     if isinstance(X, list) and X and all(isinstance(v, torch.Tensor) for v in X):
