@@ -199,29 +199,25 @@ def _keep_out(m, idx: torch.Tensor):
             m.bias = nn.Parameter(m.bias[idx].clone(), requires_grad=m.bias.requires_grad)
 
 
-def _keep_in(m, idx: torch.Tensor, scale=None):
+def _keep_in(m, idx: torch.Tensor):
     with torch.no_grad():
         if is_conv1d(m):
-            W = m.weight[idx]
-            W = W * scale[:, None] if scale is not None else W
-            m.weight = nn.Parameter(W.clone(), requires_grad=m.weight.requires_grad)
+            m.weight = nn.Parameter(m.weight[idx].clone(), requires_grad=m.weight.requires_grad)
             m.nx = int(idx.numel())
         else:
-            W = m.weight[:, idx]
-            W = W * scale[None, :] if scale is not None else W
-            m.weight = nn.Parameter(W.clone(), requires_grad=m.weight.requires_grad)
+            m.weight = nn.Parameter(m.weight[:, idx].clone(), requires_grad=m.weight.requires_grad)
             m.in_features = int(idx.numel())
 
 
-def cut(model: nn.Module, site: Site, keep: list[int], gains=None) -> None:
-    """Remove every unit of ``site`` not in ``keep`` from ``model`` in place (gains other than 0/1 of the
-    kept units fold into the consumer's columns)."""
+def cut(model: nn.Module, site: Site, keep: list[int]) -> None:
+    """Remove every unit of ``site`` not in ``keep`` from ``model`` in place."""
     mods = dict(model.named_modules())
     keep = sorted(int(j) for j in keep)
-    if not keep and site.kind == "heads":
-        # attention code cannot run with no heads (its reshapes need one): keep head 0 and make it
-        # silent, which computes the same as removing them all
-        keep, gains = [0], torch.zeros(site.size, device=weight_oi(mods[site.consumer]).device)
+    # attention code cannot run with no heads (its reshapes need one): keep head 0 and make it
+    # silent, which computes the same as removing them all
+    silent = not keep and site.kind == "heads"
+    if silent:
+        keep = [0]
     by_module: dict[str, list] = {}
     for r in site.producers:
         by_module.setdefault(r.name, []).append(r)
@@ -231,14 +227,10 @@ def cut(model: nn.Module, site: Site, keep: list[int], gains=None) -> None:
         drop = {i for r in rs for j in range(site.size) if j not in kept for i in range(r.of(j).start, r.of(j).stop)}
         _keep_out(m, torch.tensor([i for i in range(n_out(m)) if i not in drop], dtype=torch.long))
     cols = torch.tensor([i for j in keep for i in range(site.columns(j).start, site.columns(j).stop)], dtype=torch.long)
-    scale = None
-    if gains is not None:
-        W = weight_oi(mods[site.consumer])
-        g = torch.as_tensor(gains, dtype=W.dtype, device=W.device)
-        scale = g[keep].repeat_interleave(site.block)
-        if bool((scale == 1).all()):
-            scale = None
-    _keep_in(mods[site.consumer], cols, scale)
+    _keep_in(mods[site.consumer], cols)
+    if silent:
+        with torch.no_grad():
+            weight_oi(mods[site.consumer]).zero_()
     if site.kind == "heads":
         _set_heads(mods, site, len(keep))
     elif site.kind == "gated-ffn":

@@ -274,17 +274,17 @@ class PruningContext:
             flag = has_classes(self.T)
         return dist.all_true(flag)
 
-    def inputs(self, X, name: str = "X"):
+    def inputs(self, X, name: str = "X", t_name: str = "T"):
         """Other data (e.g. a test set) checked against the model and put on its device and dtype; a
-        DataLoader of (X, T) batches becomes a stream checked batch by batch."""
+        DataLoader of (X, T) batches becomes a stream checked batch by batch (its targets named
+        ``t_name`` in errors)."""
         p = self.model.gates[0]
         if batch.is_loader(X):
             m, shape = self.model, self.out_shape
 
             def convert(Xb, Tb, k):
                 Xb = _plain(check_x(m, Xb, p.dtype, p.device, f"{name} (batch {k})"))
-                return Xb, _plain(check_targets(Tb, batch.rows(Xb), shape, p.dtype, p.device,
-                                                f"{name[:-1]}T (batch {k})" if name.endswith("X") else "T"))
+                return Xb, _plain(check_targets(Tb, batch.rows(Xb), shape, p.dtype, p.device, f"{t_name} (batch {k})"))
             return batch.Stream(X, convert, name)
         with torch.inference_mode(False):
             return _plain(check_x(self.model, X, p.dtype, p.device, name))
@@ -324,9 +324,8 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
                                      f"got {type(T).__name__}")
             parts = []
             for Xb, Tb in _raw(X):
-                # one loss for the whole loader: the first batch's targets choose it where loss is None
-                loss = loss if loss is not None or not parts else parts[0][5]
                 parts.append(_evaluate(model, Xb, Tb, loss, output_activation))
+                loss = parts[0][5]        # one loss for the whole loader: the first batch's choice
         else:
             parts = [_evaluate(model, X, T, loss, output_activation)]
         classes = dist.all_true(all(p[4] for p in parts))

@@ -357,19 +357,19 @@ def _independent(model, x, units) -> list[str]:
     return ok
 
 
-def rows_per_pass(model, x) -> int:
-    """Samples per forward pass so that all layers' outputs together stay within ACTIVATION_BUDGET."""
-    calls, _ = _trace(model, x)
+def rows_per_pass(model, x, calls=None) -> int:
+    """Samples per forward pass so that all layers' outputs together stay within ACTIVATION_BUDGET
+    (``calls``: a trace of model on one sample x, where the caller has one)."""
+    calls = _trace(model, x)[0] if calls is None else calls
     per_sample = sum(o.numel() for *_, o in calls if isinstance(o, torch.Tensor))
     return int(max(16, min(BATCH, ACTIVATION_BUDGET // max(1, per_sample))))
 
 
-def downstream_sizes(model, x, units) -> list[int]:
+def downstream_sizes(calls, units) -> list[int]:
     """Per unit group: the activation values per sample from its gate on (the gated module's output,
-    everything after it), i.e. what one candidate's copy costs when the oracle batches candidates
-    and computes the rest once. Module outputs only: a model's functional operations (attention
-    scores, say) are not seen, so the oracle counts this twice."""
-    calls, _ = _trace(model, x)
+    everything after it) in a trace of one sample, i.e. what one candidate's copy costs when the
+    oracle batches candidates and computes the rest once. Module outputs only: a model's functional
+    operations (attention scores, say) are not seen."""
     sizes = [o.numel() if isinstance(o, torch.Tensor) else 0 for *_, o in calls]
     first = {}
     for k, (n, *_) in enumerate(calls):
@@ -453,8 +453,9 @@ class GatedModel(Gated):
         self.example = batch.clone(x)
         self.units = find_units(self.model, x, units)
         _check_batch_first(self.model, x, self.units)
-        self.batch_rows = rows_per_pass(self.model, x)
-        self.downstream = downstream_sizes(self.model, x, self.units)
+        calls, _ = _trace(self.model, x)
+        self.batch_rows = rows_per_pass(self.model, x, calls)
+        self.downstream = downstream_sizes(calls, self.units)
         dev = batch.leaves(x)[0].device
         for l, u in enumerate(self.units):
             self.register_buffer(f"gate{l}", torch.ones(u.size, dtype=dt, device=dev))

@@ -177,7 +177,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         if not (isinstance(test, (tuple, list)) and len(test) == 2):
             raise ShrinkNetError(f"test: expected (X_test, T_test), or (a DataLoader of (X, T) batches, None), got "
                                  f"{type(test).__name__}")
-        Xt = ctx.inputs(test[0], "test X")
+        Xt = ctx.inputs(test[0], "test X", "test T")
         if isinstance(Xt, batch.Stream):
             if test[1] is not None:
                 raise ShrinkNetError("test: expected (a DataLoader, None): its batches carry the targets, got a T too")
