@@ -50,6 +50,7 @@ def main(argv=None):
     if rank == 0:
         print(f"{world} processes, {len(X)} images: removed {result.removed}")
         print(f"error {result.initial_error:.2f} -> {result.errors[-1]:.2f} (summed over all ranks' images)")
+    dist.barrier()                                 # both ranks done before either tears its connections down
     dist.destroy_process_group()                   # (while it is up, every sum is completed across the ranks)
     if a.check and rank == 0:
         alone = shrinknet.prune(make_model(), X, y, criterion="brute-force", stop=shrinknet.Stop(n_neurons=a.units))

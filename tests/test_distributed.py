@@ -63,6 +63,7 @@ def _worker(rank, world, rendezvous, result_file):
         out = runs(X[shard], y[shard], Xm[shard], ym[shard])
         with open(f"{result_file}.{rank}", "w") as f:
             json.dump(out, f)
+        dist.barrier()              # both ranks done before either tears its connections down
     finally:
         dist.destroy_process_group()
 
