@@ -15,7 +15,6 @@ input channels and the Linear after the flatten loses each removed channel's 7 x
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 import torch
@@ -56,8 +55,7 @@ def main(argv=None):
 
     idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(Xtr))[:a.eval_samples]))
     res = shrinknet.prune(net, Xtr[idx], ytr[idx], criterion=a.criterion, schedule=a.schedule, loss="cross-entropy",
-                          stop=shrinknet.Stop(fraction=a.fraction, max_accuracy_drop=a.max_accuracy_drop),
-                          progress=sys.stderr.isatty())
+                          stop=shrinknet.Stop(fraction=a.fraction, max_accuracy_drop=a.max_accuracy_drop))
     small = shrinknet.shrink(net, res)
     print(f"removed {res.n_removed} of {res.initially_active} units ({res.stop_reason}) with {a.criterion} "
           f"({a.schedule}) in {res.seconds:.1f}s, no retraining")

@@ -12,7 +12,6 @@ printed before and after; the smaller model is saved (safetensors, and ONNX when
 from __future__ import annotations
 
 import argparse
-import sys
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ def main(argv=None):
 
     idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(Xtr))[:a.eval_samples]))
     res = shrinknet.prune(net, Xtr[idx], ytr[idx], criterion=a.criterion, loss="cross-entropy",
-                          stop=shrinknet.Stop(fraction=a.fraction), progress=sys.stderr.isatty())
+                          stop=shrinknet.Stop(fraction=a.fraction))
     small = shrinknet.shrink(net, res)                 # rows of 0 / 2 and the matching columns go
     print(f"removed {res.n_removed} of {res.initially_active} hidden neurons with {a.criterion} "
           f"in {res.seconds:.1f}s (no retraining)")

@@ -208,3 +208,33 @@ def test_onnx_missing_is_an_import_error(monkeypatch, tmp_path):
     assert save_shrunk(net, tmp_path, torch.zeros(1, 3)) == ["small.safetensors"]   # onnx=None: skipped
     with pytest.raises(ImportError):
         save_shrunk(net, tmp_path / "o", torch.zeros(1, 3), onnx=True)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"device": "tpu"}, r"device: expected a torch device such as 'cpu' or 'cuda', got 'tpu'"),
+    ({"device": "cuda:x"}, r"device: expected a torch device"),
+    ({"device": 3.5}, r"device: expected a torch device"),
+    ({"dtype": torch.int32}, r"dtype: expected torch.float32 or torch.float64 \(or their names\), got torch.int32"),
+    ({"dtype": torch.bfloat16}, r"dtype: expected torch.float32 or torch.float64"),
+    ({"dtype": "float16"}, r"dtype: expected torch.float32 or torch.float64"),
+    ({"progress": "yes"}, r"progress: expected True, False or None"),
+])
+@pytest.mark.parametrize("call", ["prune", "score", "compare"])
+def test_bad_device_dtype_and_progress_are_refused_before_any_work(kw, match, call):
+    m, (X, T) = random_net([5]), random_data()
+    fn = {"prune": shrinknet.prune, "score": shrinknet.score, "compare": shrinknet.compare}[call]
+    with pytest.raises(E, match=match):
+        fn(m, X, T, **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_on_a_machine_without_a_gpu_says_so():
+    m, (X, T) = random_net([5]), random_data()
+    with pytest.raises(E, match=r"device: .*got 'cuda', but torch sees no CUDA GPU here"):
+        shrinknet.prune(m, X, T, device="cuda")
+
+
+def test_dtype_by_name_is_the_torch_dtype():
+    m, (X, T) = random_net([5]), random_data()
+    r = shrinknet.prune(m, X, T, stop=2, dtype="float32")
+    assert r.n_removed == 2 and shrinknet.score(m, X, T, dtype="float64")[0].dtype == np.float64

@@ -75,7 +75,10 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
     X, _ = image_data(n=5)
     small = shrink(tiny_cnn(), {"4": [0, 3], "9": [1, 2, 3]}, X[:1]).float()
     path = shrinknet.export_onnx(small, tmp_path / "s.onnx", X[:1].float())
+    assert [f.name for f in tmp_path.iterdir()] == ["s.onnx"]        # one file: no hidden .data beside it
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    path = path.rename(moved / "copy.onnx")                              # runs alone, wherever it goes
     sess = ort.InferenceSession(str(path))
     got = sess.run(None, {"input": X.float().numpy()})[0]                 # batch 5: the batch size is free
     np.testing.assert_allclose(got, small(X.float()).detach().numpy(), atol=1e-5)
-    assert not list(tmp_path.glob(".*tmp"))

@@ -9,6 +9,7 @@
     ...                           stop=shrinknet.Stop(fraction=0.5))
     >>> small = shrinknet.shrink(net, result)       # physically smaller, same outputs as the gated net
 """
+from . import _threads  # noqa: F401  (first: sets OpenMP's waiting policy before torch loads)
 from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError
 from .compare import CompareResult, compare, compare_criteria
 from .context import PruningContext, evaluate

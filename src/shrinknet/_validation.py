@@ -171,3 +171,36 @@ def check_fraction(value, name: str, low: float = 0.0, high: float = 1.0):
     if not (low <= v <= high) or not np.isfinite(v):
         raise ShrinkNetError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
     return v
+
+
+#: the floating-point types every path computes in (the compiled kernel, the closed-form derivatives)
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_dtype(dtype, name: str = "dtype"):
+    """``dtype`` as a torch dtype: torch.float32 / torch.float64 or their names; None stays None."""
+    if dtype is None:
+        return None
+    d = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
+    if d not in DTYPES.values():
+        raise ShrinkNetError(f"{name}: expected torch.float32 or torch.float64 (or their names), got {dtype!r}")
+    return d
+
+
+def check_device(device, name: str = "device"):
+    """``device`` as a torch.device that this machine has; None stays None."""
+    if device is None:
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ShrinkNetError(f"{name}: expected a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ShrinkNetError(f"{name}: expected a device this machine has, got {device!r}, but torch sees no CUDA "
+                             f"GPU here (torch.cuda.is_available() is False); use 'cpu'")
+    try:
+        torch.empty(0, device=d)
+    except (RuntimeError, AssertionError, ValueError) as e:
+        raise ShrinkNetError(f"{name}: expected a device this machine has, got {device!r} "
+                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return d

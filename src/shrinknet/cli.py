@@ -100,8 +100,12 @@ def _add_shrink(sub):
     p.add_argument("--n-neurons", type=int, default=None, help="stop after removing this many units")
     p.add_argument("--max-accuracy-drop", type=float, default=None,
                    help="stop before accuracy (on the evaluation samples) falls more than this below the start")
+    p.add_argument("--max-error-increase", type=float, default=None,
+                   help="stop before the error (on the evaluation samples) exceeds (1 + this) x its start")
     p.add_argument("--eval-samples", type=int, default=5000,
                    help="training samples the criteria are computed on (seeded; default: 5000, 0 = all)")
+    p.add_argument("--device", default="cpu", help="torch device to prune on, e.g. cuda (default: cpu); the "
+                   "smaller model is written for the CPU")
     p.add_argument("--onnx", action="store_true", help="also export the smaller model to ONNX (needs shrinknet[onnx])")
     p.add_argument("--out", required=True, help="folder for small.safetensors, report.json, result.json, steps.csv")
 
@@ -242,12 +246,15 @@ def cmd_shrink(a, progress: bool) -> None:
     from .stats import compare_models
     from .surgery import shrink
 
-    if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None:
-        raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons or --max-accuracy-drop); "
-                             "without one every unit would go")
+    if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None and a.max_error_increase is None:
+        raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons, --max-accuracy-drop or "
+                             "--max-error-increase); without one every unit would go")
     if a.onnx:
         check_onnx()                                  # before the work, not after it
     meta = read_meta(a.model)
+    if a.units is not None and meta.get("format") == "shrinknet-mlp":
+        raise ShrinkNetError(f"--units: {a.model} is an MLP (written by 'shrinknet train'), whose units are all its "
+                             f"hidden neurons; expected no --units, got {' '.join(a.units)}")
     model = load_model(a.model)
     d = load(a.data)
     if "input_shape" not in meta and meta.get("format") != "shrinknet-mlp":
@@ -262,9 +269,9 @@ def cmd_shrink(a, progress: bool) -> None:
     if a.eval_samples and a.eval_samples < len(Xtr):
         idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(Xtr))[:a.eval_samples]))
         Xtr, Ttr = Xtr[idx], Ttr[idx]
-    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop)
+    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase)
     r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss,
-              units=a.units, progress=progress)
+              units=a.units, device=a.device, progress=progress)
     small = shrink(model, r, Xtr[:1])
     report = compare_models(model, small, Xtr[:1], data=(Xte, Tte), kept=r)
     out = Path(a.out)
@@ -301,7 +308,7 @@ def _text_table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    progress = not a.quiet and sys.stderr.isatty()
+    progress = False if a.quiet else None          # None: a bar once a part has run 2 s, also into a log
     try:
         if a.cmd == "demo":
             from .paper.demo import run_demo

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from . import _progress
 from ._io import write_text
 from ._validation import MissingDependencyError, ShrinkNetError, require
 from .context import PruningContext
@@ -98,7 +98,7 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
 def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss: str | None = None, *,
                      steps: int | None = None, test=None, own_paths: bool = True, compensation: str = "none",
                      units=None, output_activation=None, dtype=None, device=None,
-                     progress: bool = False) -> CompareResult:
+                     progress: bool | None = None) -> CompareResult:
     """Compare `criteria` with the exact oracle along its removal path (also named ``compare``).
 
     Parameters
@@ -110,11 +110,15 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     own_paths : also run every criterion's own iterative pruning path
     compensation : {"none", "mean", "lstsq"}, scoring and removing with that compensation on
     units, output_activation : for models other than the MLP class, as in :func:`shrinknet.prune`
+    progress : bool or None
+        Progress bars of the oracle's path and of each criterion's own path: None (default) shows
+        them once a part has run 2 s, True from the start, False never.
 
     Returns
     -------
     CompareResult
     """
+    _progress.check(progress)
     if not criteria:
         raise ShrinkNetError("criteria: expected at least one criterion, got none")
     if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 0):
@@ -128,7 +132,7 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     rows = []
     t0 = time.perf_counter()
     with torch.inference_mode(False):
-        for step in tqdm(range(n), desc="oracle path", disable=not progress, leave=False):
+        for step in _progress.bar(range(n), desc="oracle path", progress=progress, unit="step"):
             scores = check_scores(exact.scores(ctx), work, exact.name)
             flat = torch.cat(scores).detach().cpu().numpy()
             active = ~np.isnan(flat)

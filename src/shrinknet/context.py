@@ -22,7 +22,7 @@ from . import distributed as dist
 from . import inputs as batch
 from . import losses
 from .activations import output_activation as check_output
-from ._validation import ShrinkNetError, check_inputs, check_targets
+from ._validation import ShrinkNetError, check_device, check_dtype, check_inputs, check_targets
 from .gating import Gated, GatedModel
 from .metrics import error_and_accuracy, has_classes, outputs
 from .models import MLP
@@ -40,6 +40,7 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
     an MLP; a :class:`GatedModel` a copy of it; any other ``nn.Module`` a :class:`GatedModel` with
     gates on ``units``, traced on ``example_input`` (a batch the model takes; ``name`` names it in
     errors). This is the one place that looks at what kind of model it was given."""
+    dtype, device = check_dtype(dtype), check_device(device)
     if isinstance(model, Gated):
         if units is not None and (model.layered or list(units) != model.unit_names):
             raise ShrinkNetError("units: an MLP's units are all its hidden neurons; expected units=None, "
@@ -104,6 +105,9 @@ class PruningContext:
     state : dict
         Where criteria keep what they carry from step to step of one run (e.g. the oracle's
         stepper, an approximate criterion's subset).
+    on_candidates : callable or None
+        Called with the number of candidates the oracle has just scored (a progress bar's
+        ``update``); None: nothing is reported.
     """
 
     def __init__(self, model: Gated, X, T, loss: str, compensation: str = "none", out_shape=None):
@@ -113,6 +117,7 @@ class PruningContext:
         self.loss = losses.check_loss(loss)
         self.compensation = comp.check_mode(compensation, model)
         self.state: dict = {}
+        self.on_candidates = None
         self._caches: dict = {}
 
     @classmethod

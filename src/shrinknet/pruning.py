@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from . import _progress
 from . import inputs as batch
 from ._validation import ShrinkNetError, check_choice, check_fraction
 from .context import PruningContext
@@ -81,7 +81,7 @@ class Stop:
 
 
 def score(model, X, T, criterion: str = "taylor2", loss: str | None = None, *, units=None, output_activation=None,
-          dtype=None, device=None) -> list[np.ndarray]:
+          dtype=None, device=None, progress: bool | None = None) -> list[np.ndarray]:
     """Each hidden unit's estimated change in error when it is switched off.
 
     Parameters
@@ -100,22 +100,38 @@ def score(model, X, T, criterion: str = "taylor2", loss: str | None = None, *, u
         module's name: its heads.
     output_activation : {"identity", "sigmoid", "softmax"}, optional
         For other models: what the loss applies to the model's output (default identity = logits).
+    progress : bool or None
+        A progress bar of the candidates the oracle has scored (and of the batches of a loader):
+        None (default) shows it once the call has run 2 s, True from the start, False never.
 
     Returns
     -------
     list of (K_l,) NumPy arrays, one per hidden layer / unit group; NaN for units already removed.
     """
+    _progress.check(progress)
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
                                device=device)
     crit = get_criterion(criterion)
-    with torch.inference_mode(False):
+    n = ctx.model.n_active()
+    with torch.inference_mode(False), _progress.bar(total=n, desc=f"{crit.name} scores", progress=progress,
+                                                    unit="unit") as bar:
+        ctx.on_candidates = bar.update
+        _show_batches(ctx, bar, progress)
         scores = check_scores(crit.scores(ctx), ctx.model, crit.name)
+        bar.update(max(0, n - bar.n))              # criteria that call no oracle end here
     return [s.detach().cpu().numpy() for s in scores]
+
+
+def _show_batches(ctx, bar, progress) -> None:
+    """A long pass over a loader shows which batch it is at, beside the bar's count."""
+    if ctx.streaming and progress is not False:
+        of = f"/{ctx.X.n_batches}" if ctx.X.n_batches else ""
+        ctx.X.on_batch = lambda k: bar.set_postfix_str(f"batch {k + 1}{of}")
 
 
 def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", stop=None, loss: str | None = None, *,
           test=None, compensation: str = "none", inplace: bool = False, units=None, output_activation=None,
-          dtype=None, device=None, progress: bool = False) -> PruneResult:
+          dtype=None, device=None, progress: bool | None = None) -> PruneResult:
     """Remove hidden units one at a time, lowest criterion score first.
 
     Parameters
@@ -155,8 +171,9 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     output_activation : {"identity", "sigmoid", "softmax"}, optional
         For other models: what the loss applies to the model's output (default identity = logits).
     dtype, device : torch dtype and device to compute in (default: the model's).
-    progress : bool
-        Show a progress bar.
+    progress : bool or None
+        A progress bar of the removals (on standard error): None (default) shows it once the run has
+        taken 2 s, True from the start, False never.
 
     Returns
     -------
@@ -164,6 +181,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     """
     schedule = check_choice(schedule, SCHEDULES, "schedule")
     stop = Stop.coerce(stop)
+    _progress.check(progress)
     if inplace and not isinstance(model, Gated):
         raise ShrinkNetError(f"inplace=True: expected a shrinknet.MLP or GatedModel, got {type(model).__name__}")
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
@@ -193,7 +211,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     return res
 
 
-def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, test, progress: bool) -> PruneResult:
+def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, test, progress) -> PruneResult:
     """The elimination loop: rank, remove the first, measure, until a stop is met."""
     work, t0 = ctx.model, time.perf_counter()
     E0, acc0 = ctx.measure(classes=classes)
@@ -209,10 +227,8 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
     res.stop_reason = "every hidden neuron removed" if limit == work.n_active() else "neuron count reached"
     order, pos = None, 0
     best = crit.best if schedule == "iterative" else None
-    with tqdm(total=limit, desc=f"{crit.name} ({schedule})", disable=not progress, leave=False) as bar:
-        if ctx.streaming and progress:          # a long pass over a loader shows where it is
-            of = f"/{ctx.X.n_batches}" if ctx.X.n_batches else ""
-            ctx.X.on_batch = lambda k: bar.set_postfix_str(f"batch {k + 1}{of}")
+    with _progress.bar(total=limit, desc=f"{crit.name} ({schedule})", progress=progress, unit="unit") as bar:
+        _show_batches(ctx, bar, progress)
         while res.n_removed < limit:
             pick = best(ctx) if best is not None else None
             if pick is None:

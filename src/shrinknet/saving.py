@@ -279,7 +279,9 @@ def export_onnx(model: nn.Module, path, example_input) -> Path:
         warnings.simplefilter("ignore")
         quiet.setLevel(logging.ERROR)
         try:
-            torch.onnx.export(m, (x.cpu(),), str(tmp), dynamo=True, input_names=["input"], output_names=["output"],
+            # external_data=False: the weights inside the one file (a copy of it alone runs; no hidden .data)
+            torch.onnx.export(m, (x.cpu(),), str(tmp), dynamo=True, external_data=False, input_names=["input"],
+                              output_names=["output"],
                               dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
         except Exception as e:
             raise ShrinkNetError(f"ONNX export of {type(model).__name__} failed ({type(e).__name__}: {e})"[:500]) from None

@@ -22,6 +22,19 @@ def test_mnist_subset_shapes_crop_and_split():
     assert not np.array_equal(other.X_test, d.X_test)
 
 
+@pytest.mark.parametrize("name", ["mnist", "digits", "mnist-digit-3"])
+def test_splits_are_shuffled_so_the_first_rows_hold_every_class(name):
+    d = data.load(name)
+    for y in (d.y_train, d.y_test):
+        classes = np.unique(y)
+        assert set(y[:100]) == set(classes), (name, np.bincount(y[:100]))
+        assert not np.all(np.diff(y) >= 0)                  # not sorted by class
+    again = data.load(name)                                 # a seeded order: the same on every load
+    np.testing.assert_array_equal(again.y_train, d.y_train)
+    np.testing.assert_array_equal(again.X_train, d.X_train)
+    assert len(d.X_train) + len(d.X_test) == {"mnist": 5000, "digits": 1797, "mnist-digit-3": 5000}[name]
+
+
 def test_one_vs_all():
     d = data.load("mnist-digit-2")
     assert d.T_train.shape[1] == 2 and d.X_train.shape[1] == 784

@@ -1,5 +1,6 @@
 """`shrinknet reproduce --quick` end to end (the whole paper, small data), and the report."""
 import json
+import re
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_quick_reproduction_of_every_experiment_writes_results_figures_and_repor
             for crit in ("brute-force", "taylor1", "taylor2", "taylor2-exact"):
                 r = json.loads((d / f"{crit}_{sched}.json").read_text())
                 assert len(r["removed"]) == sum(EXPERIMENTS[s["id"]].hidden)  # every neuron, in order
-            assert (d / f"curves_{sched}.png").is_file() and (d / f"curves_{sched}_count.png").is_file()
+            assert (d / f"curves_{sched}.png").is_file() and (d / f"curves_{sched}_test.png").is_file()
         assert (d / "gain_surfaces.png").is_file()
         if len(EXPERIMENTS[s["id"]].hidden) > 1:
             assert (d / "layers_brute-force.png").is_file()
@@ -30,13 +31,23 @@ def test_quick_reproduction_of_every_experiment_writes_results_figures_and_repor
         assert f"## {e}" in text
     assert "--quick" in text and "Deviations" in text
     figs = list((tmp_path / "docs" / "reproduction").glob("*.png"))
-    assert figs and sum(f.stat().st_size for f in figs) < 600_000
+    assert figs and sum(f.stat().st_size for f in figs) < 6_000_000          # a few MB for every figure
+    from PIL import Image
+    for f in figs:
+        with Image.open(f) as im:
+            assert im.mode == "RGB" and im.width >= 1000, (f.name, im.mode, im.size)
+    links = re.findall(r"\]\(([^)#]+)\)", text)                               # the report links only files
+    assert links and all((report.parent / link).is_file() for link in links), [   # that sit beside it
+        link for link in links if not (report.parent / link).is_file()]
 
 
 def test_cached_training_is_reused(tmp_path, capsys):
     args = ["--quiet", "reproduce", "cos-2x10", "--quick", "--out", str(tmp_path)]
-    assert main(args) == 0 and main(args) == 0
-    assert "using the net trained earlier" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "trained 1-10-10-1" in capsys.readouterr().out
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "using the net trained earlier" in second and "trained 2-10" not in second
 
 
 def test_unknown_experiment():

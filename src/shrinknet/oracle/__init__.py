@@ -20,6 +20,8 @@ The choice is made here, from ``ctx.model.layered``; callers never see it.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .. import compensation
@@ -35,6 +37,18 @@ def current_error(ctx) -> torch.Tensor:
     return ctx.error()
 
 
+def _reported(fn):
+    """``fn(ctx, layer, units, ...)`` that tells ``ctx.on_candidates`` how many candidates it scored."""
+    @functools.wraps(fn)
+    def wrapper(ctx, layer, units, *args):
+        out = fn(ctx, layer, units, *args)
+        if ctx.on_candidates is not None:
+            ctx.on_candidates(len(units))
+        return out
+    return wrapper
+
+
+@_reported
 def errors_without(ctx, layer: int, units) -> torch.Tensor:
     """E after switching each of ``units`` of group ``layer`` off, with the context's compensation; (C,)."""
     m = ctx.model
@@ -47,6 +61,7 @@ def errors_without(ctx, layer: int, units) -> torch.Tensor:
     return dist.sum_(rank1.errors_for_changes(m, cache, ctx.T, ctx.loss, layer, units, dh))
 
 
+@_reported
 def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
     """E with gate ``layer`` of unit units[c] set to gains[c] (all else as it is), for every c; (C,)."""
     m = ctx.model
@@ -55,6 +70,7 @@ def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
     return dist.sum_(rank1.perturbed_errors(m, ctx.cache(), ctx.T, ctx.loss, layer, units, gains))
 
 
+@_reported
 def removal_derivatives(ctx, layer: int, units):
     """(psi'(0), psi''(0)) per candidate for psi(t) = E with the candidate's removal scaled by t (t = 1:
     removed, with the context's compensation); exact, every cross term downstream included."""

@@ -62,7 +62,8 @@ def one_hot(y: np.ndarray, n: int) -> np.ndarray:
 
 
 def _split(name, X, T, y, test_fraction, seed, description) -> Dataset:
-    """Seeded split; stratified by class where there are labels."""
+    """Seeded split, stratified by class where there are labels; both parts in a seeded random order
+    (the source files are sorted by class: the first rows of a split must not be one class)."""
     rng = np.random.default_rng(seed)
     n = len(X)
     if y is not None:
@@ -73,7 +74,8 @@ def _split(name, X, T, y, test_fraction, seed, description) -> Dataset:
         test = np.sort(np.asarray(test, dtype=int))
     else:
         test = np.sort(rng.permutation(n)[: int(round(test_fraction * n))])
-    train = np.setdiff1d(np.arange(n), test)
+    train = rng.permutation(np.setdiff1d(np.arange(n), test))
+    test = rng.permutation(test)
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     return Dataset(name, f32(X[train]), f32(T[train]), f32(X[test]), f32(T[test]),
                    None if y is None else y[train], None if y is None else y[test], description)

@@ -48,7 +48,7 @@ def csv_table(rows: list[dict]) -> str:
     return "\n".join([",".join(keys)] + [",".join(str(r[k]) for k in keys) for r in rows]) + "\n"
 
 
-def run_demo(out="shrinknet-demo", quick: bool = False, progress: bool = True, log=print) -> list[dict]:
+def run_demo(out="shrinknet-demo", quick: bool = False, progress: bool | None = None, log=print) -> list[dict]:
     check_available("mnist")                    # the optional packages first, not after the work
     plots.check_available()
     out = Path(out)

@@ -111,11 +111,13 @@ def dataset_for(e: Experiment, quick: bool) -> Dataset:
     return d
 
 
-def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log):
-    """Train, or load the net a previous run trained with the very same config.
+def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log, progress=None):
+    """Train, or load the net a previous run trained with the very same config and training data
+    (its bytes, so a data set whose order or content changed is trained afresh).
     Returns (model, history, training seconds, whether it came from the cache)."""
+    data = hashlib.sha256(np.ascontiguousarray(d.X_train).tobytes() + np.ascontiguousarray(d.T_train).tobytes())
     key = hashlib.sha256(json.dumps([asdict(cfg), e.data, e.data_kwargs, e.hidden, e.output_activation,
-                                     len(d.X_train)], sort_keys=True).encode()).hexdigest()[:12]
+                                     data.hexdigest()], sort_keys=True).encode()).hexdigest()[:12]
     path = cache / f"{e.id}-{key}.safetensors"
     hist_path = path.with_suffix(".json")
     if path.exists() and hist_path.exists():
@@ -124,20 +126,21 @@ def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log)
         return MLP.load(path), saved["history"], saved["seconds"], True
     t0 = time.perf_counter()
     m = MLP([d.n_inputs, *e.hidden, d.n_outputs], "sigmoid", e.output_activation, seed=cfg.seed)
-    hist = train(m, d.X_train, d.T_train, cfg)
+    hist = train(m, d.X_train, d.T_train, cfg, progress=progress)
     seconds = time.perf_counter() - t0
     m.save(path)
     hist_path.write_text(json.dumps({"history": hist, "seconds": seconds}))
     return m, hist, seconds, False
 
 
-def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool = False, log=print) -> dict:
+def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool | None = None, log=print) -> dict:
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     d = dataset_for(e, quick)
     cfg = replace(e.train, epochs=e.quick_epochs) if quick and e.quick_epochs else e.train
-    model, hist, train_seconds, cached = trained_model(e, d, cfg, out.parent / "cache", log)
-    log(f"  trained {'-'.join(map(str, model.sizes))} for {len(hist)} epochs ({time.perf_counter() - t0:.1f}s)")
+    model, hist, train_seconds, cached = trained_model(e, d, cfg, out.parent / "cache", log, progress)
+    if not cached:
+        log(f"  trained {'-'.join(map(str, model.sizes))} for {len(hist)} epochs ({train_seconds:.1f}s)")
     runs: list[PruneResult] = []
     for sched in e.schedules:
         for crit in CRITERIA:
@@ -151,8 +154,6 @@ def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool
         rs = [r for r in runs if r.schedule == sched]
         figs[f"curves_{sched}"] = plots.plot_curves(rs, out / f"curves_{sched}.png",
                                                     title=f"{e.id}: {sched} (evaluation = training set)").name
-        figs[f"curves_{sched}_count"] = plots.plot_curves(rs, out / f"curves_{sched}_count.png", percent=False,
-                                                          title=f"{e.id}: {sched}").name
         figs[f"curves_{sched}_test"] = plots.plot_curves(rs, out / f"curves_{sched}_test.png", test=True,
                                                          title=f"{e.id}: {sched}, held-out test set").name
     it = {r.criterion: r for r in runs if r.schedule == "iterative"}
@@ -200,7 +201,7 @@ def _run_summary(r: PruneResult) -> dict:
     }
 
 
-def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, progress: bool = False,
+def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, progress: bool | None = None,
               command: str = "shrinknet reproduce", log=print) -> list[dict]:
     """Run experiments `ids` (all by default) into `out`/ID/, and write the report if asked."""
     exps = resolve(ids)

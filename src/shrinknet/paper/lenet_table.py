@@ -34,7 +34,7 @@ NOTE = (
 )
 
 
-def run(out, eval_samples: int = 5000, criteria=CRITERIA, modes=MODES, cache=None, progress: bool = False,
+def run(out, eval_samples: int = 5000, criteria=CRITERIA, modes=MODES, cache=None, progress: bool | None = None,
         log=print) -> Path:
     """Write the table to the Markdown file ``out``; returns its path.
 
@@ -49,8 +49,8 @@ def run(out, eval_samples: int = 5000, criteria=CRITERIA, modes=MODES, cache=Non
     cache : str or Path, optional
         A folder to keep the trained net in between runs (``lenet-300-100-fashion.safetensors``);
         None (the default) trains it afresh and keeps nothing.
-    progress : bool
-        Progress bars.
+    progress : bool or None
+        Progress bars: None (default) once a part has run 2 s, True from the start, False never.
     log : callable
         Receives one line per run.
     """

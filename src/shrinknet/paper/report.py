@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import write_text
+from .._io import atomic_target, write_text
 
 COLS = [("pct_before_test_acc_drop_1pt", "% removed before test acc. −1 pt"),
         ("pct_before_train_acc_drop_1pt", "… train acc. −1 pt"),
@@ -19,17 +19,10 @@ COLS = [("pct_before_test_acc_drop_1pt", "% removed before test acc. −1 pt"),
         ("deepest_layer_share_first_half", "share of first half from deepest layer")]
 
 
-def compact_png(src: Path, dst: Path, scale: float = 0.6) -> Path:
-    """A smaller copy: scaled down and reduced to a 64-colour palette (plots have few colours)."""
-    try:
-        from PIL import Image
-    except ImportError:  # matplotlib depends on pillow, so this is only a fallback
-        shutil.copyfile(src, dst)
-        return dst
-    with Image.open(src) as im:
-        im = im.convert("RGB")
-        im = im.resize((int(im.width * scale), int(im.height * scale)), Image.LANCZOS)
-    im.quantize(colors=64).save(dst, optimize=True)
+def copy_figure(src: Path, dst: Path) -> Path:
+    """The run's figure as it is (true colour, full size), written atomically."""
+    with atomic_target(dst) as tmp:
+        shutil.copyfile(src, tmp)
     return dst
 
 
@@ -95,7 +88,9 @@ def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seco
         "the test set is tracked alongside. *% removed before X* is the share of hidden neurons removed before the "
         "first removal that breaks X (e.g. test accuracy more than 1 point below its start). *lowest error / start* "
         "below 1 means pruning *improved* the error at some point. Figures: solid lines iterative re-ranking, dashed "
-        "single ranking; blue brute force, green 1st order, red 2nd order (paper's OBD), purple 2nd order (exact).",
+        "single ranking; each criterion has one colour and marker in every figure (brute force blue circles, "
+        "1st order green squares, 2nd order (the paper's OBD diagonal) red triangles, 2nd order with the exact "
+        "second derivative orange, thresholded 2nd order pink / brown).",
         "",
         "## Overview",
         "",
@@ -121,13 +116,15 @@ def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seco
                   f"**Deviations**: {s['notes']}", "", f"**Verdict**: {verdict(s)}.", ""]
         lines += _table(s["runs"])
         lines.append("")
-        for key in [k for k in s["figures"] if k.startswith("curves_") and k.count("_") == 1] + \
-                   [k for k in s["figures"] if k.startswith("layers_")] + \
-                   (["gain_surfaces"] if s["id"] in ("mnist-1x100", "digit-0", "cos-2x50") else []):
+        shown = ([k for k in s["figures"] if k.startswith("curves_") and k.count("_") == 1]
+                 + [k for k in s["figures"] if k.startswith("layers_")] + ["gain_surfaces"])
+        for key in s["figures"]:
             name = f"{s['id']}_{s['figures'][key]}"
-            compact_png(runs_dir / s["id"] / s["figures"][key], fig_dir / name)
-            lines.append(f"![{s['id']} {key}](reproduction/{name})")
-        lines.append("")
-        lines.append(f"All figures (error / accuracy against count and percent removed, test-set curves, gain "
-                     f"surfaces in log and linear space) and every step's results are in `{runs_dir}/{s['id']}/`.")
+            copy_figure(runs_dir / s["id"] / s["figures"][key], fig_dir / name)
+            if key in shown:
+                lines.append(f"![{s['id']} {key}](reproduction/{name})")
+        others = [k for k in s["figures"] if k not in shown]
+        lines += ["", "Also: " + ", ".join(f"[{k.replace('_', ' ')}](reproduction/{s['id']}_{s['figures'][k]})"
+                                          for k in others) + "." if others else "",
+                  f"Every step's numbers: `shrinknet reproduce {s['id']} --out DIR` writes them to `DIR/{s['id']}/`."]
     return write_text(path, "\n".join(lines) + "\n")

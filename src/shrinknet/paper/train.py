@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from tqdm.auto import tqdm
 
-from .. import losses
+from .. import _progress, losses
 from .._validation import ShrinkNetError, check_choice, check_inputs, check_targets
 from ..metrics import accuracy_of, has_classes
 from ..models import MLP
@@ -36,8 +35,9 @@ class TrainConfig:
         return asdict(self)
 
 
-def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool = False) -> list[dict]:
-    """Train `model` in place; returns one {"epoch", "loss", "accuracy"} dict per epoch."""
+def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool | None = None) -> list[dict]:
+    """Train `model` in place; returns one {"epoch", "loss", "accuracy"} dict per epoch. ``progress``:
+    a bar of the epochs, None (default) once training has run 2 s, True from the start, False never."""
     cfg = config or TrainConfig()
     check_choice(cfg.optimizer, ("adam", "sgd"), "optimizer")
     loss = losses.check_loss(cfg.loss)
@@ -53,7 +53,7 @@ def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool = 
            else torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum))
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
-    for epoch in tqdm(range(cfg.epochs), desc="training", disable=not progress, leave=False):
+    for epoch in _progress.bar(range(cfg.epochs), desc="training", progress=progress, unit="epoch"):
         perm = torch.randperm(X.shape[0], generator=gen).to(X.device)
         for i in range(0, X.shape[0], cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
@@ -74,7 +74,7 @@ def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool = 
 
 
 def train_classifier(model: torch.nn.Module, X, y, epochs: int = 5, lr: float = 1e-3, batch_size: int = 128,
-                     seed: int = 0, progress: bool = False) -> list[dict]:
+                     seed: int = 0, progress: bool | None = None) -> list[dict]:
     """Train any nn.Module that outputs class logits, in place, with Adam and cross-entropy (seeded
     shuffling; seed torch yourself for the initial weights). Returns one {"epoch", "loss"} per epoch.
 
@@ -91,7 +91,7 @@ def train_classifier(model: torch.nn.Module, X, y, epochs: int = 5, lr: float = 
     gen = torch.Generator().manual_seed(seed)
     history = []
     model.train()
-    for epoch in tqdm(range(epochs), desc="training", disable=not progress, leave=False):
+    for epoch in _progress.bar(range(epochs), desc="training", progress=progress, unit="epoch"):
         perm = torch.randperm(X.shape[0], generator=gen).to(X.device)
         total = 0.0
         for i in range(0, X.shape[0], batch_size):

@@ -1,0 +1,37 @@
+"""Progress bars: one policy for every long call and command.
+
+``progress`` (an argument of ``prune``, ``score``, ``compare``, ``train``, the demo, ``reproduce``, ...):
+
+* ``None`` (the default): a bar appears once the work has run for :data:`DELAY` seconds, so quick calls
+  print nothing and long ones are never silent;
+* ``True``: from the start;  ``False``: never (``--quiet`` on the command line).
+
+Bars go to standard error. On a terminal they redraw in place; where standard error is a file or a
+pipe (a log, a CI job) they write a line at most every :data:`LOG_INTERVAL` seconds and leave the last
+one standing, so a log shows where a long run is without filling up.
+"""
+from __future__ import annotations
+
+import sys
+
+from tqdm.auto import tqdm
+
+#: seconds before a bar with ``progress=None`` appears
+DELAY = 2.0
+#: seconds between two lines where standard error is not a terminal
+LOG_INTERVAL = 15.0
+
+
+def check(progress) -> None:
+    from ._validation import ShrinkNetError
+    if progress is not None and not isinstance(progress, bool):
+        raise ShrinkNetError(f"progress: expected True, False or None (shown after {DELAY:g} s), got {progress!r}")
+
+
+def bar(iterable=None, *, total=None, desc: str = "", progress: bool | None = None, unit: str = "it"):
+    """A tqdm bar under the policy above (usable as an iterator wrapper or with ``update``)."""
+    check(progress)
+    tty = sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=progress is False,
+                delay=0 if progress else DELAY, mininterval=0.1 if tty else LOG_INTERVAL,
+                leave=not tty, dynamic_ncols=tty)
