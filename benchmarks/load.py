@@ -70,7 +70,7 @@ WORK = ("train", "taylor2", "brute")
 def child(setting: str, busy: bool) -> dict:
     first, env = SETTINGS[setting]
     env = {**{k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS",
-                                                                "GOMP_SPINCOUNT")}, **env}
+                                                                "MKL_CBWR")}, **env}
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
         r = subprocess.run([sys.executable, "-c", CHILD, first], env=env, capture_output=True, text=True,

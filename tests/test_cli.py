@@ -166,3 +166,22 @@ def test_compare_refuses_negative_steps():
     m = MLP([3, 4, 2], seed=0)
     with pytest.raises(shrinknet.ShrinkNetError, match="steps: expected a non-negative integer"):
         shrinknet.compare(m, [[0.0, 1.0, 2.0]], [[0.0, 1.0]], steps=-1)
+
+
+def test_shrink_an_mlp_file_by_error_increase_and_refuse_units_in_cli_terms(tmp_path, capsys):
+    model = tmp_path / "m.safetensors"
+    assert main(["--quiet", "train", "--data", "diamond", "--hidden", "12", "--epochs", "5", "--lr", "0.02",
+                 "--out", str(model)]) == 0
+    assert main(["shrink", str(model), "--data", "diamond", "--units", "layers.0", "--fraction", "0.5",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--units:" in err and "leave" not in err and "units=None" not in err
+    assert "expected no --units, got layers.0" in err and not (tmp_path / "o").exists()
+    assert main(["--quiet", "shrink", str(model), "--data", "diamond", "--loss", "sse", "--max-error-increase",
+                 "0.05", "--device", "cpu", "--out", str(tmp_path / "o")]) == 0
+    r = PruneResult.load_json(tmp_path / "o" / "result.json")
+    assert r.stop_reason == "error would rise by more than 5%" and 0 < r.n_removed < 12
+    assert max(r.errors) <= r.initial_error * 1.05
+    assert main(["shrink", str(model), "--data", "diamond", "--fraction", "0.5", "--device", "tpu",
+                 "--out", str(tmp_path / "o4")]) == 2
+    assert "device: expected a torch device" in capsys.readouterr().err

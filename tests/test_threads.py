@@ -11,12 +11,26 @@ import shrinknet
 from shrinknet import _threads
 
 
-def test_choose_sets_passive_waiting_only_where_the_user_did_not_choose():
+def test_choose_sets_passive_waiting_only_where_the_user_did_not_choose(monkeypatch):
+    monkeypatch.setattr(_threads, "_has_avx2", lambda: True)
     env = {}
     chosen = _threads.choose(env)
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and chosen["OMP_WAIT_POLICY"] == "PASSIVE"
-    env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3"}
-    assert _threads.choose(env) == {} and env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3"}
+    assert env["MKL_CBWR"] == "AVX2"
+    env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3", "MKL_CBWR": "AUTO"}
+    assert _threads.choose(env) == {} and env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3",
+                                                  "MKL_CBWR": "AUTO"}
+
+
+def test_the_mkl_path_is_pinned_only_on_cpus_that_have_it(tmp_path, monkeypatch):
+    (tmp_path / "cpuinfo").write_text("flags\t\t: fpu sse2 avx avx2 fma bmi2\n")
+    assert _threads._has_avx2(tmp_path / "cpuinfo")
+    (tmp_path / "cpuinfo").write_text("flags\t\t: fpu sse2 avx\n")
+    assert not _threads._has_avx2(tmp_path / "cpuinfo") and not _threads._has_avx2(tmp_path / "missing")
+    monkeypatch.setattr(_threads, "_has_avx2", lambda: False)
+    env = {}
+    _threads.choose(env)
+    assert "MKL_CBWR" not in env
 
 
 def test_thread_count_follows_the_cpus_this_process_may_use(monkeypatch):
@@ -47,7 +61,7 @@ def test_container_quota_is_read_from_cgroup_v1_and_v2(tmp_path, files, expected
 
 
 def _env_of_child(code):
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_CBWR")}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.split()
 

@@ -28,10 +28,27 @@ def check(progress) -> None:
         raise ShrinkNetError(f"progress: expected True, False or None (shown after {DELAY:g} s), got {progress!r}")
 
 
+class _Lines:
+    """Standard error where it is not a terminal: each redraw of a bar on a line of its own, instead of
+    carriage returns that a log shows as one growing line."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, s: str) -> None:
+        s = s.replace("\r", "").rstrip("\n")
+        if s.strip():
+            self.stream.write(s + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def bar(iterable=None, *, total=None, desc: str = "", progress: bool | None = None, unit: str = "it"):
     """A tqdm bar under the policy above (usable as an iterator wrapper or with ``update``)."""
     check(progress)
     tty = sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr, disable=progress is False,
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr if tty else _Lines(sys.stderr),
+                disable=progress is False,
                 delay=0 if progress else DELAY, mininterval=0.1 if tty else LOG_INTERVAL,
                 leave=not tty, dynamic_ncols=tty)

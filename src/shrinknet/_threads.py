@@ -1,21 +1,28 @@
-"""How many threads, and how they wait: chosen before torch loads, for a machine others share too.
+"""How many threads, how they wait, which MKL code path: chosen before torch loads, for a machine
+others share too and for numbers that do not depend on the machine.
 
 torch's OpenMP threads spin-wait for each other between parallel regions. On a machine where another
 process holds a core, a spinning thread burns the time slice its partner needs, and small operations
-(an MLP's batch of 50, one pruning step) slow down 3-5x (``benchmarks/load.py``; figures in
-docs/PERFORMANCE.md). Two choices, made here because OpenMP reads them once, when torch is loaded:
+(an MLP's batch of 50, one pruning step) slow down 2-5x (``benchmarks/load.py``; figures in
+docs/PERFORMANCE.md). Three choices, made here because OpenMP and MKL read them once, when torch is loaded:
 
-* ``OMP_WAIT_POLICY=PASSIVE``: a thread with nothing to do sleeps instead of spinning. Under load the
-  same work takes 1.0-1.4x its idle time instead of 2-5x; idle, small work costs 10-40 % more (the
-  wake-up), large work the same. Robustness on a shared machine is worth more than the best idle
+* ``OMP_WAIT_POLICY=PASSIVE``: a thread with nothing to do sleeps instead of spinning. Beside a busy
+  process the same work takes 1.1-1.7x its idle time instead of 1.8-4.6x; idle, small work costs up to
+  25 % more (the wake-up), often nothing. Robustness on a shared machine is worth more than the best idle
   figure; set ``OMP_WAIT_POLICY=ACTIVE`` to prefer the idle figure.
 * ``OMP_NUM_THREADS``: the CPUs this process may actually use (its CPU affinity and a container's CPU
   quota), where that is fewer than the machine has; torch would otherwise start one thread per CPU it
   sees and run them on fewer cores.
+* ``MKL_CBWR=AVX2``: MKL (torch's matrix products on x86) picks its code path from the CPU, so the same
+  training gives different float rounding on an AVX-512 CPU and an AVX2 one, and a trained net (a
+  verdict, a README figure) differs between machines. Pinned to the AVX2 path (where the CPU has it;
+  Intel's "conditional numerical reproducibility"), the products should round alike on any x86-64 CPU
+  with AVX2 (checked here only as two paths on one CPU); large float32 products on an AVX-512 CPU run
+  up to 2x slower, small ones alike. ``MKL_CBWR=AUTO`` restores MKL's own choice.
 
 Only what the user has not set is set, and only where torch is not loaded yet (``import shrinknet``
 before ``import torch``: the command line, the examples, scripts that do so); after torch has loaded
-the variables would change nothing, so nothing is touched. Numbers do not depend on either choice
+the variables would change nothing, so nothing is touched. Numbers do not depend on the first two
 (the oracle's sums are split in fixed runs; tests compare thread counts).
 """
 from __future__ import annotations
@@ -49,11 +56,22 @@ def available_cpus() -> int:
     return min(n, q) if q else n
 
 
+def _has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    try:
+        words = set(cpuinfo.read_text().split())
+    except OSError:
+        return False
+    return {"avx2", "fma"} <= words
+
+
 def choose(environ=os.environ) -> dict:
-    """Set (in ``environ``) the waiting policy and thread count the user left unset; returns what was set."""
+    """Set (in ``environ``) the waiting policy, thread count and MKL code path the user left unset;
+    returns what was set."""
     chosen = {}
     if "OMP_WAIT_POLICY" not in environ:
         chosen["OMP_WAIT_POLICY"] = "PASSIVE"
+    if "MKL_CBWR" not in environ and _has_avx2():
+        chosen["MKL_CBWR"] = "AVX2"
     n = available_cpus()
     if "OMP_NUM_THREADS" not in environ and n < (os.cpu_count() or n):
         chosen["OMP_NUM_THREADS"] = str(n)
