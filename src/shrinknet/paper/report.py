@@ -122,9 +122,10 @@ def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seco
             name = f"{s['id']}_{s['figures'][key]}"
             copy_figure(runs_dir / s["id"] / s["figures"][key], fig_dir / name)
             if key in shown:
-                lines.append(f"![{s['id']} {key}](reproduction/{name})")
+                lines += [f"![{s['id']} {key}](reproduction/{name})", ""]
         others = [k for k in s["figures"] if k not in shown]
-        lines += ["", "Also: " + ", ".join(f"[{k.replace('_', ' ')}](reproduction/{s['id']}_{s['figures'][k]})"
-                                          for k in others) + "." if others else "",
+        lines += ["The same runs on the held-out test set: " + ", ".join(
+                      f"[{k.replace('_', ' ')}](reproduction/{s['id']}_{s['figures'][k]})" for k in others) + "."
+                  if others else "",
                   f"Every step's numbers: `shrinknet reproduce {s['id']} --out DIR` writes them to `DIR/{s['id']}/`."]
     return write_text(path, "\n".join(lines) + "\n")
