@@ -3,6 +3,7 @@ import gc
 import pickle
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,6 +93,28 @@ def test_inputs_made_in_inference_mode_can_be_pruned():
     with torch.inference_mode():            # and called from inside inference mode
         inside = shrinknet.prune(m, Xi, Ti, "taylor2", stop=4)
     assert inside.removed == shrinknet.prune(m, X, T, "taylor2", stop=4).removed
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_every_call_on_a_cnn_works_from_no_grad_and_inference_mode(mode):
+    """Data made there and calls made there give what plain calls give (shrink's trace needs autograd)."""
+    net = tiny_cnn()
+    X, y = image_data(n=24)
+    ctx = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    want = shrinknet.prune(net, X, y, "taylor2", stop=4)
+    small_want = shrinknet.shrink(net, want, example_input=X[:1])
+    with ctx():
+        Xi, yi = X.clone(), y.clone()
+        got = shrinknet.prune(net, Xi, yi, "taylor2", stop=4)
+        small = shrinknet.shrink(net, got, example_input=Xi[:1])
+        by_keep = shrinknet.shrink(net, got.keep_by_name(), example_input=Xi[:1])
+        scores = shrinknet.score(net, Xi, yi, "taylor1")
+        E = shrinknet.evaluate(net, Xi, yi)
+        report = shrinknet.compare_models(net, small, Xi[:1], data=(Xi, yi))
+    assert got.removed == want.removed and got.errors == want.errors
+    assert torch.equal(small(X), small_want(X)) and torch.equal(by_keep(X), small(X))
+    np.testing.assert_array_equal(scores[0], shrinknet.score(net, X, y, "taylor1")[0])
+    assert E == shrinknet.evaluate(net, X, y) and report.after.params < report.before.params
 
 
 def test_an_mlp_pickles_and_copies():

@@ -17,8 +17,12 @@ UNIT_TYPES = (nn.Linear, nn.Conv2d)
 def dependency_graph(model: nn.Module, example_input: torch.Tensor):
     """Torch-Pruning's dependency graph of `model`, traced on `example_input`."""
     import torch_pruning as tp
+
+    from .inputs import plain
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+        # the trace follows autograd: it needs grad mode, and inputs made under inference_mode cloned
+        with torch.inference_mode(False), torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=plain(example_input), verbose=False)
     except Exception as e:
         raise ShrinkNetError(f"model: tracing its dependency graph failed ({type(e).__name__}: {e})") from None
 
