@@ -185,3 +185,19 @@ def test_shrink_an_mlp_file_by_error_increase_and_refuse_units_in_cli_terms(tmp_
     assert main(["shrink", str(model), "--data", "diamond", "--fraction", "0.5", "--device", "tpu",
                  "--out", str(tmp_path / "o4")]) == 2
     assert "device: expected a torch device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, match", [
+    (["train", "--data", "diamond", "--epochs", "0", "--out", "m.safetensors"], "--epochs: expected at least 1, got 0"),
+    (["train", "--data", "diamond", "--target-accuracy", "2", "--out", "m.safetensors"],
+     r"target_accuracy: expected a share in \(0, 1\], got 2.0"),
+    (["shrink", "m.safetensors", "--fraction", "0.5", "--eval-samples", "-5", "--out", "o"],
+     "--eval-samples: expected a count >= 0"),
+])
+def test_bad_numbers_on_the_command_line_are_refused_before_work(args, match, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and match.replace("\\", "").split(":")[0] in err
+    import re
+    assert re.search(match, err) and not (tmp_path / "m.safetensors").exists() and not (tmp_path / "o").exists()

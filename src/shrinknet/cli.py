@@ -189,6 +189,8 @@ def cmd_train(a, progress: bool) -> None:
     from .models import MLP
     from .paper.train import TrainConfig, train
 
+    if a.epochs < 1:
+        raise ShrinkNetError(f"--epochs: expected at least 1, got {a.epochs}")
     d = load(a.data)
     m = MLP([d.n_inputs, *a.hidden, d.n_outputs], a.hidden_activation, a.output_activation, seed=a.seed)
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, optimizer=a.optimizer, loss=a.loss,
@@ -249,6 +251,8 @@ def cmd_shrink(a, progress: bool) -> None:
     if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None and a.max_error_increase is None:
         raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons, --max-accuracy-drop or "
                              "--max-error-increase); without one every unit would go")
+    if a.eval_samples < 0:
+        raise ShrinkNetError(f"--eval-samples: expected a count >= 0 (0 = all), got {a.eval_samples}")
     if a.onnx:
         check_onnx()                                  # before the work, not after it
     meta = read_meta(a.model)

@@ -43,6 +43,8 @@ def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool | 
     loss = losses.check_loss(cfg.loss)
     if cfg.epochs < 0 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise ShrinkNetError(f"train config: expected epochs >= 0, batch_size >= 1, lr > 0, got {cfg}")
+    if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:
+        raise ShrinkNetError(f"target_accuracy: expected a share in (0, 1], got {cfg.target_accuracy}")
     model.check_finite()
     p = next(model.parameters())
     X = check_inputs(X, model.sizes[0], p.dtype, p.device)
