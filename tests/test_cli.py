@@ -201,3 +201,33 @@ def test_bad_numbers_on_the_command_line_are_refused_before_work(args, match, tm
     assert err.count("\n") == 1 and match.replace("\\", "").split(":")[0] in err
     import re
     assert re.search(match, err) and not (tmp_path / "m.safetensors").exists() and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, match", [
+    (["prune", "m.safetensors", "--out", "a_file"], "--out: expected a folder, got the existing file a_file"),
+    (["demo", "--quick", "--out", "a_file/sub"], "--out: expected a path under a folder, but a_file is a file"),
+    (["train", "--data", "diamond", "--out", "a_dir"], "--out: expected a file name, got the existing folder a_dir"),
+    (["lenet-table", "--out", "a_file/table.md"], "--out: expected a path under a folder, but a_file is a file"),
+    (["reproduce", "cos-2x10", "--quick", "--out", "r", "--report", "a_dir"],
+     "--report: expected a file name, got the existing folder a_dir"),
+])
+def test_outputs_are_checked_before_any_work(args, match, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("mine")
+    (tmp_path / "a_dir").mkdir()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err == f"shrinknet: error: {match}\n"
+    assert (tmp_path / "a_file").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a_dir", "a_file"]                                   # nothing written, nothing touched
+
+
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
+    from shrinknet import cli
+
+    def interrupted(a, progress):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    assert main(["train", "--data", "diamond", "--out", str(tmp_path / "m.safetensors")]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("shrinknet: interrupted;") and err.count("\n") == 1

@@ -310,10 +310,45 @@ def _text_table(rows: list[dict]) -> str:
     return "\n".join(" ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells)
 
 
+#: each command's outputs: "dir" (a folder it writes files into) or "file"
+_OUTPUTS = {"demo": ("out", "dir"), "reproduce": ("out", "dir"), "compare": ("out", "dir"), "prune": ("out", "dir"),
+            "shrink": ("out", "dir"), "train": ("out", "file"), "lenet-table": ("out", "file")}
+
+
+def check_output(path, kind: str, option: str = "--out") -> None:
+    """Refuse, before any work, an output the command could not write: a file where a folder is
+    expected or the reverse, or a place this user cannot write to (probed with a temporary file,
+    removed at once; a folder that does not exist yet is not created here)."""
+    import os
+    import tempfile
+    p = Path(path)
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise ShrinkNetError(f"{option}: expected a folder, got the existing file {p}")
+    if kind == "file" and p.is_dir():
+        raise ShrinkNetError(f"{option}: expected a file name, got the existing folder {p}")
+    where = p if kind == "dir" and p.is_dir() else next((q for q in [p.parent, *p.parent.parents] if q.exists()),
+                                                        Path("."))
+    if not where.is_dir():
+        raise ShrinkNetError(f"{option}: expected a path under a folder, but {where} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as e:
+        raise ShrinkNetError(f"{option}: cannot write in {where} ({e.strerror or e}); expected a writable place") \
+            from None
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ShrinkNetError(f"{option}: cannot write in {where}; expected a writable place")
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     progress = False if a.quiet else None          # None: a bar once a part has run 2 s, also into a log
     try:
+        if a.cmd in _OUTPUTS:                          # checked before the work, not after it
+            dest, kind = _OUTPUTS[a.cmd]
+            check_output(getattr(a, dest), kind)
+            if a.cmd == "reproduce" and a.report:
+                check_output(a.report, "file", "--report")
         if a.cmd == "demo":
             from .paper.demo import run_demo
             run_demo(a.out, quick=a.quick, progress=progress)
@@ -343,6 +378,10 @@ def main(argv=None) -> int:
     except ShrinkNetError as e:
         print(f"shrinknet: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:                          # Ctrl-C: one line, not a traceback
+        print(f"shrinknet: interrupted; every file {a.cmd} had written is whole (each is written to a temporary "
+              f"name and renamed), but the run does not resume: run the command again", file=sys.stderr)
+        return 130
     except ModuleNotFoundError as e:                   # an optional package imported without require()
         extra = _EXTRAS.get((e.name or "").split(".")[0])
         if extra is None:
