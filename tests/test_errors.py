@@ -248,3 +248,55 @@ def test_cross_entropy_refuses_targets_outside_0_1():
         shrinknet.prune(m, X, T, loss="cross-entropy", stop=2)
     r = shrinknet.prune(m, X, T, loss="sse", stop=2)                      # SSE takes any targets
     assert r.n_removed == 2 and r.initial_error > 0
+
+
+def _saved_mlp(tmp_path):
+    m = random_net([5, 4])
+    m.set_gate(0, 2, 0.0)
+    path = m.save(tmp_path / "m.safetensors")
+    return m, path
+
+
+def test_mlp_file_metadata_is_checked_against_stored_shapes_before_allocating(tmp_path):
+    import json as _json
+
+    from safetensors.torch import load_file, save_file
+    m, path = _saved_mlp(tmp_path)
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    for sizes, match in [([4, 20000, 20000, 3], r"metadata says sizes \[4, 20000, 20000, 3\], but the stored tensors"),
+                         ([4, -5, 4, 3], "expected sizes as a list of at least 2 positive integers"),
+                         ("not a list", "expected sizes as a list")]:
+        save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={**meta, "sizes": _json.dumps(sizes)})
+        with pytest.raises(E, match=match):
+            MLP.load(tmp_path / "bad.safetensors")
+
+
+def test_mlp_files_carry_a_checksum_and_sane_gates(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    m, path = _saved_mlp(tmp_path)
+    back = MLP.load(path)
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x40                                        # one bit of the last weight flipped
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(E, match="do not match the checksum it was saved with"):
+        MLP.load(tmp_path / "flipped.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    old = {k: v for k, v in meta.items() if k != "sha256"}     # files from before the checksum still load
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=old)
+    assert torch.equal(MLP.load(tmp_path / "old.safetensors").layers[0].weight, m.layers[0].weight)
+    for bad in (5.0, -1.0):
+        t = dict(tensors, gate0=tensors["gate0"].clone().fill_(bad))
+        save_file(t, str(tmp_path / "gate.safetensors"), metadata=old)
+        with pytest.raises(E, match=r"gate0 expected gates in \[0, 1\]"):
+            MLP.load(tmp_path / "gate.safetensors")
+    m.set_gate(1, 0, 2.5)                                   # a gain sweep's state is not saved as a model
+    with pytest.raises(E, match=r"gate1 expected gates in \[0, 1\]"):
+        m.save(tmp_path / "swept.safetensors")
+    assert not (tmp_path / "swept.safetensors").exists()

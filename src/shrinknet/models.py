@@ -13,6 +13,7 @@ copies and runs the same with and without autograd.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -247,9 +248,11 @@ class MLP(Gated):
         from safetensors.torch import save_file
 
         path = Path(path)
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "sizes": json.dumps(self.sizes),
-                "hidden_activation": self.hidden_activation, "output_activation": self.output_activation}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _check_gates(tensors, f"model for {path}")
+        meta = {"format": FORMAT, "version": FORMAT_VERSION, "sizes": json.dumps(self.sizes),
+                "hidden_activation": self.hidden_activation, "output_activation": self.output_activation,
+                "sha256": _digest(tensors)}
         with atomic_target(path) as tmp:
             save_file(tensors, tmp, metadata=meta)
         return path
@@ -265,13 +268,21 @@ class MLP(Gated):
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
+                if meta.get("format") != FORMAT:
+                    raise ShrinkNetError(f"model file {path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+                # the metadata's sizes against the stored shapes, before anything is allocated or read
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+                sizes = _sizes_matching(meta, shapes, path)
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except ShrinkNetError:
+            raise
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise ShrinkNetError(f"model file {path}: not a readable safetensors file ({e})") from None
-        if meta.get("format") != FORMAT:
-            raise ShrinkNetError(f"model file {path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+        if "sha256" in meta and _digest(tensors) != meta["sha256"]:
+            raise ShrinkNetError(f"model file {path}: its tensors do not match the checksum it was saved with "
+                                 f"(the file was changed or damaged after saving)")
+        _check_gates(tensors, f"model file {path}")
         try:
-            sizes = json.loads(meta["sizes"])
             m = cls(sizes, meta["hidden_activation"], meta["output_activation"],
                     dtype=tensors["layers.0.weight"].dtype)
             m.load_state_dict(tensors)
@@ -279,6 +290,45 @@ class MLP(Gated):
             raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
         m.check_finite()
         return m
+
+
+def _digest(tensors: dict) -> str:
+    """SHA-256 of the tensors' names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _check_gates(tensors: dict, what: str) -> None:
+    for k, g in tensors.items():
+        if k.startswith("gate") and g.numel() and not bool(((g >= 0) & (g <= 1)).all()):
+            raise ShrinkNetError(f"{what}: {k} expected gates in [0, 1] (0 = removed, 1 = as trained), got values "
+                                 f"from {float(g.min()):g} to {float(g.max()):g}")
+
+
+def _sizes_matching(meta: dict, shapes: dict, path) -> list[int]:
+    """The layer sizes the metadata gives, checked against the stored tensors' shapes."""
+    try:
+        sizes = json.loads(meta["sizes"])
+    except (KeyError, ValueError):
+        raise ShrinkNetError(f"model file {path}: no readable 'sizes' in its metadata") from None
+    if not (isinstance(sizes, list) and len(sizes) >= 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes)):
+        raise ShrinkNetError(f"model file {path}: expected sizes as a list of at least 2 positive integers, got "
+                             f"{str(sizes)[:100]}")
+    want = {}
+    for l in range(len(sizes) - 1):
+        want[f"layers.{l}.weight"], want[f"layers.{l}.bias"] = (sizes[l + 1], sizes[l]), (sizes[l + 1],)
+    for l in range(len(sizes) - 2):
+        want[f"gate{l}"] = (sizes[l + 1],)
+    if shapes != want:
+        diff = sorted(set(want.items()) ^ set(shapes.items()))[:4]
+        raise ShrinkNetError(f"model file {path}: its metadata says sizes {sizes}, but the stored tensors do not "
+                             f"have those shapes (e.g. {', '.join(f'{k} {v}' for k, v in diff)})")
+    return sizes
 
 
 __all__ = ["MLP", "HIDDEN"]
