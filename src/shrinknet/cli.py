@@ -233,8 +233,9 @@ def cmd_prune(a, progress: bool) -> None:
            if r.accuracies is not None else "")
     last = r.errors[-1] if r.errors else r.initial_error
     print(f"removed {r.n_removed} of {r.initially_active} hidden neurons ({r.stop_reason}) in {r.seconds:.1f}s: "
-          f"error {r.initial_error:.4f} -> {last:.4f}{acc}\nkept per layer: "
-          + json.dumps({str(k): len(v) for k, v in r.keep().items()}) + f"\nwrote {out}/ "
+          f"error {r.initial_error:.4f} -> {last:.4f}{acc}\n"
+          + "".join(f"kept {name}: {len(kept)} of {size}\n"              # as shrink's report words it
+                    for (name, kept), size in zip(r.keep_by_name().items(), r.hidden_sizes)) + f"wrote {out}/ "
           + ("(result.json, steps.csv, curves.png, pruned.safetensors)" if no_plot is None else
              f"(result.json, steps.csv, pruned.safetensors; no curves.png: {no_plot})"))
 

@@ -228,6 +228,9 @@ def plot_comparison(rows, path, title: str = "Criteria against the exact oracle,
         axes[0].plot(step, col("spearman"), **kw)
         axes[1].plot(step, np.where(np.isnan(regret), np.nan, np.nancumsum(regret)), **kw)
         axes[2].bar(i, np.nanmean(col("agrees")), color=style(name)[0])
+    ticker = require("matplotlib.ticker", "paper", "plotting")
+    for ax in axes[:2]:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))      # steps are whole numbers
     axes[0].set(xlabel="Oracle step (neurons removed)", ylabel="Spearman with the exact change in error",
                 ylim=(-1.05, 1.05))
     axes[1].set(xlabel="Oracle step (neurons removed)",
