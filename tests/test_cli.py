@@ -231,3 +231,22 @@ def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, tmp_path):
     assert main(["train", "--data", "diamond", "--out", str(tmp_path / "m.safetensors")]) == 130
     err = capsys.readouterr().err
     assert err.startswith("shrinknet: interrupted;") and err.count("\n") == 1
+
+
+def test_a_second_run_into_the_same_out_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    import fcntl
+    import os
+    model = tmp_path / "m.safetensors"
+    assert main(["--quiet", "train", "--data", "diamond", "--hidden", "6", "--epochs", "2", "--out", str(model)]) == 0
+    out = tmp_path / "busy"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)                 # what a first run holds while it works
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["prune", str(model), "--data", "diamond", "--fraction", "0.5", "--out", str(out)]) == 2
+        assert "another shrinknet run is writing there now" in capsys.readouterr().err
+        assert list(out.iterdir()) == []
+    finally:
+        os.close(fd)
+    assert main(["--quiet", "prune", str(model), "--data", "diamond", "--fraction", "0.5", "--out", str(out)]) == 0
+    assert (out / "result.json").is_file()

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -341,41 +343,76 @@ def check_output(path, kind: str, option: str = "--out") -> None:
         raise ShrinkNetError(f"{option}: cannot write in {where}; expected a writable place")
 
 
+def _dispatch(a, argv, progress) -> None:
+    """Run the command that `a` names."""
+    if a.cmd == "demo":
+        from .paper.demo import run_demo
+        run_demo(a.out, quick=a.quick, progress=progress)
+    elif a.cmd == "reproduce":
+        from .paper.experiments import reproduce
+        args = sys.argv[1:] if argv is None else argv
+        reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args))
+    elif a.cmd == "lenet-table":
+        from .paper.lenet_table import run
+        print(f"wrote {run(a.out, a.eval_samples, cache=a.cache, progress=progress)}")
+    elif a.cmd == "compare":
+        cmd_compare(a, progress)
+    elif a.cmd == "train":
+        cmd_train(a, progress)
+    elif a.cmd == "prune":
+        cmd_prune(a, progress)
+    elif a.cmd == "shrink":
+        cmd_shrink(a, progress)
+    elif a.cmd == "criteria":
+        from .criteria import describe_criteria
+        for k, v in describe_criteria().items():
+            print(f"{k:20s} {v}")
+    elif a.cmd == "datasets":
+        from .paper.data import available_datasets, needs
+        for name in available_datasets():
+            print(f"{name:18s} {needs(name)}")
+
+
+@contextlib.contextmanager
+def _only_run_in(folder):
+    """Hold an exclusive lock on ``folder`` (created if need be, and removed again if the run leaves it
+    empty) for the whole command, so that two runs given the same --out cannot mix their files."""
+    try:
+        import fcntl
+    except ImportError:                                # not on this platform: no lock
+        yield
+        return
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ShrinkNetError(f"--out {folder}: another shrinknet run is writing there now; expected a folder no "
+                                 f"other run uses (wait for it, or choose another --out)") from None
+        yield
+    finally:
+        os.close(fd)
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     progress = False if a.quiet else None          # None: a bar once a part has run 2 s, also into a log
     try:
+        lock = contextlib.nullcontext()
         if a.cmd in _OUTPUTS:                          # checked before the work, not after it
             dest, kind = _OUTPUTS[a.cmd]
             check_output(getattr(a, dest), kind)
             if a.cmd == "reproduce" and a.report:
                 check_output(a.report, "file", "--report")
-        if a.cmd == "demo":
-            from .paper.demo import run_demo
-            run_demo(a.out, quick=a.quick, progress=progress)
-        elif a.cmd == "reproduce":
-            from .paper.experiments import reproduce
-            args = sys.argv[1:] if argv is None else argv
-            reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args))
-        elif a.cmd == "lenet-table":
-            from .paper.lenet_table import run
-            print(f"wrote {run(a.out, a.eval_samples, cache=a.cache, progress=progress)}")
-        elif a.cmd == "compare":
-            cmd_compare(a, progress)
-        elif a.cmd == "train":
-            cmd_train(a, progress)
-        elif a.cmd == "prune":
-            cmd_prune(a, progress)
-        elif a.cmd == "shrink":
-            cmd_shrink(a, progress)
-        elif a.cmd == "criteria":
-            from .criteria import describe_criteria
-            for k, v in describe_criteria().items():
-                print(f"{k:20s} {v}")
-        elif a.cmd == "datasets":
-            from .paper.data import available_datasets, needs
-            for name in available_datasets():
-                print(f"{name:18s} {needs(name)}")
+            if kind == "dir":                          # (one file is written whole, by a rename, anyway)
+                lock = _only_run_in(getattr(a, dest))
+        with lock:
+            _dispatch(a, argv, progress)
     except ShrinkNetError as e:
         print(f"shrinknet: error: {e}", file=sys.stderr)
         return 2
