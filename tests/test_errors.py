@@ -244,7 +244,7 @@ def test_cross_entropy_refuses_targets_outside_0_1():
     # with a sigmoid output these gave a negative loss (-132,164 in the issue) instead of an error
     m, (X, _) = random_net([5]), random_data()
     T = torch.linspace(-2, 3, 40 * 3, dtype=torch.float64).reshape(40, 3)
-    with pytest.raises(E, match=r"T: cross-entropy takes targets in \[0, 1\].*from -2 to 3"):
+    with pytest.raises(E, match=r"T: expected targets in \[0, 1\] for cross-entropy.*from -2 to 3"):
         shrinknet.prune(m, X, T, loss="cross-entropy", stop=2)
     r = shrinknet.prune(m, X, T, loss="sse", stop=2)                      # SSE takes any targets
     assert r.n_removed == 2 and r.initial_error > 0

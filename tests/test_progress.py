@@ -24,15 +24,28 @@ def test_true_shows_a_bar_on_stderr_as_lines_in_a_log(capsys):
 
 def test_false_is_silent_and_none_waits_for_the_delay(capsys, monkeypatch):
     _prune(False)
-    _prune(None)                                        # quicker than DELAY: nothing
+    monkeypatch.setattr(_progress, "DELAY", 3600.0)     # a call quicker than the delay prints nothing
+    _prune(None)
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(_progress, "DELAY", 0.0)        # a call that has run longer than the delay shows it
     _prune(None)
     assert "brute-force (iterative)" in capsys.readouterr().err
 
 
-def test_score_counts_the_candidates_the_oracle_scored(capsys):
+def test_score_counts_the_candidates_the_oracle_scored(capsys, monkeypatch):
     m, (X, T) = random_net([6, 5]), random_data()
+    steps = []
+    real = _progress.bar
+
+    def recording(*args, **kwargs):
+        b = real(*args, **kwargs)
+        update = b.update
+        b.update = lambda n=1: (steps.append(n), update(n))[1]
+        return b
+    monkeypatch.setattr(_progress, "bar", recording)
+    shrinknet.score(m, X, T, "brute-force", progress=False)
+    assert steps[:2] == [6, 5]                          # group by group, as the oracle scores them
+    monkeypatch.setattr(_progress, "bar", real)
     shrinknet.score(m, X, T, "brute-force", progress=True)
     shrinknet.score(m, X, T, "l1-in", progress=True)            # no oracle: the bar ends full all the same
     err = capsys.readouterr().err.splitlines()
@@ -50,3 +63,10 @@ def test_training_and_compare_show_bars_too(call, capsys):
     else:
         shrinknet.compare(m, X, T, ["taylor1"], steps=2, own_paths=False, progress=True)
         assert "oracle path" in capsys.readouterr().err
+
+
+def test_zero_and_one_are_false_and_true(capsys):
+    _prune(1)
+    assert "brute-force (iterative)" in capsys.readouterr().err
+    _prune(0)
+    assert capsys.readouterr().err == ""

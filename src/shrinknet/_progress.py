@@ -16,16 +16,22 @@ import sys
 
 from tqdm.auto import tqdm
 
+#: whether tqdm.auto chose its notebook widget (Jupyter), which draws in place whatever stderr is
+_NOTEBOOK = any(c.__module__.startswith("tqdm.notebook") for c in tqdm.__mro__)
 #: seconds before a bar with ``progress=None`` appears
 DELAY = 2.0
 #: seconds between two lines where standard error is not a terminal
 LOG_INTERVAL = 15.0
 
 
-def check(progress) -> None:
+def check(progress):
+    """``progress`` as True, False or None (0 and 1 are taken as False and True); anything else refused."""
     from ._validation import ShrinkNetError
-    if progress is not None and not isinstance(progress, bool):
-        raise ShrinkNetError(f"progress: expected True, False or None (shown after {DELAY:g} s), got {progress!r}")
+    if progress is None or isinstance(progress, bool):
+        return progress
+    if isinstance(progress, int) and progress in (0, 1):
+        return bool(progress)
+    raise ShrinkNetError(f"progress: expected True, False or None (shown after {DELAY:g} s), got {progress!r}")
 
 
 class _Lines:
@@ -46,8 +52,9 @@ class _Lines:
 
 def bar(iterable=None, *, total=None, desc: str = "", progress: bool | None = None, unit: str = "it"):
     """A tqdm bar under the policy above (usable as an iterator wrapper or with ``update``)."""
-    check(progress)
-    tty = sys.stderr.isatty()
+    progress = check(progress)
+    # a terminal, or a notebook (whose widget tqdm.auto draws in place): redraw; a file or a pipe: lines
+    tty = sys.stderr.isatty() or _NOTEBOOK
     return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr if tty else _Lines(sys.stderr),
                 disable=progress is False,
                 delay=0 if progress else DELAY, mininterval=0.1 if tty else LOG_INTERVAL,

@@ -247,6 +247,7 @@ def cmd_shrink(a, progress: bool) -> None:
 
     from .paper.data import load
     from .pruning import Stop, prune
+    from .models import FORMAT as MLP_FORMAT
     from .saving import check_onnx, load_model, read_meta, save_shrunk
     from .stats import compare_models
     from .surgery import shrink
@@ -259,7 +260,7 @@ def cmd_shrink(a, progress: bool) -> None:
     if a.onnx:
         check_onnx()                                  # before the work, not after it
     meta = read_meta(a.model)
-    if a.units is not None and meta.get("format") == "shrinknet-mlp":
+    if a.units is not None and meta.get("format") == MLP_FORMAT:
         raise ShrinkNetError(f"--units: {a.model} is an MLP (written by 'shrinknet train'), whose units are all its "
                              f"hidden neurons; expected no --units, got {' '.join(a.units)}")
     model = load_model(a.model)
@@ -322,7 +323,6 @@ def check_output(path, kind: str, option: str = "--out") -> None:
     """Refuse, before any work, an output the command could not write: a file where a folder is
     expected or the reverse, or a place this user cannot write to (probed with a temporary file,
     removed at once; a folder that does not exist yet is not created here)."""
-    import os
     import tempfile
     p = Path(path)
     if kind == "dir" and p.exists() and not p.is_dir():
@@ -339,8 +339,6 @@ def check_output(path, kind: str, option: str = "--out") -> None:
     except OSError as e:
         raise ShrinkNetError(f"{option}: cannot write in {where} ({e.strerror or e}); expected a writable place") \
             from None
-    if not os.access(where, os.W_OK | os.X_OK):
-        raise ShrinkNetError(f"{option}: cannot write in {where}; expected a writable place")
 
 
 def _dispatch(a, argv, progress) -> None:
@@ -386,17 +384,23 @@ def _only_run_in(folder):
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY)
+    locked = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             raise ShrinkNetError(f"--out {folder}: another shrinknet run is writing there now; expected a folder no "
                                  f"other run uses (wait for it, or choose another --out)") from None
         yield
     finally:
+        # only the run that holds the lock tidies up, and before it lets go (a refused run that also found
+        # the folder missing must not remove the one the other run is writing into)
+        if locked and created:
+            with contextlib.suppress(OSError):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
         os.close(fd)
-        if created and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
 
 
 def main(argv=None) -> int:

@@ -118,7 +118,7 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     -------
     CompareResult
     """
-    _progress.check(progress)
+    progress = _progress.check(progress)
     if not criteria:
         raise ShrinkNetError("criteria: expected at least one criterion, got none")
     if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 0):

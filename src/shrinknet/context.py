@@ -117,8 +117,8 @@ class PruningContext:
         self.loss = losses.check_loss(loss)
         if self.loss == "cross-entropy" and isinstance(self.T, torch.Tensor) and self.T.is_floating_point() \
                 and self.T.numel() and ((self.T < 0) | (self.T > 1)).any():
-            raise ShrinkNetError(f"T: cross-entropy takes targets in [0, 1] (class probabilities, 0/1 rows), got values "
-                                 f"from {float(self.T.min()):g} to {float(self.T.max()):g}; use loss='sse' for others")
+            raise ShrinkNetError(f"T: expected targets in [0, 1] for cross-entropy (class probabilities, 0/1 rows), got "
+                                 f"values from {float(self.T.min()):g} to {float(self.T.max()):g}; use loss='sse' for others")
         self.compensation = comp.check_mode(compensation, model)
         self.state: dict = {}
         self.on_candidates = None

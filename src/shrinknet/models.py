@@ -298,11 +298,15 @@ def _digest(tensors: dict) -> str:
     for k in sorted(tensors):
         t = tensors[k].detach().cpu().contiguous()
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())      # the raw bytes, whatever the dtype
     return h.hexdigest()
 
 
 def _check_gates(tensors: dict, what: str) -> None:
+    """A saved model's gates lie in [0, 1] (removed .. as trained). ``set_gate`` takes any gain, for
+    sweeps such as the paper's gain surfaces, but such a state is refused here rather than saved as a
+    model (and a file holding one is damaged or not ours)."""
     for k, g in tensors.items():
         if k.startswith("gate") and g.numel() and not bool(((g >= 0) & (g <= 1)).all()):
             raise ShrinkNetError(f"{what}: {k} expected gates in [0, 1] (0 = removed, 1 = as trained), got values "

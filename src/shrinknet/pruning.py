@@ -101,14 +101,15 @@ def score(model, X, T, criterion: str = "taylor2", loss: str | None = None, *, u
     output_activation : {"identity", "sigmoid", "softmax"}, optional
         For other models: what the loss applies to the model's output (default identity = logits).
     progress : bool or None
-        A progress bar of the candidates the oracle has scored (and of the batches of a loader):
-        None (default) shows it once the call has run 2 s, True from the start, False never.
+        A progress bar of the candidates the oracle has scored, advanced after each group (and of
+        the batches of a loader): None (default) shows it once the call has run 2 s, True from the
+        start, False never.
 
     Returns
     -------
     list of (K_l,) NumPy arrays, one per hidden layer / unit group; NaN for units already removed.
     """
-    _progress.check(progress)
+    progress = _progress.check(progress)
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
                                device=device)
     crit = get_criterion(criterion)
@@ -181,7 +182,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     """
     schedule = check_choice(schedule, SCHEDULES, "schedule")
     stop = Stop.coerce(stop)
-    _progress.check(progress)
+    progress = _progress.check(progress)
     if inplace and not isinstance(model, Gated):
         raise ShrinkNetError(f"inplace=True: expected a shrinknet.MLP or GatedModel, got {type(model).__name__}")
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,

@@ -60,7 +60,18 @@ def style(name: str) -> tuple[str, str, str]:
 
 
 def label(name: str) -> str:
+    """The criterion's name in figures' legends."""
     return style(name)[2]
+
+
+# the names earlier versions had, for code that read them
+COLORS = {k: v[0] for k, v in CRITERIA.items()}
+LABELS = {k: v[2] for k, v in CRITERIA.items()}
+
+
+def colors_for(names) -> dict:
+    """Each name's colour (as :func:`style` gives it)."""
+    return {n: style(n)[0] for n in dict.fromkeys(names)}
 
 
 def _line(name: str, schedule: str = "iterative", n_points: int = 1) -> dict:

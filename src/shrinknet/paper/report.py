@@ -90,7 +90,8 @@ def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seco
         "below 1 means pruning *improved* the error at some point. Figures: solid lines iterative re-ranking, dashed "
         "single ranking; each criterion has one colour and marker in every figure (brute force blue circles, "
         "1st order green squares, 2nd order (the paper's OBD diagonal) red triangles, 2nd order with the exact "
-        "second derivative orange, thresholded 2nd order pink / brown).",
+        "second derivative orange, thresholded 2nd order pink / brown). taylor2-mean and taylor2-median are the paper's "
+        "thresholded 2nd order: scores beyond 3 standard deviations (3 scaled MADs) set to the mean (median).",
         "",
         "## Overview",
         "",
