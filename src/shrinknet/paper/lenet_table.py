@@ -29,7 +29,7 @@ NOTE = (
     "hidden layer (100 inputs) are far smaller than the first's (784 inputs), so `l1-in` / `l2-in` "
     'remove the whole second layer and the net falls to chance (10 %). `taylor1` with the least-'
     'squares refit keeps picking second-layer neurons whose first-order estimate is strongly negative'
-    ' while the refit output layer degrades, and collapses near step 125; every number here is '
+    ' while the refit output layer degrades, and collapses; every number here is '
     'measured, none is tuned.'
 )
 
