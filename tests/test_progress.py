@@ -70,3 +70,13 @@ def test_zero_and_one_are_false_and_true(capsys):
     assert "brute-force (iterative)" in capsys.readouterr().err
     _prune(0)
     assert capsys.readouterr().err == ""
+
+
+def test_evaluate_over_a_loader_shows_its_batches(capsys):
+    import torch
+    m, (X, T) = random_net([6, 5]), random_data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, T), batch_size=10)
+    got = shrinknet.evaluate(m, loader, None, progress=True)
+    assert got == shrinknet.evaluate(m, X, T) or abs(got["error"] - shrinknet.evaluate(m, X, T)["error"]) < 1e-9
+    err = capsys.readouterr().err.splitlines()
+    assert err and err[-1].startswith("evaluate") and "4/4" in err[-1]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _progress
 from . import compensation as comp
 from . import distributed as dist
 from . import inputs as batch
@@ -316,14 +317,17 @@ def _raw(loader):
     return batch.Stream(loader, lambda X, T, k: (X, T))
 
 
-def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | None = None) -> dict:
+def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | None = None,
+             progress: bool | None = None) -> dict:
     """Error (summed over samples) and, for class targets, accuracy of ``model`` as it is.
 
     ``model`` is an MLP (or nn.Sequential MLP), a GatedModel, or any nn.Module whose output the loss reads
     through ``output_activation`` (default identity: logits). ``loss`` None = cross-entropy for integer
     labels, else SSE. ``X`` may be a DataLoader of (X, T) batches with ``T=None``. Under
-    torch.distributed, the sums are over every rank's data. Nothing is kept on the model. Returns
-    ``{"error", "accuracy" (or None), "n"}``."""
+    torch.distributed, the sums are over every rank's data. Nothing is kept on the model. ``progress``
+    (a loader's batches): None shows a bar once the pass has run 2 s, True from the start, False never.
+    Returns ``{"error", "accuracy" (or None), "n"}``."""
+    progress = _progress.check(progress)
     with torch.inference_mode(False):
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
@@ -332,7 +336,8 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
                 raise ShrinkNetError("T: expected None when X is a DataLoader (or re-iterable) of (X, T) batches, "
                                      f"got {type(T).__name__}")
             parts = []
-            for Xb, Tb in _raw(X):
+            for Xb, Tb in _progress.bar(_raw(X), desc="evaluate", progress=progress, unit="batch",
+                                        total=len(X) if hasattr(X, "__len__") else None):
                 parts.append(_evaluate(model, Xb, Tb, loss, output_activation))
                 loss = parts[0][5]        # one loss for the whole loader: the first batch's choice
         else:
