@@ -56,12 +56,18 @@ def available_cpus() -> int:
     return min(n, q) if q else n
 
 
-def _has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """This CPU's feature flags, from /proc/cpuinfo (empty where it cannot be read). Also what the
+    oracle's kernel loader reads to pick its build."""
     try:
-        words = set(cpuinfo.read_text().split())
+        with open(cpuinfo) as f:
+            return set(next((line.split() for line in f if line.startswith("flags")), []))
     except OSError:
-        return False
-    return {"avx2", "fma"} <= words
+        return set()
+
+
+def _has_avx2(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    return {"avx2", "fma"} <= cpu_flags(cpuinfo)
 
 
 def choose(environ=os.environ) -> dict:

@@ -50,6 +50,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._threads import cpu_flags
+
 #: the version of the C interface this file speaks (SHRINKNET_ABI in _fused.c)
 ABI = 1
 #: the builds setup.py makes, as files ``_fused_<variant><extension suffix>`` next to this one
@@ -117,15 +119,6 @@ NEEDS = {"avx512": ("avx2", "fma", "avx512f", "avx512bw", "avx512cd", "avx512dq"
          "avx2": ("avx2", "fma")}
 
 
-def _cpu_flags() -> set[str]:
-    """This CPU's feature flags, from /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next((line.split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return set()
-
-
 def _capability() -> str:
     """torch's view of the CPU's vector level (it also checks that the OS saves those registers)."""
     try:
@@ -138,7 +131,7 @@ def _variants() -> list[str]:
     """The builds to try, best first: each x86-64 build only where the CPU (and torch) can run it."""
     if platform.machine().lower() not in ("x86_64", "amd64", "x64"):
         return ["portable"]
-    flags, level = _cpu_flags(), _capability()
+    flags, level = cpu_flags(), _capability()
     ok = {"avx512": level == "AVX512" and all(f in flags for f in NEEDS["avx512"]),
           "avx2": level in ("AVX2", "AVX512") or all(f in flags for f in NEEDS["avx2"])}
     return [v for v in ("avx512", "avx2") if ok[v]] + ["portable"]
