@@ -16,13 +16,13 @@ def test_choose_sets_passive_waiting_only_where_the_user_did_not_choose(monkeypa
     env = {}
     chosen = _threads.choose(env)
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and chosen["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert env["MKL_CBWR"] == "AVX2"
+    assert env["MKL_CBWR"] == "AVX2,STRICT"
     env = {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3", "MKL_CBWR": "AUTO"}
     assert _threads.choose(env) == {} and env == {"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "3",
                                                   "MKL_CBWR": "AUTO"}
 
 
-def test_the_mkl_path_is_pinned_only_on_cpus_that_have_it(tmp_path, monkeypatch):
+def test_the_mkl_path_is_pinned_only_on_cpus_that_have_it_and_strict_on_every_cpu(tmp_path, monkeypatch):
     (tmp_path / "cpuinfo").write_text("flags\t\t: fpu sse2 avx avx2 fma bmi2\n")
     assert _threads._has_avx2(tmp_path / "cpuinfo")
     (tmp_path / "cpuinfo").write_text("flags\t\t: fpu sse2 avx\n")
@@ -30,7 +30,7 @@ def test_the_mkl_path_is_pinned_only_on_cpus_that_have_it(tmp_path, monkeypatch)
     monkeypatch.setattr(_threads, "_has_avx2", lambda: False)
     env = {}
     _threads.choose(env)
-    assert "MKL_CBWR" not in env
+    assert env["MKL_CBWR"] == "AUTO,STRICT"           # the CPU's own path, the same for any thread count
 
 
 def test_thread_count_follows_the_cpus_this_process_may_use(monkeypatch):
@@ -94,3 +94,22 @@ def test_training_and_pruning_give_the_same_numbers_with_one_and_two_threads():
     untrained = torch.cat([p.detach().flatten() for p in fresh.parameters()])
     assert not torch.equal(w1, untrained) and len(o1) == 8
     assert torch.equal(w1, w2) and o1 == o2 and e1 == e2
+
+
+def test_reproduce_writes_the_same_files_with_1_2_and_4_threads(tmp_path):
+    """The command line as users run it, in fresh processes: every step file and the claims the same."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_CBWR")}
+    files = []
+    for threads in (1, 2, 4):
+        out = tmp_path / f"t{threads}"
+        subprocess.run([sys.executable, "-m", "shrinknet", "--quiet", "reproduce", "digit-0", "mnist-2x50", "--quick",
+                        "--out", str(out)], env={**env, "OMP_NUM_THREADS": str(threads),
+                                                 "PYTHONPATH": str(root / "src")}, check=True, capture_output=True)
+        steps = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.glob("*/*.csv"))}
+        files.append(steps)
+    assert len(files[0]) == 2 * 6 + 6                # mnist-2x50: 2 schedules x 6 criteria; digit-0: 1 x 6
+    assert files[0] == files[1] == files[2]

@@ -34,3 +34,38 @@ def write_text(path, text: str) -> Path:
     with atomic_target(path) as tmp:
         Path(tmp).write_text(text)
     return Path(path)
+
+
+#: the file a long command keeps in its output folder while it runs, and leaves if it does not finish
+MARKER = "INCOMPLETE.txt"
+
+
+@contextmanager
+def resumable(out, command: str, kind: str = "dir"):
+    """Yield the folder where a long command keeps what it needs to resume (``out/.partial`` for an
+    output folder, ``out.partial`` beside an output file). While the command runs, an output folder
+    holds ``INCOMPLETE.txt`` saying that its files may mix this run and an earlier one; both go once
+    the command succeeds. A failure keeps them (so the same command resumes), except a refusal
+    (ShrinkNetError) before anything was kept, which leaves no trace."""
+    out = Path(out)
+    partial = out / ".partial" if kind == "dir" else out.with_name(out.name + ".partial")
+    marker = out / MARKER if kind == "dir" else None
+    if marker is not None:
+        write_text(marker, f"'{command}' is writing this folder, or was stopped before it finished: its files may "
+                           f"mix that run and an earlier one. Run the same command again: it resumes from what "
+                           f"{partial.name}/ holds and removes this file when it is done.\n")
+    try:
+        yield partial
+    except Exception as e:
+        from ._validation import ShrinkNetError
+        if isinstance(e, ShrinkNetError) and not any(p.is_file() for p in partial.rglob("*")):
+            _tidy(partial, marker)
+        raise
+    _tidy(partial, marker)
+
+
+def _tidy(partial: Path, marker) -> None:
+    import shutil
+    shutil.rmtree(partial, ignore_errors=True)
+    if marker is not None:
+        marker.unlink(missing_ok=True)

@@ -50,12 +50,13 @@ class _Lines:
         self.stream.flush()
 
 
-def bar(iterable=None, *, total=None, desc: str = "", progress: bool | None = None, unit: str = "it"):
+def bar(iterable=None, *, total=None, desc: str = "", progress: bool | None = None, unit: str = "it",
+        initial: int = 0):
     """A tqdm bar under the policy above (usable as an iterator wrapper or with ``update``)."""
     progress = check(progress)
     # a terminal, or a notebook (whose widget tqdm.auto draws in place): redraw; a file or a pipe: lines
     tty = sys.stderr.isatty() or _NOTEBOOK
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr if tty else _Lines(sys.stderr),
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr if tty else _Lines(sys.stderr),
                 disable=progress is False,
                 delay=0 if progress else DELAY, mininterval=0.1 if tty else LOG_INTERVAL,
                 leave=not tty, dynamic_ncols=tty)

@@ -13,17 +13,20 @@ docs/PERFORMANCE.md). Three choices, made here because OpenMP and MKL read them 
 * ``OMP_NUM_THREADS``: the CPUs this process may actually use (its CPU affinity and a container's CPU
   quota), where that is fewer than the machine has; torch would otherwise start one thread per CPU it
   sees and run them on fewer cores.
-* ``MKL_CBWR=AVX2``: MKL (torch's matrix products on x86) picks its code path from the CPU, so the same
-  training gives different float rounding on an AVX-512 CPU and an AVX2 one, and a trained net (a
-  verdict, a README figure) differs between machines. Pinned to the AVX2 path (where the CPU has it;
-  Intel's "conditional numerical reproducibility"), the products should round alike on any x86-64 CPU
-  with AVX2 (checked here only as two paths on one CPU); large float32 products on an AVX-512 CPU run
-  up to 2x slower, small ones alike. ``MKL_CBWR=AUTO`` restores MKL's own choice.
+* ``MKL_CBWR=AVX2,STRICT``: MKL (torch's matrix products on x86) picks its code path from the CPU, and
+  splits a product among its threads, so the same training gives different float rounding on an
+  AVX-512 CPU and an AVX2 one, and with 1 thread and 2, and a trained net (a verdict, a README figure)
+  differs between machines. Pinned to the AVX2 path (where the CPU has it; Intel's "conditional
+  numerical reproducibility") in its strict mode, the products round alike whatever the thread count
+  (tested) and should round alike on any x86-64 CPU with AVX2 (checked here only as two paths on one
+  CPU); large float32 products on an AVX-512 CPU run up to 2x slower, small ones alike. CPUs without
+  AVX2 get ``AUTO,STRICT`` (their own path, the same for any thread count). ``MKL_CBWR=AUTO`` restores
+  MKL's own choice.
 
 Only what the user has not set is set, and only where torch is not loaded yet (``import shrinknet``
 before ``import torch``: the command line, the examples, scripts that do so); after torch has loaded
 the variables would change nothing, so nothing is touched. Numbers do not depend on the first two
-(the oracle's sums are split in fixed runs; tests compare thread counts).
+(the oracle's sums are split in fixed runs, MKL's products are strict; tests compare thread counts).
 """
 from __future__ import annotations
 
@@ -76,8 +79,8 @@ def choose(environ=os.environ) -> dict:
     chosen = {}
     if "OMP_WAIT_POLICY" not in environ:
         chosen["OMP_WAIT_POLICY"] = "PASSIVE"
-    if "MKL_CBWR" not in environ and _has_avx2():
-        chosen["MKL_CBWR"] = "AVX2"
+    if "MKL_CBWR" not in environ:
+        chosen["MKL_CBWR"] = "AVX2,STRICT" if _has_avx2() else "AUTO,STRICT"
     n = available_cpus()
     if "OMP_NUM_THREADS" not in environ and n < (os.cpu_count() or n):
         chosen["OMP_NUM_THREADS"] = str(n)

@@ -6,6 +6,8 @@ inside torch.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -102,11 +104,11 @@ def as_tensor(a, name: str, dtype=torch.float32, device=None) -> torch.Tensor:
     return t
 
 
-def check_inputs(X, n_in: int, dtype=torch.float32, device=None) -> torch.Tensor:
+def check_inputs(X, n_in: int, dtype=torch.float32, device=None, name: str = "X") -> torch.Tensor:
     """X must be (N, n_in) with N >= 1."""
-    X = as_tensor(X, "X", dtype, device)
+    X = as_tensor(X, name, dtype, device)
     if X.ndim != 2 or X.shape[1] != n_in:
-        raise ShrinkNetError(f"X: expected shape (N, {n_in}), got {tuple(X.shape)}")
+        raise ShrinkNetError(f"{name}: expected shape (N, {n_in}), got {tuple(X.shape)}")
     return X
 
 
@@ -167,7 +169,10 @@ def check_choice(value: str, choices, what: str) -> str:
 def check_fraction(value, name: str, low: float = 0.0, high: float = 1.0):
     if value is None:
         return None
-    v = float(value)
+    try:
+        v = float(value) if not isinstance(value, (bool, str, bytes)) else math.nan
+    except (TypeError, ValueError):
+        v = math.nan
     if not (low <= v <= high) or not np.isfinite(v):
         raise ShrinkNetError(f"{name}: expected a number in [{low}, {high}], got {value!r}")
     return v

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
+from ._io import resumable
 from ._validation import MissingDependencyError, ShrinkNetError
 
 #: optional packages and the extra that installs each (a last resort for an import the code did not guard)
@@ -223,14 +224,16 @@ def cmd_prune(a, progress: bool) -> None:
     m = MLP.load(a.model)
     d = load(a.data)
     ev, other = ((d.X_train, d.T_train), (d.X_test, d.T_test))[:: 1 if a.eval_on == "train" else -1]
-    r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss, test=other,
-              compensation=a.compensation, device=a.device, dtype=torch.float64 if a.float64 else None, progress=progress)
     out = Path(a.out)
-    r.save_json(out / "result.json")
-    r.save_csv(out / "steps.csv")
-    if no_plot is None:
-        plots.plot_curves([r], out / "curves.png", title=f"{a.criterion} ({a.schedule}) on {d.name}")
-    r.apply(m).save(out / "pruned.safetensors")
+    with resumable(out, "shrinknet prune") as partial:
+        r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss, test=other,
+                  compensation=a.compensation, device=a.device, dtype=torch.float64 if a.float64 else None,
+                  progress=progress, checkpoint=partial / "prune")
+        r.save_json(out / "result.json")
+        r.save_csv(out / "steps.csv")
+        if no_plot is None:
+            plots.plot_curves([r], out / "curves.png", title=f"{a.criterion} ({a.schedule}) on {d.name}")
+        r.apply(m).save(out / "pruned.safetensors")
     acc = (f", accuracy {r.initial_accuracy:.4f} -> {r.accuracies[-1] if r.accuracies else r.initial_accuracy:.4f}"
            if r.accuracies is not None else "")
     last = r.errors[-1] if r.errors else r.initial_error
@@ -278,14 +281,15 @@ def cmd_shrink(a, progress: bool) -> None:
         idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(Xtr))[:a.eval_samples]))
         Xtr, Ttr = Xtr[idx], Ttr[idx]
     stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase)
-    r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss,
-              units=a.units, device=a.device, progress=progress)
-    small = shrink(model, r, Xtr[:1])
-    report = compare_models(model, small, Xtr[:1], data=(Xte, Tte), kept=r)
     out = Path(a.out)
-    files = save_shrunk(small, out, Xtr[:1], report, onnx=a.onnx)
-    r.save_json(out / "result.json")
-    r.save_csv(out / "steps.csv")
+    with resumable(out, "shrinknet shrink") as partial:
+        r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss,
+                  units=a.units, device=a.device, progress=progress, checkpoint=partial / "prune")
+        small = shrink(model, r, Xtr[:1])
+        report = compare_models(model, small, Xtr[:1], data=(Xte, Tte), kept=r)
+        files = save_shrunk(small, out, Xtr[:1], report, onnx=a.onnx)
+        r.save_json(out / "result.json")
+        r.save_csv(out / "steps.csv")
     files = ", ".join(files + ["result.json", "steps.csv"])
     print(f"removed {r.n_removed} of {r.initially_active} units with {a.criterion} ({a.schedule}; {r.stop_reason}) "
           f"in {r.seconds:.1f}s, no retraining\n{report}\n(accuracy on the {len(Xte)} test samples)\n"
@@ -298,9 +302,10 @@ def cmd_compare(a, progress: bool) -> None:
     from .models import MLP
 
     m, d = MLP.load(a.model), load(a.data)
-    res = compare(m, d.X_train, d.T_train, a.criteria, a.loss, steps=a.steps, test=(d.X_test, d.T_test),
-                  compensation=a.compensation, device=a.device, progress=progress)
-    files = res.save(a.out)
+    with resumable(a.out, "shrinknet compare") as partial:
+        res = compare(m, d.X_train, d.T_train, a.criteria, a.loss, steps=a.steps, test=(d.X_test, d.T_test),
+                      compensation=a.compensation, device=a.device, progress=progress, checkpoint=partial)
+        files = res.save(a.out)
     print(_text_table(res.summary_rows()))
     print(f"wrote {Path(a.out)}/ ({', '.join(Path(f).name for f in files)}) in {res.seconds:.1f}s")
 
@@ -403,6 +408,18 @@ def _only_run_in(folder):
         os.close(fd)
 
 
+#: commands that keep their finished steps (in <--out>/.partial, or <--out>.partial beside a file) and resume
+RESUMABLE = {"demo", "prune", "shrink", "compare", "reproduce", "lenet-table"}
+
+
+def _resume_hint(a) -> str:
+    """What an interrupted command leaves behind, and how to go on."""
+    if a.cmd in RESUMABLE:
+        kept = f"{a.out}.partial" if _OUTPUTS[a.cmd][1] == "file" else str(Path(a.out) / ".partial")
+        return f"the finished steps are kept in {kept}: run the same command again to resume from there"
+    return f"every file {a.cmd} had written is whole, but it does not resume: run the command again"
+
+
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     progress = False if a.quiet else None          # None: a bar once a part has run 2 s, also into a log
@@ -421,8 +438,7 @@ def main(argv=None) -> int:
         print(f"shrinknet: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:                          # Ctrl-C: one line, not a traceback
-        print(f"shrinknet: interrupted; every file {a.cmd} had written is whole (each is written to a temporary "
-              f"name and renamed), but the run does not resume: run the command again", file=sys.stderr)
+        print(f"shrinknet: interrupted; {_resume_hint(a)}", file=sys.stderr)
         return 130
     except ModuleNotFoundError as e:                   # an optional package imported without require()
         extra = _EXTRAS.get((e.name or "").split(".")[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from . import _progress
 from ._io import write_text
 from ._validation import MissingDependencyError, ShrinkNetError, require
+from .checkpoint import Checkpoint, data_digest, digest
 from .context import PruningContext
 from .criteria import check_scores, get_criterion, ranked
 from .pruning import prune
@@ -98,7 +100,7 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
 def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact"), loss: str | None = None, *,
                      steps: int | None = None, test=None, own_paths: bool = True, compensation: str = "none",
                      units=None, output_activation=None, dtype=None, device=None,
-                     progress: bool | None = None) -> CompareResult:
+                     progress: bool | None = None, checkpoint=None) -> CompareResult:
     """Compare `criteria` with the exact oracle along its removal path (also named ``compare``).
 
     Parameters
@@ -113,6 +115,10 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     progress : bool or None
         Progress bars of the oracle's path and of each criterion's own path: None (default) shows
         them once a part has run 2 s, True from the start, False never.
+    checkpoint : str or Path, optional
+        A folder where every oracle step and every own path's removals are written as they end;
+        called again with the same folder, model, data and options it resumes (see
+        :func:`shrinknet.prune`).
 
     Returns
     -------
@@ -131,34 +137,65 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     n = work.n_active() if steps is None else min(int(steps), work.n_active())
     rows = []
     t0 = time.perf_counter()
-    with torch.inference_mode(False):
-        for step in _progress.bar(range(n), desc="oracle path", progress=progress, unit="step"):
+    ckpt, done = None, 0
+    if checkpoint is not None:
+        ckpt = Checkpoint(Path(checkpoint) / "oracle-path")
+        records = ckpt.open({"model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
+                             "criteria": [c.name for c in crits], "loss": ctx.loss, "compensation": ctx.compensation,
+                             "units": list(work.unit_names), "dtype": str(work.gates[0].dtype),
+                             "device": work.gates[0].device.type, "initial_error": ctx.measure()[0]})
+        for rec in records[:n]:                 # replay the oracle's recorded removals and their rows
+            rows += rec["rows"]
+            ctx.remove(*rec["oracle"])
+        done = min(n, len(records))
+    try:
+        with torch.inference_mode(False):
+            _oracle_path(ctx, crits, exact, range(done, n), rows, ckpt, progress)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    res = CompareResult(rows)
+    if own_paths:
+        kw = dict(loss=ctx.loss, test=test, compensation=ctx.compensation, dtype=dtype, device=device,
+                  progress=progress, units=units, output_activation=output_activation)
+        for k, crit in enumerate([exact, *crits]):
+            safe = re.sub(r"[^\w.-]", "_", crit.name)          # a folder name, whatever the criterion's name
+            where = None if checkpoint is None else Path(checkpoint) / f"path-{k}-{safe}"
+            res.paths[crit.name] = prune(model, X, T, crit, "iterative", stop=n, checkpoint=where, **kw)
+        res.oracle = res.paths["brute-force"]
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _oracle_path(ctx, crits, exact, steps: range, rows: list, ckpt, progress) -> None:
+    """At each of ``steps`` of the oracle's own path: every criterion's scores against the exact ones
+    (a row each), then the oracle's removal; each step is written to ``ckpt`` as it ends."""
+    work = ctx.model
+    with _progress.bar(total=steps.stop, initial=steps.start, desc="oracle path", progress=progress,
+                       unit="step") as bar:
+        for step in steps:
             scores = check_scores(exact.scores(ctx), work, exact.name)
             flat = torch.cat(scores).detach().cpu().numpy()
             active = ~np.isnan(flat)
             ol, ou, best = ranked(scores)[0]
             e = flat[active]
+            mine_rows = []
             for crit in crits:
                 mine = check_scores(crit.scores(ctx), work, crit.name)
                 s = torch.cat(mine).detach().cpu().numpy()[active]
                 cl, cu, _ = ranked(mine)[0]
                 both = len(e) > 1 and np.ptp(e) > 0 and np.ptp(s) > 0
-                rows.append({"step": step, "criterion": crit.name,
-                             "spearman": spearman(s, e) if both else float("nan"),
-                             "kendall": kendall(s, e) if both else float("nan"),
-                             "agrees": (cl, cu) == (ol, ou),
-                             "regret": float(scores[cl][cu]) - best,
-                             "chosen_layer": cl, "chosen_unit": cu, "n_candidates": int(active.sum())})
+                mine_rows.append({"step": step, "criterion": crit.name,
+                                  "spearman": spearman(s, e) if both else float("nan"),
+                                  "kendall": kendall(s, e) if both else float("nan"),
+                                  "agrees": (cl, cu) == (ol, ou),
+                                  "regret": float(scores[cl][cu]) - best,
+                                  "chosen_layer": cl, "chosen_unit": cu, "n_candidates": int(active.sum())})
             ctx.remove(ol, ou)
-    res = CompareResult(rows)
-    if own_paths:
-        kw = dict(loss=ctx.loss, test=test, compensation=ctx.compensation, dtype=dtype, device=device,
-                  progress=progress, units=units, output_activation=output_activation)
-        res.oracle = res.paths["brute-force"] = prune(model, X, T, "brute-force", "iterative", stop=n, **kw)
-        for crit in crits:
-            res.paths[crit.name] = prune(model, X, T, crit, "iterative", stop=n, **kw)
-    res.seconds = time.perf_counter() - t0
-    return res
+            if ckpt is not None:
+                ckpt.append({"oracle": [ol, ou], "rows": mine_rows})
+            rows += mine_rows
+            bar.update(1)
 
 
 compare = compare_criteria

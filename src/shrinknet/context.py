@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _progress
+from . import _memory, _progress
 from . import compensation as comp
 from . import distributed as dist
 from . import inputs as batch
@@ -121,6 +121,8 @@ class PruningContext:
             raise ShrinkNetError(f"T: expected targets in [0, 1] for cross-entropy (class probabilities, 0/1 rows), got "
                                  f"values from {float(self.T.min()):g} to {float(self.T.max()):g}; use loss='sse' for others")
         self.compensation = comp.check_mode(compensation, model)
+        if model.layered and isinstance(self.X, torch.Tensor):
+            _check_memory(model, self.X)
         self.state: dict = {}
         self.on_candidates = None
         self._caches: dict = {}
@@ -312,6 +314,17 @@ def _labelled(T: torch.Tensor) -> int:
     return int(T.shape[0]) if T.ndim <= 2 else int((T.reshape(-1, T.shape[-1]).sum(1) != 0).sum())
 
 
+def _check_memory(model, X: torch.Tensor) -> None:
+    """The MLP's fast oracle keeps its forward pass (each hidden layer's activations and gated outputs,
+    and the output layer's pre-activations and outputs) for the whole of X: refuse it up front where that
+    cannot fit."""
+    n = X.shape[0]
+    values = n * (2 * sum(model.hidden_sizes) + 2 * model.sizes[-1])
+    _memory.check_fits(values * X.element_size(), f"X: pruning this MLP on {n:,} samples",
+                       "the criteria need a few thousand samples: pass a seeded subset, or dtype=torch.float32",
+                       X.device)
+
+
 def _raw(loader):
     """A loader's (X, T) batches as they come (checked only for being pairs)."""
     return batch.Stream(loader, lambda X, T, k: (X, T))
@@ -399,7 +412,7 @@ def check_x(model: Gated, X, dtype, device, name: str = "X"):
     """X checked against a gated model's inputs: the same form (tensor, tuple or dict with the same
     keys) and the same shape per sample as the example it was traced on."""
     if model.layered:
-        return check_inputs(X, model.input_shape[0], dtype, device)
+        return check_inputs(X, model.input_shape[0], dtype, device, name)
     X = batch.check(X, name, dtype, device)
     want, got = batch.sample_shapes(model.example), batch.sample_shapes(X)
     kind = (lambda v: type(v).__name__)                  # Tensor, tuple or dict: compared as kinds, not shapes

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from . import _progress
+from . import distributed as dist
 from . import inputs as batch
+from .checkpoint import Checkpoint, data_digest, digest
 from ._validation import ShrinkNetError, check_choice, check_fraction
 from .context import PruningContext
 from .criteria import check_scores, get_criterion, ranked
@@ -49,7 +51,9 @@ class Stop:
     max_error_increase: float | None = None
 
     def __post_init__(self):
-        if self.n_neurons is not None and (int(self.n_neurons) != self.n_neurons or self.n_neurons < 0):
+        n = self.n_neurons
+        if n is not None and (isinstance(n, (bool, str, bytes)) or not isinstance(n, (int, float, np.number))
+                              or not np.isfinite(n) or int(n) != n or n < 0):
             raise ShrinkNetError(f"stop.n_neurons: expected a non-negative integer, got {self.n_neurons!r}")
         self.fraction = check_fraction(self.fraction, "stop.fraction")
         self.max_accuracy_drop = check_fraction(self.max_accuracy_drop, "stop.max_accuracy_drop")
@@ -132,7 +136,7 @@ def _show_batches(ctx, bar, progress) -> None:
 
 def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", stop=None, loss: str | None = None, *,
           test=None, compensation: str = "none", inplace: bool = False, units=None, output_activation=None,
-          dtype=None, device=None, progress: bool | None = None) -> PruneResult:
+          dtype=None, device=None, progress: bool | None = None, checkpoint=None) -> PruneResult:
     """Remove hidden units one at a time, lowest criterion score first.
 
     Parameters
@@ -175,6 +179,13 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     progress : bool or None
         A progress bar of the removals (on standard error): None (default) shows it once the run has
         taken 2 s, True from the start, False never.
+    checkpoint : str or Path, optional
+        A folder where each step is written (and fsync'ed) as it ends. Called again with the same
+        folder, model, data and options, the run replays the recorded steps and goes on from the
+        last one, ending with the same result as a run never interrupted (``resumed_steps`` says
+        how many were replayed); a changed model, data set, criterion or option is refused. The
+        stopping options may differ: a later stop extends a finished run. See
+        :mod:`shrinknet.checkpoint`.
 
     Returns
     -------
@@ -183,6 +194,9 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     schedule = check_choice(schedule, SCHEDULES, "schedule")
     stop = Stop.coerce(stop)
     progress = _progress.check(progress)
+    ckpt = None if checkpoint is None else Checkpoint(checkpoint)
+    if ckpt is not None and dist.world_size() > 1:
+        raise ShrinkNetError("checkpoint: not supported under torch.distributed yet; expected checkpoint=None")
     if inplace and not isinstance(model, Gated):
         raise ShrinkNetError(f"inplace=True: expected a shrinknet.MLP or GatedModel, got {type(model).__name__}")
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
@@ -203,8 +217,20 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
             test_data = (Xt, None)
         else:
             test_data = (Xt, ctx.targets(test[1], batch.rows(Xt)))
-    with torch.inference_mode(False):
-        res = _run(ctx, crit, schedule, stop, classes, test_data, progress)
+    fingerprint = None
+    if ckpt is not None:
+        work = ctx.model
+        fingerprint = {"model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
+                       "test": None if test_data is None else data_digest(*test_data), "criterion": crit.name,
+                       "schedule": schedule, "loss": ctx.loss, "compensation": ctx.compensation,
+                       "units": list(work.unit_names), "output_activation": work.output_activation,
+                       "dtype": str(work.gates[0].dtype), "device": work.gates[0].device.type}
+    try:
+        with torch.inference_mode(False):
+            res = _run(ctx, crit, schedule, stop, classes, test_data, progress, ckpt, fingerprint)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
     res.model = ctx.model.clone(dtype=p.dtype if p is not None else None, device="cpu")
     if inplace:
@@ -212,10 +238,12 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     return res
 
 
-def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, test, progress) -> PruneResult:
+def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, test, progress, ckpt=None,
+         fingerprint=None) -> PruneResult:
     """The elimination loop: rank, remove the first, measure, until a stop is met."""
     work, t0 = ctx.model, time.perf_counter()
     E0, acc0 = ctx.measure(classes=classes)
+    records = [] if ckpt is None else ckpt.open({**fingerprint, "initial_error": E0, "initial_accuracy": acc0})
     res = PruneResult(criterion=crit.name, schedule=schedule, loss=ctx.loss, hidden_sizes=work.hidden_sizes,
                       initial_error=E0, initial_accuracy=acc0, accuracies=[] if classes else None,
                       initially_active=work.n_active(), compensation=ctx.compensation, unit_names=work.unit_names,
@@ -230,7 +258,14 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
     best = crit.best if schedule == "iterative" else None
     with _progress.bar(total=limit, desc=f"{crit.name} ({schedule})", progress=progress, unit="unit") as bar:
         _show_batches(ctx, bar, progress)
-        while res.n_removed < limit:
+        done = False
+        if records:
+            if schedule == "single":        # the one ranking is of the model before any removal
+                order = ranked(check_scores(crit.scores(ctx), work, crit.name))
+            done = _replay(ctx, res, records, stop, limit, E0, acc0, ckpt)
+            pos = res.resumed_steps = res.n_removed
+            bar.update(res.n_removed)
+        while not done and res.n_removed < limit:
             pick = best(ctx) if best is not None else None
             if pick is None:
                 if order is None or schedule == "iterative":
@@ -245,20 +280,58 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
                 undo()
                 res.stop_reason = reason
                 break
-            res.removed.append((l, u))
-            res.errors.append(E)
-            res.predicted.append(pred)
-            if classes:
-                res.accuracies.append(acc)
+            step = {"layer": int(l), "unit": int(u), "predicted": float(pred), "error": E, "accuracy": acc}
             if test is not None:
-                Et, acct = ctx.measure(*test, classes=classes)
-                res.test_errors.append(Et)
-                if classes:
-                    res.test_accuracies.append(acct)
+                step["test_error"], step["test_accuracy"] = ctx.measure(*test, classes=classes)
+            if ckpt is not None:
+                ckpt.append(step)
+            _record(res, step)
             bar.update(1)
+        if ckpt is not None and not done:
+            ckpt.append({"end": res.stop_reason, "stop": asdict(stop)})
     res.gates = [g.detach().cpu().numpy().copy() for g in work.gates]
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _record(res: PruneResult, step: dict) -> None:
+    """Add one removal (a step dict as the checkpoint holds it) to the result."""
+    res.removed.append((step["layer"], step["unit"]))
+    res.errors.append(step["error"])
+    res.predicted.append(step["predicted"])
+    if res.accuracies is not None:
+        res.accuracies.append(step["accuracy"])
+    if res.test_errors is not None:
+        res.test_errors.append(step["test_error"])
+        if res.test_accuracies is not None:
+            res.test_accuracies.append(step["test_accuracy"])
+
+
+def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, limit: int, E0, acc0, ckpt) -> bool:
+    """Make the recorded removals again (no scoring, one forward pass each) and add them to ``res``, up to
+    what ``stop`` allows; True where the run needs no further step (it had ended with this very stop,
+    or ``stop`` ends it within the recorded steps)."""
+    steps = [r for r in records if "unit" in r]
+    gates = ctx.model.gates
+    for k, step in enumerate(steps):
+        if res.n_removed >= limit:
+            return True
+        l, u = step.get("layer"), step.get("unit")
+        if not (isinstance(l, int) and 0 <= l < len(gates) and isinstance(u, int) and 0 <= u < gates[l].numel()
+                and float(gates[l][u]) != 0.0):
+            raise ShrinkNetError(f"checkpoint {ckpt.folder}: step {k + 1} removes unit {(l, u)!r}, which this model "
+                                 f"does not have active; expected the steps of an earlier prune of this model")
+        reason = violation(stop, E0, acc0, step["error"], step.get("accuracy"))
+        if reason:                          # where a run with this stop would have stopped
+            res.stop_reason = reason
+            return True
+        ctx.remove(l, u)
+        _record(res, step)
+    end = records[-1] if records and "end" in records[-1] else None
+    if end is not None and end.get("stop") == asdict(stop):
+        res.stop_reason = end["end"]
+        return True
+    return False
 
 
 def violation(stop: Stop, E0: float, acc0, E: float, acc) -> str:

@@ -50,6 +50,8 @@ class PruneResult:
     initially_active: int = 0
     stop_reason: str = ""
     seconds: float = 0.0
+    #: steps replayed from a checkpoint rather than computed (0 for a run from the start)
+    resumed_steps: int = 0
     compensation: str = "none"
     #: names of the unit groups, in the order of ``hidden_sizes`` (module names; "layers.l" for an MLP)
     unit_names: list = field(default_factory=list)

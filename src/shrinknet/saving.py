@@ -29,7 +29,7 @@ from ._io import atomic_target
 from ._validation import (MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, all_finite, as_tensor,
                           require)
 from .blocks import is_conv1d
-from .models import MLP
+from .models import MLP, _digest
 
 FORMAT = "shrinknet-module"
 FORMAT_VERSION = "1"
@@ -140,6 +140,7 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
         # loading into the template, whose modules share the tensor, ties them again
         tensors[k] = v.clone() if v.data_ptr() in seen else v
         seen.add(v.data_ptr())
+    meta["sha256"] = _digest(tensors)                # checked on load: a changed byte is refused
     with atomic_target(path) as tmp:
         save_file(tensors, tmp, metadata=meta)
     return path
@@ -170,19 +171,29 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
     if meta.get("format") != FORMAT:
         raise ShrinkNetError(f"model file {path}: expected format {FORMAT!r} or 'shrinknet-mlp', "
                              f"got {meta.get('format')!r}")
+    if template is not None and not isinstance(template, nn.Module):
+        raise ShrinkNetError(f"template: expected a torch nn.Module, got {type(template).__name__}")
+    if template is None and "architecture" not in meta:
+        raise ShrinkNetError(f"model file {path}: holds a {meta.get('class')!r}, which only loads into a "
+                             f"template: pass template=<an instance of the original architecture>")
+    with safe_open(str(path), framework="pt") as f:
+        stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    # the model the metadata describes, built on the meta device (no memory), against the stored shapes:
+    # a file whose metadata asks for huge layers is refused before anything that size is allocated
+    try:
+        _check_shapes(_skeleton(meta, template, path), stored, path)
+    except (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+        if isinstance(e, ShrinkNetError):
+            raise
+        raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if "sha256" in meta and _digest(tensors) != meta["sha256"]:
+        raise ShrinkNetError(f"model file {path}: its tensors do not match the checksum it was saved with (the file "
+                             f"was changed or damaged after saving)")
     try:
         shapes = json.loads(meta["shapes"])
-        if template is not None:
-            if not isinstance(template, nn.Module):
-                raise ShrinkNetError(f"template: expected a torch nn.Module, got {type(template).__name__}")
-            model = copy.deepcopy(template)
-        elif "architecture" in meta:
-            model = build(json.loads(meta["architecture"]))
-        else:
-            raise ShrinkNetError(f"model file {path}: holds a {meta.get('class')!r}, which only loads into a "
-                                 f"template: pass template=<an instance of the original architecture>")
+        model = copy.deepcopy(template) if template is not None else build(json.loads(meta["architecture"]))
         floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
         if floats:
             model = model.to(floats[0])                  # the file's precision, not the builder's default
@@ -197,6 +208,32 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
         if v.is_floating_point() and not all_finite(v):
             raise ShrinkNetError(f"model file {path}: parameter {k} has NaN/inf values")
     return model.eval()
+
+
+def _skeleton(meta: dict, template, path) -> nn.Module:
+    """The model the file's metadata describes (resized template or built architecture), with every
+    tensor on the meta device: shapes, no memory."""
+    if template is None:
+        with torch.device("meta"):
+            model = build(json.loads(meta["architecture"]))
+    else:
+        memo = {}                       # a copy of the template whose tensors are meta ones (ties kept)
+        for t in [*template.parameters(), *template.buffers()]:
+            e = torch.empty_like(t, device="meta")
+            memo[id(t)] = nn.Parameter(e, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else e
+        model = copy.deepcopy(template, memo)
+    _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
+    _resize(model, json.loads(meta["shapes"]), path)
+    return model
+
+
+def _check_shapes(model: nn.Module, stored: dict, path) -> None:
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if want != stored:
+        diff = sorted(set(want.items()) ^ set(stored.items()), key=str)[:4]
+        raise ShrinkNetError(f"model file {path}: its metadata describes tensors other than those it stores (e.g. "
+                             + ", ".join(f"{k} {'described' if want.get(k) == v else 'stored'} as {v}" for k, v in diff)
+                             + ")")
 
 
 def _swap_attention(model: nn.Module, names, path) -> None:

@@ -148,7 +148,12 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
     was_training = model.training
     small = copy.deepcopy(model).eval()
     _replace_torch_attention(small)      # nn.MultiheadAttention's heads are tied to its width
-    units = find_units(small, x, list(keep))
+    try:
+        units = find_units(small, x, list(keep))
+    except ShrinkNetError as e:          # the names came from `keep`: say so
+        if not str(e).startswith("units:"):
+            raise
+        raise ShrinkNetError("keep:" + str(e)[len("units:"):]) from None
     for u in units:
         want = (sizes or {}).get(u.name)
         if want is not None and want != u.size:

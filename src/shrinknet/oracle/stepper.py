@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .. import _memory
 from .._validation import non_finite_score
 from . import kernel, rank1
 from .cache import version_key
@@ -142,6 +143,9 @@ class Stepper:
             if size > STORE_BUDGET:
                 self.store = None
             elif self.store is None or self.store.numel() < size:
+                # (a fixed budget, not one that follows the free memory: the same choices on every machine)
+                _memory.check_fits(size * T.element_size(), f"brute force on {n:,} samples",
+                                   "fewer samples, or dtype=torch.float32", T.device)
                 self.store = kernel.new_store(n, c, S, T.dtype)
             else:                       # candidates only ever get fewer: reuse the memory (no page faults)
                 self.store = self.store[:size]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from . import analysis, plots
-from .._io import write_text
+from .._io import resumable, write_text
 from .data import check_available, load
 from ..models import MLP
 from ..pruning import prune
@@ -49,9 +49,17 @@ def csv_table(rows: list[dict]) -> str:
 
 
 def run_demo(out="shrinknet-demo", quick: bool = False, progress: bool | None = None, log=print) -> list[dict]:
+    """Run the demo into the folder ``out``. While it runs, ``out/INCOMPLETE.txt`` says that the folder
+    may mix this run's files with an earlier one's; an interrupted demo resumes its prunes from
+    ``out/.partial``."""
     check_available("mnist")                    # the optional packages first, not after the work
     plots.check_available()
     out = Path(out)
+    with resumable(out, "shrinknet demo" + (" --quick" if quick else "")) as partial:
+        return _run(out, quick, progress, log, partial)
+
+
+def _run(out: Path, quick: bool, progress, log, partial: Path) -> list[dict]:
     t0 = time.perf_counter()
     data = load("mnist")
     if quick:
@@ -69,7 +77,7 @@ def run_demo(out="shrinknet-demo", quick: bool = False, progress: bool | None = 
     for sched in SCHEDULES:
         for crit in CRITERIA:
             r = prune(model, data.X_train, data.T_train, criterion=crit, schedule=sched,
-                      test=(data.X_test, data.T_test), progress=progress)
+                      test=(data.X_test, data.T_test), progress=progress, checkpoint=partial / f"{crit}_{sched}")
             r.save_json(out / "results" / f"{crit}_{sched}.json")
             r.save_csv(out / "results" / f"{crit}_{sched}.csv")
             results.append(r)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis, plots
-from .._io import write_text
+from .._io import resumable, write_text
 from .._validation import ShrinkNetError
 from .data import Dataset, check_available, load
 from ..models import MLP
@@ -141,7 +141,10 @@ def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log,
     return m, hist, seconds, False
 
 
-def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool | None = None, log=print) -> dict:
+def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool | None = None, log=print,
+                   checkpoints: Path | None = None) -> dict:
+    """Train (or load) the experiment's net and prune it with every criterion and schedule into ``out``;
+    with ``checkpoints`` (a folder), each prune keeps its steps there and resumes from them."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     d = dataset_for(e, quick)
@@ -152,7 +155,8 @@ def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool
     runs: list[PruneResult] = []
     for sched in e.schedules:
         for crit in CRITERIA + THRESHOLDED:
-            r = prune(model, d.X_train, d.T_train, crit, sched, test=(d.X_test, d.T_test), progress=progress)
+            r = prune(model, d.X_train, d.T_train, crit, sched, test=(d.X_test, d.T_test), progress=progress,
+                      checkpoint=None if checkpoints is None else checkpoints / f"{crit}_{sched}")
             r.save_json(out / f"{crit}_{sched}.json")
             r.save_csv(out / f"{crit}_{sched}.csv")
             runs.append(r)
@@ -211,7 +215,10 @@ def _run_summary(r: PruneResult) -> dict:
 
 def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, progress: bool | None = None,
               command: str = "shrinknet reproduce", log=print) -> list[dict]:
-    """Run experiments `ids` (all by default) into `out`/ID/, and write the report if asked."""
+    """Run experiments `ids` (all by default) into `out`/ID/, and write the report if asked.
+
+    An interrupted run resumes: experiments it finished are not run again, and the prune it was in
+    goes on from its last step (``out/.partial`` holds them until the whole run has finished)."""
     exps = resolve(ids)
     plots.check_available()                     # the optional packages first, not after the work
     for e in exps:
@@ -219,14 +226,22 @@ def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, prog
     out = Path(out)
     t0 = time.perf_counter()
     summaries = []
-    for e in exps:
-        log(f"{e.id}:")
-        summaries.append(run_experiment(e, out / e.id, quick=quick, progress=progress, log=log))
-    total = time.perf_counter() - t0
-    write_text(out / "summary.json", json.dumps(summaries, indent=1))
-    log(f"ran {len(exps)} experiment(s) in {total:.1f}s; results in {out}/")
-    if report:
-        from .report import write_report
-        p = write_report(summaries, out, report, command, total)
-        log(f"wrote {p}")
+    with resumable(out, command) as partial:
+        for e in exps:
+            done, kept = partial / "done" / f"{e.id}.json", out / e.id / "summary.json"
+            if done.exists() and kept.exists() and json.loads(done.read_text()) == {"quick": quick}:
+                log(f"{e.id}: finished before the interruption")
+                summaries.append(json.loads(kept.read_text()))
+                continue
+            log(f"{e.id}:")
+            summaries.append(run_experiment(e, out / e.id, quick=quick, progress=progress, log=log,
+                                            checkpoints=partial / e.id))
+            write_text(done, json.dumps({"quick": quick}))
+        total = time.perf_counter() - t0
+        write_text(out / "summary.json", json.dumps(summaries, indent=1))
+        log(f"ran {len(exps)} experiment(s) in {total:.1f}s; results in {out}/")
+        if report:
+            from .report import write_report
+            p = write_report(summaries, out, report, command, total)
+            log(f"wrote {p}")
     return summaries

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import write_text
+from .._io import resumable, write_text
 from .data import load
 from ..models import MLP
 from ..pruning import prune
@@ -53,17 +53,24 @@ def run(out, eval_samples: int = 5000, criteria=CRITERIA, modes=MODES, cache=Non
         Progress bars: None (default) once a part has run 2 s, True from the start, False never.
     log : callable
         Receives one line per run.
+
+    An interrupted run resumes: ``out.partial`` (a folder beside ``out``) keeps the trained net and
+    every prune's steps until the table is written.
     """
+    with resumable(out, "shrinknet lenet-table", kind="file") as partial:
+        return _run(out, eval_samples, criteria, modes, cache, progress, log, partial)
+
+
+def _run(out, eval_samples, criteria, modes, cache, progress, log, partial: Path) -> Path:
     t0 = time.perf_counter()
     d = load("fashion-mnist")
-    path = None if cache is None else Path(cache) / "lenet-300-100-fashion.safetensors"
-    if path is not None and path.exists():
+    path = (partial if cache is None else Path(cache)) / "lenet-300-100-fashion.safetensors"
+    if path.exists():
         model = MLP.load(path)
     else:
         model = MLP([784, 300, 100, 10], "relu", "softmax", seed=0)
         train(model, d.X_train, d.T_train, TRAIN, progress=progress)
-        if path is not None:
-            model.save(path)
+        model.save(path)
     rng = np.random.default_rng(0)
     idx = np.sort(rng.permutation(len(d.X_train))[:eval_samples])
     Xe, Te = d.X_train[idx], d.T_train[idx]
@@ -74,7 +81,7 @@ def run(out, eval_samples: int = 5000, criteria=CRITERIA, modes=MODES, cache=Non
     for crit in criteria:
         for mode in modes:
             r = prune(model, Xe, Te, crit, "iterative", stop=at[70], loss="cross-entropy", test=(d.X_test, d.T_test),
-                      compensation=mode, progress=progress)
+                      compensation=mode, progress=progress, checkpoint=partial / f"{crit}-{mode}")
             base = r.initial_test_accuracy
             rows[(crit, mode)] = {p: 100 * r.test_accuracies[n - 1] for p, n in at.items()}
             log(f"  {crit:20s} {mode:6s} 50%: {rows[(crit, mode)][50]:.2f}  70%: {rows[(crit, mode)][70]:.2f} "
