@@ -5,7 +5,6 @@ hypothesis where the space is large (shapes and dtypes of data, bytes of model f
 import json
 import os
 import resource
-import sys
 
 import numpy as np
 import pytest
@@ -65,7 +64,8 @@ API = [
     ("empty data", lambda: shrinknet.score(_mlp(), np.zeros((0, 4)), np.zeros((0, 3))), "X: expected a non-empty"),
     # names and options
     ("unknown criterion", lambda: shrinknet.prune(_mlp(), X, T, criterion="taylor3"), "unknown criterion 'taylor3'"),
-    ("unknown schedule", lambda: shrinknet.prune(_mlp(), X, T, schedule="greedy"), "unknown schedule 'greedy': expected one of"),
+    ("unknown schedule", lambda: shrinknet.prune(_mlp(), X, T, schedule="greedy"),
+     "unknown schedule 'greedy': expected one of"),
     ("unknown loss", lambda: shrinknet.score(_mlp(), X, T, loss="mse"), "unknown loss 'mse'"),
     ("unknown compensation", lambda: shrinknet.prune(_mlp(), X, T, compensation="median"), "compensation"),
     ("unknown unit name", lambda: shrinknet.prune(_cnn(), XC, YC, units=["7"]), "units: no module named '7'"),
@@ -77,8 +77,10 @@ API = [
     ("stop with an unknown field", lambda: shrinknet.prune(_mlp(), X, T, stop={"neurons": 3}), "stop:"),
     ("accuracy stop without classes", lambda: shrinknet.prune(_mlp(), X, T * 0.5, stop={"max_accuracy_drop": 0.1}),
      "stop.max_accuracy_drop: needs class targets"),
-    ("test set not a pair", lambda: shrinknet.prune(_mlp(), X, T, stop=1, test=X), r"test: expected \(X_test, T_test\)"),
-    ("test set of the wrong width", lambda: shrinknet.prune(_mlp(), X, T, stop=1, test=(X[:, :2], T)), r"test X: expected shape \(N, 4\), got \(40, 2\)"),
+    ("test set not a pair", lambda: shrinknet.prune(_mlp(), X, T, stop=1, test=X),
+     r"test: expected \(X_test, T_test\)"),
+    ("test set of the wrong width", lambda: shrinknet.prune(_mlp(), X, T, stop=1, test=(X[:, :2], T)),
+     r"test X: expected shape \(N, 4\), got \(40, 2\)"),
     ("inplace on a plain module", lambda: shrinknet.prune(_cnn(), XC, YC, inplace=True), "inplace=True: expected"),
     ("compare with no criteria", lambda: shrinknet.compare(_mlp(), X, T, criteria=[]), "criteria: expected at least"),
     ("compare steps < 0", lambda: shrinknet.compare(_mlp(), X, T, steps=-2), "steps: expected a non-negative"),
@@ -161,7 +163,8 @@ def _file(tmp_path, kind):
         arch = {"type": "Linear", "in_features": 60000, "out_features": 60000, "bias": True}
         save_file({"weight": torch.zeros(2, 2), "bias": torch.zeros(2)}, str(p),
                   metadata={"format": "shrinknet-module", "shapes": "{}", "architecture": json.dumps(arch)})
-        return p, r"its metadata describes tensors other than those it stores \(e.g. bias stored as \(2,\), bias described as \(60000,\)"
+        return p, (r"its metadata describes tensors other than those it stores "
+                   r"\(e.g. bias stored as \(2,\), bias described as \(60000,\)")
     if kind == "a folder":
         p.mkdir()
         return p, "not found"
@@ -235,7 +238,8 @@ CLI = [
     ("unknown data set", ["prune", "{model}", "--data", "cifar", "--out", "{tmp}/o"], "cifar"),
     ("missing model file", ["prune", "{tmp}/none.safetensors", "--data", "digits", "--out", "{tmp}/o"], "not found"),
     ("fraction 2", ["prune", "{model}", "--data", "digits", "--fraction", "2", "--out", "{tmp}/o"], "fraction"),
-    ("--out an existing file", ["prune", "{model}", "--data", "digits", "--out", "{model}"], "--out: expected a folder"),
+    ("--out an existing file", ["prune", "{model}", "--data", "digits", "--out", "{model}"],
+     "--out: expected a folder"),
     ("train for 0 epochs", ["train", "--data", "digits", "--epochs", "0", "--out", "{tmp}/m.safetensors"],
      "--epochs: expected at least 1"),
     ("unknown criterion", ["prune", "{model}", "--data", "digits", "--criterion", "l7", "--out", "{tmp}/o"],

@@ -160,7 +160,7 @@ def test_a_checkpoint_folder_must_be_one(tmp_path):
     shrinknet.prune(m, X, T, "taylor2", stop=3, progress=False, checkpoint=tmp_path / "ok")
     with open(tmp_path / "ok" / "steps.jsonl", "a") as fh:
         fh.write("not json\n")
-    with pytest.raises(ShrinkNetError, match="line 5 of steps.jsonl is not JSON"):
+    with pytest.raises(ShrinkNetError, match="line 5 of steps.jsonl is not a step"):
         shrinknet.prune(m, X, T, "taylor2", stop=3, progress=False, checkpoint=tmp_path / "ok")
     bad = tmp_path / "bad"
     shrinknet.prune(m, X, T, "taylor2", stop=3, progress=False, checkpoint=bad)
@@ -315,3 +315,40 @@ def test_a_killed_process_resumes(tmp_path):
     assert out.returncode == 0, out.stderr
     resumed, same = out.stdout.split()
     assert int(resumed) == kept and same == "True"
+
+
+def test_review_findings_stay_fixed(tmp_path):
+    X, T = _data()
+    m = MLP([8, 10, 3], "sigmoid", "sigmoid", seed=1)
+    # a NumPy integer stop is written as JSON
+    r = shrinknet.prune(m, X, T, "taylor2", stop=shrinknet.Stop(n_neurons=np.int64(3)), progress=False,
+                        checkpoint=tmp_path / "np")
+    assert r.n_removed == 3
+    # a changed test loader is refused (its batches are in the fingerprint)
+    ds = torch.utils.data.TensorDataset(X[:40], T[:40])
+    loader = torch.utils.data.DataLoader(ds, batch_size=20)
+    shrinknet.prune(m, X, T, "taylor2", stop=3, test=(loader, None), progress=False, checkpoint=tmp_path / "tl")
+    other = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X[:40], T[:40].flip(1)), batch_size=20)
+    with pytest.raises(ShrinkNetError, match="test was"):
+        shrinknet.prune(m, X, T, "taylor2", stop=3, test=(other, None), progress=False, checkpoint=tmp_path / "tl")
+    again = shrinknet.prune(m, X, T, "taylor2", stop=3, test=(loader, None), progress=False, checkpoint=tmp_path / "tl")
+    assert again.resumed_steps == 3 and len(again.test_errors) == 3
+    # a kill right after the fingerprint (no steps file yet) resumes as a fresh run
+    (tmp_path / "tl" / "steps.jsonl").unlink()
+    assert shrinknet.prune(m, X, T, "taylor2", stop=3, test=(loader, None), progress=False,
+                           checkpoint=tmp_path / "tl").resumed_steps == 0
+    # the fingerprint names the code that made the steps
+    fp = json.loads((tmp_path / "np" / "fingerprint.json").read_text())
+    assert fp["shrinknet"] == shrinknet.__version__ and fp["torch"] == torch.__version__
+    fp["shrinknet"] = "0.0.1"
+    (tmp_path / "np" / "fingerprint.json").write_text(json.dumps(fp))
+    with pytest.raises(ShrinkNetError, match=r"shrinknet was '0.0.1'.*\(remove .* to start afresh\)"):
+        shrinknet.prune(m, X, T, "taylor2", stop=3, progress=False, checkpoint=tmp_path / "np")
+    # lines that are JSON but not steps
+    (tmp_path / "bad").mkdir()
+    shrinknet.prune(m, X, T, "taylor2", stop=1, progress=False, checkpoint=tmp_path / "bad")
+    (tmp_path / "bad" / "steps.jsonl").write_bytes(b'[1, 2]\n')
+    with pytest.raises(ShrinkNetError, match="line 1 of steps.jsonl is not a step"):
+        shrinknet.prune(m, X, T, "taylor2", stop=1, progress=False, checkpoint=tmp_path / "bad")
+    with pytest.raises(ShrinkNetError, match="checkpoint: expected a folder path"):
+        shrinknet.compare(m, X, T, ["taylor1"], steps=1, checkpoint=3)

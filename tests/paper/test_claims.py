@@ -1,0 +1,90 @@
+"""The paper's claims: the measures on hand-worked runs, and verdicts from synthetic run folders."""
+import json
+
+import pytest
+
+from shrinknet.paper import claims
+from shrinknet.paper.claims import CLAIMS, VERDICTS, View
+from shrinknet.results import PruneResult
+
+
+def _result(errors, accs=None, layers=None, K=10, crit="brute-force", sched="iterative", test=None):
+    n = len(errors) - 1
+    return PruneResult(criterion=crit, schedule=sched, loss="sse", hidden_sizes=[K], initial_error=errors[0],
+                       initial_accuracy=None if accs is None else accs[0],
+                       removed=[(0 if layers is None else layers[i], i) for i in range(n)], errors=list(errors[1:]),
+                       predicted=[0.0] * n, accuracies=None if accs is None else list(accs[1:]),
+                       initial_test_error=None if test is None else test[0],
+                       test_errors=None if test is None else list(test[1:]), initially_active=K,
+                       initial_test_accuracy=None if test is None or accs is None else accs[0],
+                       test_accuracies=None if test is None or accs is None else list(accs[1:]))
+
+
+def test_the_measures_on_a_hand_worked_run():
+    # 10 neurons; accuracy 0.99 for 3 removals, 0.97 at the 4th, 0.90 at the 6th, then down
+    acc = [0.99, 0.99, 0.99, 0.99, 0.97, 0.96, 0.90, 0.5, 0.3, 0.2, 0.1]
+    err = [10, 9, 9.5, 10, 12, 25, 40, 100, 150, 180, 210]
+    v = View.of(_result(err, acc), test=False)
+    assert v.knee(0.01) == 30.0          # the 4th removal falls 2 points: 3 of 10 before it
+    assert v.knee(0.05) == 50.0          # the 6th falls 9 points
+    assert v.below_start() == 30.0       # 12 > 10 at the 4th
+    # flat: the rise is 200, 5 % of it 10 -> breaks at 25 (the 5th); doubling (> 20) also at the 5th
+    assert v.flat() == 40.0 and v.visually_flat() == 40.0
+    assert v.acc(50) == 0.96 and v.err(0) == 10 and v.k(55) == 6          # 5.5 removals round to 6
+    assert v.mean_acc(0, 30) == pytest.approx(0.99)
+
+
+def test_flat_also_ends_where_the_error_doubles():
+    # a rise of 1,000 from 1: 5 % of it is 50, but the error is 10x its start long before that
+    err = [1, 1, 3, 10, 40, 1000]
+    v = View.of(_result(err, K=5), test=False)
+    assert v.visually_flat() == 80.0      # only the 5 %-of-the-rise rule: 40 - 1 < 50, 1000 - 1 > 50
+    assert v.flat() == 20.0               # 3 > 2 x 1 at the 2nd removal
+
+
+def _folder(tmp_path, exp, runs: dict, start=(0.99, 0.95), variant_of=None):
+    """A reproduce output folder holding ``runs[(criterion, schedule)] = (errors, accuracies)``."""
+    (tmp_path / exp).mkdir(parents=True)
+    for (crit, sched), (err, acc) in runs.items():
+        r = _result(err, acc, K=len(err) - 1, crit=crit, sched=sched, test=err)
+        r.save_json(tmp_path / exp / f"{crit}_{sched}.json")
+    return {"id": exp, "train_accuracy": start[0], "test_accuracy": start[1], "variant_of": variant_of}
+
+
+def test_digit_claims_get_their_verdicts_from_the_runs(tmp_path):
+    flat = [10.0] * 11
+    down_then_up = [10, 8, 7, 7, 7, 7, 8, 9, 10, 15, 30]              # below its start until 80 %
+    explode = [10, 25, 30, 30, 40, 50, 60, 70, 80, 90, 100]
+    runs = {("brute-force", "iterative"): (down_then_up, None), ("taylor1", "iterative"): (explode, None),
+            ("taylor2", "iterative"): (flat, None)}
+    s = _folder(tmp_path, "digit-0", runs)
+    rows = {r["id"]: r for r in claims.evaluate(tmp_path, [s])}
+    assert rows["digit-0-bf-below-start-60pct"]["verdict"] == "reproduced"
+    measured = rows["digit-0-bf-below-start-60pct"]["measured"]
+    assert "lowest early 0.700 x start; at or below start until 80 %" in measured
+    assert rows["digit-0-taylor1-explodes"]["verdict"] == "reproduced"            # 2.5x at once, taylor2 below
+    assert rows["digit-1-bf-below-start-80pct"]["verdict"] == "not testable"       # not in this run
+    assert rows["digit-start-accuracies"]["verdict"] == "not testable"
+    assert rows["digit-0-taylor1-explodes@test"]["verdict"] == "reproduced"       # the test view (same numbers here)
+    # the same claim against a run where nothing happens: not reproduced
+    (tmp_path / "b").mkdir()
+    s = _folder(tmp_path / "b", "digit-0", {k: (flat, None) for k in runs})
+    rows = {r["id"]: r for r in claims.evaluate(tmp_path / "b", [s])}
+    assert rows["digit-0-bf-below-start-60pct"]["verdict"] == "not reproduced"
+    assert rows["digit-0-taylor1-explodes"]["verdict"] == "not reproduced"
+
+
+def test_every_claim_has_a_verdict_and_the_variant_is_its_own_view(tmp_path):
+    err = [float(e) for e in range(10, 21)]
+    acc = [1.0 - 0.05 * i for i in range(11)]
+    runs = {(c, s): (err, acc) for c in ("brute-force", "taylor1", "taylor2") for s in ("iterative", "single")}
+    sums = [_folder(tmp_path, "mnist-1x100", runs), _folder(tmp_path, "mnist-1x100-crop", runs,
+                                                              variant_of="mnist-1x100")]
+    rows = claims.evaluate(tmp_path, sums)
+    assert len(rows) == 4 * len(CLAIMS) and len({r["id"] for r in rows}) == len(rows)
+    assert {r["regime"] for r in rows} == {"paper", "variant"} and {r["set"] for r in rows} == {"training", "test"}
+    assert all(r["verdict"] in VERDICTS and set(r) >= {"id", "experiment", "claim", "paper", "measured", "verdict"}
+               for r in rows)
+    start = {r["id"]: r for r in rows}["mnist-1x100-start-accuracy@test"]
+    assert start["measured"] == "0.9500" and start["verdict"] == "not reproduced"   # the test start, < 0.99
+    assert json.loads(json.dumps(rows)) == rows
