@@ -21,7 +21,7 @@ Settings (the child's environment):
 "Busy" is ``python -c "while True: pass"`` started before the child and killed after it; on a 2-core
 machine it takes one core. Every run prints a digest of its trained weights and removal orders: within a
 setting the digests must agree, idle or busy (results unchanged by load). The shrinknet setting also pins
-MKL's code path (``MKL_CBWR=AVX2``), so its weights round differently in the last bits from torch's defaults
+MKL's code path (``MKL_CBWR=AVX2,STRICT``), so its weights round differently in the last bits from torch's defaults
 and its digest differs from theirs.
 """
 from __future__ import annotations
