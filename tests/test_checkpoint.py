@@ -118,7 +118,7 @@ def test_a_changed_run_is_refused_naming_what_changed(tmp_path):
                         "compensation"),
                        (lambda: shrinknet.prune(m, X, T, "taylor2", stop=4, test=(X, T), checkpoint=tmp_path), "test"),
                        (lambda: shrinknet.prune(m, X, T, "taylor2", stop=4, dtype=torch.float64,
-                                                checkpoint=tmp_path), "model")]:
+                                                checkpoint=tmp_path), "dtype")]:
         with pytest.raises(ShrinkNetError, match=rf"checkpoint {tmp_path}: recorded for another run \({what} was"):
             call()
     lines = (tmp_path / "steps.jsonl").read_text().splitlines()
@@ -352,3 +352,21 @@ def test_review_findings_stay_fixed(tmp_path):
         shrinknet.prune(m, X, T, "taylor2", stop=1, progress=False, checkpoint=tmp_path / "bad")
     with pytest.raises(ShrinkNetError, match="checkpoint: expected a folder path"):
         shrinknet.compare(m, X, T, ["taylor1"], steps=1, checkpoint=3)
+
+
+def test_an_interrupt_before_the_first_step_says_nothing_was_kept(tmp_path, model_file, monkeypatch, capsys):
+    from shrinknet import context
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(context.PruningContext, "start", stopped)
+    assert main(["--quiet", "prune", model_file, "--data", "digits", "--out", str(tmp_path / "o")]) == 130
+    assert "nothing was kept: run the command again" in capsys.readouterr().err
+
+
+def test_a_changed_dtype_is_named_as_such(tmp_path):
+    X, T = _data()
+    m = MLP([8, 10, 3], "sigmoid", "sigmoid", seed=1)
+    shrinknet.prune(m, X, T, "taylor2", stop=2, progress=False, checkpoint=tmp_path)
+    with pytest.raises(ShrinkNetError, match=r"\(dtype was 'torch.float32', now 'torch.float64'\)"):
+        shrinknet.prune(m, X, T, "taylor2", stop=2, dtype=torch.float64, progress=False, checkpoint=tmp_path)

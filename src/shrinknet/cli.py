@@ -237,6 +237,8 @@ def cmd_prune(a, progress: bool) -> None:
     acc = (f", accuracy {r.initial_accuracy:.4f} -> {r.accuracies[-1] if r.accuracies else r.initial_accuracy:.4f}"
            if r.accuracies is not None else "")
     last = r.errors[-1] if r.errors else r.initial_error
+    if r.resumed_steps:
+        print(f"resumed: {r.resumed_steps} steps replayed from the interrupted run's {out}/.partial")
     print(f"removed {r.n_removed} of {r.initially_active} hidden neurons ({r.stop_reason}) in {r.seconds:.1f}s: "
           f"error {r.initial_error:.4f} -> {last:.4f}{acc}\n"
           + "".join(f"kept {name}: {len(kept)} of {size}\n"              # as shrink's report words it
@@ -291,6 +293,8 @@ def cmd_shrink(a, progress: bool) -> None:
         r.save_json(out / "result.json")
         r.save_csv(out / "steps.csv")
     files = ", ".join(files + ["result.json", "steps.csv"])
+    if r.resumed_steps:
+        print(f"resumed: {r.resumed_steps} steps replayed from the interrupted run's {out}/.partial")
     print(f"removed {r.n_removed} of {r.initially_active} units with {a.criterion} ({a.schedule}; {r.stop_reason}) "
           f"in {r.seconds:.1f}s, no retraining\n{report}\n(accuracy on the {len(Xte)} test samples)\n"
           f"wrote {out}/ ({files})")
@@ -415,7 +419,9 @@ RESUMABLE = {"demo", "prune", "shrink", "compare", "reproduce", "lenet-table"}
 def _resume_hint(a) -> str:
     """What an interrupted command leaves behind, and how to go on."""
     if a.cmd in RESUMABLE:
-        kept = f"{a.out}.partial" if _OUTPUTS[a.cmd][1] == "file" else str(Path(a.out) / ".partial")
+        kept = Path(f"{a.out}.partial") if _OUTPUTS[a.cmd][1] == "file" else Path(a.out) / ".partial"
+        if not (kept.is_dir() and any(p.is_file() for p in kept.rglob("*"))):
+            return "it stopped before its first step was done, so nothing was kept: run the command again"
         return f"the finished steps are kept in {kept}: run the same command again to resume from there"
     return f"every file {a.cmd} had written is whole, but it does not resume: run the command again"
 

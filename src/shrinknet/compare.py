@@ -141,10 +141,10 @@ def compare_criteria(model, X, T, criteria=("taylor1", "taylor2", "taylor2-exact
     if checkpoint is not None:
         # (the outer Checkpoint only checks the argument)
         ckpt = Checkpoint(Checkpoint(checkpoint).folder / "oracle-path", required=("oracle", "rows"))
-        records = ckpt.open({"model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
+        records = ckpt.open({"dtype": str(work.gates[0].dtype), "device": work.gates[0].device.type,
+                             "model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
                              "criteria": [c.name for c in crits], "loss": ctx.loss, "compensation": ctx.compensation,
-                             "units": list(work.unit_names), "dtype": str(work.gates[0].dtype),
-                             "device": work.gates[0].device.type, "initial_error": ctx.measure()[0]})
+                             "units": list(work.unit_names), "initial_error": ctx.measure()[0]})
         for rec in records[:n]:                 # replay the oracle's recorded removals and their rows
             rows += rec["rows"]
             ctx.remove(*rec["oracle"])

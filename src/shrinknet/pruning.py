@@ -221,11 +221,12 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     fingerprint = None
     if ckpt is not None:
         work = ctx.model
-        fingerprint = {"model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
+        # (dtype and device first: a changed dtype also changes the model's digest, and is the one to name)
+        fingerprint = {"dtype": str(work.gates[0].dtype), "device": work.gates[0].device.type,
+                       "model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
                        "test": None if test_data is None else data_digest(*test_data), "criterion": crit.name,
                        "schedule": schedule, "loss": ctx.loss, "compensation": ctx.compensation,
-                       "units": list(work.unit_names), "output_activation": work.output_activation,
-                       "dtype": str(work.gates[0].dtype), "device": work.gates[0].device.type}
+                       "units": list(work.unit_names), "output_activation": work.output_activation}
     try:
         with torch.inference_mode(False):
             res = _run(ctx, crit, schedule, stop, classes, test_data, progress, ckpt, fingerprint)

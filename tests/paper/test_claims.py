@@ -28,18 +28,20 @@ def test_the_measures_on_a_hand_worked_run():
     assert v.knee(0.01) == 30.0          # the 4th removal falls 2 points: 3 of 10 before it
     assert v.knee(0.05) == 50.0          # the 6th falls 9 points
     assert v.below_start() == 30.0       # 12 > 10 at the 4th
-    # flat: the rise is 200, 5 % of it 10 -> breaks at 25 (the 5th); doubling (> 20) also at the 5th
-    assert v.flat() == 40.0 and v.visually_flat() == 40.0
-    assert v.acc(50) == 0.96 and v.err(0) == 10 and v.k(55) == 6          # 5.5 removals round to 6
+    assert v.visually_flat() == 40.0     # the rise is 200, 5 % of it 10: 25 - 10 > 10 at the 5th
+    assert v.acc(50) == 0.96 and v.k(55) == 6 and v.k(45) == 5 and v.k(25) == 3       # halves round up
     assert v.mean_acc(0, 30) == pytest.approx(0.99)
 
 
-def test_flat_also_ends_where_the_error_doubles():
-    # a rise of 1,000 from 1: 5 % of it is 50, but the error is 10x its start long before that
-    err = [1, 1, 3, 10, 40, 1000]
-    v = View.of(_result(err, K=5), test=False)
-    assert v.visually_flat() == 80.0      # only the 5 %-of-the-rise rule: 40 - 1 < 50, 1000 - 1 > 50
-    assert v.flat() == 20.0               # 3 > 2 x 1 at the 2nd removal
+def test_rules_that_cannot_apply_say_why():
+    short = View.of(_result([10, 11, 12, 13], [0.9, 0.9, 0.8, 0.7]), test=False)      # 3 of 10 removed
+    with pytest.raises(claims.Untestable, match="the run stops at 30 % removed, the rule reads 50 %"):
+        short.acc(50)
+    regression = View.of(_result([1.0, 2.0, 3.0], K=2), test=False)
+    with pytest.raises(claims.Untestable, match="no accuracy"):
+        regression.knee(0.05)
+    with pytest.raises(claims.Untestable, match="no test set"):
+        View.of(_result([1.0, 2.0, 3.0], K=2), test=True)
 
 
 def _folder(tmp_path, exp, runs: dict, start=(0.99, 0.95), variant_of=None):
@@ -66,6 +68,7 @@ def test_digit_claims_get_their_verdicts_from_the_runs(tmp_path):
     assert rows["digit-1-bf-below-start-80pct"]["verdict"] == "not testable"       # not in this run
     assert rows["digit-start-accuracies"]["verdict"] == "not testable"
     assert rows["digit-0-taylor1-explodes@test"]["verdict"] == "reproduced"       # the test view (same numbers here)
+    assert not any(r["regime"] == "variant" for r in rows.values())              # no earlier regime in this run
     # the same claim against a run where nothing happens: not reproduced
     (tmp_path / "b").mkdir()
     s = _folder(tmp_path / "b", "digit-0", {k: (flat, None) for k in runs})
@@ -85,6 +88,17 @@ def test_every_claim_has_a_verdict_and_the_variant_is_its_own_view(tmp_path):
     assert {r["regime"] for r in rows} == {"paper", "variant"} and {r["set"] for r in rows} == {"training", "test"}
     assert all(r["verdict"] in VERDICTS and set(r) >= {"id", "experiment", "claim", "paper", "measured", "verdict"}
                for r in rows)
-    start = {r["id"]: r for r in rows}["mnist-1x100-start-accuracy@test"]
+    by = {r["id"]: r for r in rows}
+    assert by["taylor2-better-estimate@test"]["verdict"] == "not testable"        # what the criteria predict: training
+    assert by["cos-2x10-bf-flat-50pct@variant"]["measured"] == "no earlier regime"
+    start = by["mnist-1x100-start-accuracy@test"]
     assert start["measured"] == "0.9500" and start["verdict"] == "not reproduced"   # the test start, < 0.99
     assert json.loads(json.dumps(rows)) == rows
+
+
+def test_a_bar_in_a_claim_does_not_split_its_table_row():
+    from shrinknet.paper.report import _claims_table
+    row = {"id": "x", "experiment": "all", "claim": "median |a - b| is small", "paper": "p", "rule": "|x| < 1",
+           "set": "training", "regime": "paper", "measured": "|d| = 2", "verdict": "reproduced"}
+    line = _claims_table([row])[2]
+    assert line.replace("\\|", "").count("|") == 7                    # 6 columns

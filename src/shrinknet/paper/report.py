@@ -65,10 +65,15 @@ def _mark(verdict: str) -> str:
     return f"**{verdict}**" if verdict == "not reproduced" else verdict
 
 
+def _md(text: str) -> str:
+    """Text for a Markdown table cell: a literal | would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def _cell(row: dict) -> str:
     if not row:
         return "–"
-    return f"{_mark(row['verdict'])}: {row['measured']}" if row.get("measured") else _mark(row["verdict"])
+    return _md(f"{_mark(row['verdict'])}: {row['measured']}" if row.get("measured") else _mark(row["verdict"]))
 
 
 def _claims_table(claims: list[dict]) -> list[str]:
@@ -82,7 +87,8 @@ def _claims_table(claims: list[dict]) -> list[str]:
             continue
         base = c["id"]
         test, earlier = by.get((base, "test", "paper"), {}), by.get((base, "training", "variant"), {})
-        lines.append(f"| {c['claim']} | {c['paper']} | {c['rule']} | {_cell(c)} | {_cell(test)} | {_cell(earlier)} |")
+        lines.append(f"| {_md(c['claim'])} | {_md(c['paper'])} | {_md(c['rule'])} | {_cell(c)} | {_cell(test)} | "
+                     f"{_cell(earlier)} |")
     return lines
 
 
@@ -135,12 +141,15 @@ def write_report(summaries: list[dict], runs_dir: Path, path, command: str, seco
         "## Claims",
         "",
         "Every quantitative or comparative claim of the paper (abstract, each experiment's text and figures, the "
-        "conclusions) is a row below, with the paper's value, the rule that decides it (written before measuring, "
-        "from the paper's text and figures; `shrinknet/paper/claims.py`) and the verdict on the training set (what "
+        "conclusions) is a row, here for the paper as a whole and in each experiment's section for its own, with "
+        "the paper's value, the rule that decides it (from the paper's text and "
+        "figures, not tuned toward our numbers; `shrinknet/paper/claims.py`) and the verdict on the training set (what "
         "the paper ranks on, and most likely plots) and on the held-out test set. The same rows are in "
         "`claims.json` of the run. *knee(d)*: the share removed before accuracy first falls more than d below its "
-        "start; *flat*: before the error first rises by 5 % of its whole rise or doubles; *visually flat* (cosine, "
-        "whose start error is ~0): the 5 % rule alone.",
+        "start; *visually flat* (the cosine nets, whose start error is ~0): before the error first rises by 5 % of "
+        "its whole rise; the tables' *flat* column also ends where the error doubles (the 5 % rule alone called an "
+        "error 14.6x its start flat). Claims about the training set only are not testable on the test set, and the "
+        "last column is empty where an experiment has no earlier regime.",
         "",
         f"Paper-faithful runs, training set: {tally(claims)}; test set: {tally(claims, 'test')}. The earlier regime "
         f"(cropped inputs, fixed epochs, under-trained one-vs-all nets, unbalanced shapes), training set: "
