@@ -370,3 +370,20 @@ def test_a_changed_dtype_is_named_as_such(tmp_path):
     shrinknet.prune(m, X, T, "taylor2", stop=2, progress=False, checkpoint=tmp_path)
     with pytest.raises(ShrinkNetError, match=r"\(dtype was 'torch.float32', now 'torch.float64'\)"):
         shrinknet.prune(m, X, T, "taylor2", stop=2, dtype=torch.float64, progress=False, checkpoint=tmp_path)
+
+
+def test_a_shuffling_loader_resumes(tmp_path):
+    from shrinknet.checkpoint import data_digest
+    from shrinknet.inputs import Stream
+    X, T = _data(n=60)
+    ds = torch.utils.data.TensorDataset(X, T)
+    shuffled = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    plain = torch.utils.data.DataLoader(ds, batch_size=20)
+    same = lambda L: Stream(L, lambda a, b, k: (a, b))          # noqa: E731
+    assert data_digest(same(shuffled)) == data_digest(same(shuffled)) == data_digest(same(plain))
+    other = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, T.flip(1)), batch_size=20)
+    assert data_digest(same(other)) != data_digest(same(plain))
+    m = MLP([8, 10, 3], "sigmoid", "sigmoid", seed=1)
+    shrinknet.prune(m, X, T, "taylor2", stop=3, test=(shuffled, None), progress=False, checkpoint=tmp_path)
+    r = shrinknet.prune(m, X, T, "taylor2", stop=5, test=(shuffled, None), progress=False, checkpoint=tmp_path)
+    assert r.resumed_steps == 3 and r.n_removed == 5
