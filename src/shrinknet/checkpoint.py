@@ -101,13 +101,13 @@ class Checkpoint:
                 old = json.loads(self.fingerprint_path.read_text())
             except (OSError, ValueError) as e:
                 raise ShrinkNetError(f"checkpoint {self.folder}: fingerprint.json is not readable ({e}); expected "
-                                     f"the folder of an earlier prune, or a new one{_AFRESH(self.folder)}") from None
+                                     f"the folder of an earlier prune, or a new one{_afresh(self.folder)}") from None
             _compare(old, fingerprint, self.folder)
             records = self._read()
         else:
             if self.steps_path.exists() and self.steps_path.stat().st_size:   # steps of an unknown run
                 raise ShrinkNetError(f"checkpoint {self.folder}: steps.jsonl has no fingerprint.json beside it; "
-                                     f"expected the folder of an earlier prune, or a new one{_AFRESH(self.folder)}")
+                                     f"expected the folder of an earlier prune, or a new one{_afresh(self.folder)}")
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 # the fingerprint first: a kill before the steps file exists leaves a run with no steps
@@ -136,7 +136,7 @@ class Checkpoint:
                 rec = None
             if not (isinstance(rec, dict) and (all(k in rec for k in self.required) or "end" in rec)):
                 raise ShrinkNetError(f"checkpoint {self.folder}: line {k + 1} of steps.jsonl is not a step; expected "
-                                     f"the steps an earlier prune wrote{_AFRESH(self.folder)}")
+                                     f"the steps an earlier prune wrote{_afresh(self.folder)}")
             out.append(rec)
         return out
 
@@ -153,7 +153,8 @@ class Checkpoint:
             self._file = None
 
 
-def _AFRESH(folder) -> str:
+def _afresh(folder) -> str:
+    """The way out that every refusal of a checkpoint names."""
     return f" (remove {folder} to start afresh)"
 
 
@@ -167,4 +168,4 @@ def _compare(old: dict, new: dict, folder: Path) -> None:
             continue
         if a != b:
             raise ShrinkNetError(f"checkpoint {folder}: recorded for another run ({key} was {a!r}, now {b!r}); "
-                                 f"expected the same model, data, criterion and options to resume{_AFRESH(folder)}")
+                                 f"expected the same model, data, criterion and options to resume{_afresh(folder)}")

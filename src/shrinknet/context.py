@@ -23,6 +23,7 @@ from . import distributed as dist
 from . import inputs as batch
 from . import losses
 from .activations import output_activation as check_output
+from .derivatives import rows_per_pass
 from ._validation import ShrinkNetError, check_device, check_dtype, check_inputs, check_targets
 from .gating import Gated, GatedModel
 from .metrics import error_and_accuracy, has_classes, outputs
@@ -252,7 +253,7 @@ class PruningContext:
         if self.streaming:
             with torch.no_grad():
                 E = sum(losses.per_row(m.outputs(Xb), Tb, m.output_activation, self.loss).double().sum()
-                        for Xb, Tb in self.chunks(_rows(m)))
+                        for Xb, Tb in self.chunks(rows_per_pass(m)))
             return dist.sum_(E).to(m.gates[0].dtype)
         return dist.sum_(losses.error(self.cache().z, self.T, m.output_activation, self.loss))
 
@@ -265,7 +266,7 @@ class PruningContext:
                 if classes is None else classes
             E, right, n = 0.0, 0.0, 0
             m = self.model
-            for Xb, Tb in batch.chunks(data, None, _rows(m)):
+            for Xb, Tb in batch.chunks(data, None, rows_per_pass(m)):
                 e, a = error_and_accuracy(m.outputs(Xb), Tb, m.output_activation, self.loss, classes)
                 E, right, n = E + e, right + (a or 0.0) * _labelled(Tb), n + _labelled(Tb)
         else:
@@ -312,11 +313,6 @@ class PruningContext:
 def _labelled(T: torch.Tensor) -> int:
     """Samples whose accuracy counts: all of them, or for outputs with positions the labelled positions."""
     return int(T.shape[0]) if T.ndim <= 2 else int((T.reshape(-1, T.shape[-1]).sum(1) != 0).sum())
-
-
-def _rows(model) -> int:
-    """Samples per forward pass over data read in pieces (the MLP class keeps no such setting)."""
-    return getattr(model, "batch_rows", None) or 4096
 
 
 def _check_memory(model, X: torch.Tensor) -> None:

@@ -178,15 +178,14 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
                              f"template: pass template=<an instance of the original architecture>")
     with safe_open(str(path), framework="pt") as f:
         stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    # the model the metadata describes, built on the meta device (no memory), against the stored shapes:
-    # a file whose metadata asks for huge layers is refused before anything that size is allocated
-    try:
-        _check_shapes(_skeleton(meta, template, path), stored, path)
-    except (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError) as e:
-        if isinstance(e, ShrinkNetError):
-            raise
-        raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
-    with safe_open(str(path), framework="pt") as f:
+        # the model the metadata describes, built on the meta device (no memory), against the stored shapes:
+        # a file whose metadata asks for huge layers is refused before anything that size is allocated
+        try:
+            _check_shapes(_skeleton(meta, template, path), stored, path)
+        except (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+            if isinstance(e, ShrinkNetError):
+                raise
+            raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     if "sha256" in meta and _digest(tensors) != meta["sha256"]:
         raise ShrinkNetError(f"model file {path}: its tensors do not match the checksum it was saved with (the file "

