@@ -68,12 +68,9 @@ def bert():
 def replicated_errors(ctx, layer, units):
     """The replicated path alone (no vmap), as the oracle ran before."""
     from shrinknet.oracle import replicated
-    model = ctx.model
-    model._vmap_ok = False
-    try:
-        return replicated.errors_with_gains(ctx, layer, units, torch.zeros(len(units)))
-    finally:
-        model._vmap_ok = True
+    state = replicated.VmapState()
+    state.ok = False
+    return replicated.errors_with_gains(ctx.model, ctx.data, ctx.loss, layer, units, torch.zeros(len(units)), state)
 
 
 def max_rss_mb() -> float:

@@ -29,7 +29,7 @@ def test_mean_replacement_folds_the_mean_into_the_bias():
     mean = c.out[0][:, 2].mean()
     w = m.layers[1].weight[:, 2].clone()
     b = m.layers[1].bias.clone()
-    compensation.remove(ctx, 0, 2)
+    ctx.remove(0, 2)
     torch.testing.assert_close(m.layers[1].bias, b + mean * w)
     # the outputs moved by -(o - mean) w: on average, not at all
     z = m.logits(X)
@@ -42,7 +42,7 @@ def test_least_squares_refit_is_the_best_linear_fit():
     ctx = PruningContext(m, X, torch.zeros(40, 3, dtype=X.dtype), "sse", compensation="lstsq")
     c = ctx.cache()
     target = c.z.clone()
-    compensation.remove(ctx, 0, 1)
+    ctx.remove(0, 1)
     keep = [0, 2, 3, 4]
     A = torch.cat([c.out[0][:, keep], torch.ones(40, 1, dtype=torch.float64)], 1)
     beta = torch.linalg.lstsq(A, target).solution
@@ -69,7 +69,7 @@ def test_reconstruction_of_the_next_layer_improves_from_none_to_mean_to_lstsq():
     err = {}
     for mode in ("none", "mean", "lstsq"):
         c = m.clone()
-        compensation.remove(PruningContext(c, X, torch.zeros(50, 4, dtype=X.dtype), "sse", compensation=mode), 0, 3)
+        PruningContext(c, X, torch.zeros(50, 4, dtype=X.dtype), "sse", compensation=mode).remove(0, 3)
         err[mode] = ((c.logits(X) - target) ** 2).sum().item()
     assert err["lstsq"] <= err["mean"] <= err["none"] and err["lstsq"] < err["none"]
 
@@ -100,7 +100,7 @@ def _forward_with_change(m, c, layer, dx):
     """z when the pre-activations of layer+1 move by dx (N, K_{l+1} or n_out)."""
     x = (c.pre[layer + 1] if layer + 1 < m.n_hidden_layers else c.z) + dx
     for l in range(layer + 1, m.n_hidden_layers):
-        x = m.layers[l + 1](m._act.f(x) * m.gates[l])
+        x = m.layers[l + 1](m.activation.f(x) * m.gates[l])
     return x
 
 

@@ -79,8 +79,8 @@ def test_batched_brute_force_equals_the_literal_definition(make):
     gm = _gated(net, X)
     T = torch.nn.functional.one_hot(y, n_out).double()
     gm.set_gate(0, 1, 0.0)
-    fast = get_criterion("brute-force", gm)(gm, X, T, "cross-entropy")
-    lit = get_criterion("brute-force-literal", gm)(gm, X, T, "cross-entropy")
+    fast = get_criterion("brute-force")(gm, X, T, "cross-entropy")
+    lit = get_criterion("brute-force-literal")(gm, X, T, "cross-entropy")
     close([f.numpy() for f in fast], [l.numpy() for l in lit], 1e-10)
     E0 = shrinknet.evaluate(gm, X, T, "cross-entropy")["error"]
     gm.set_gate(1, 2, 0.0)
@@ -96,8 +96,8 @@ def test_taylor_terms_against_finite_differences_in_the_gate(act):
     X, y = image_data(n=16)
     gm = _gated(tiny_cnn(act=act), X)
     T = torch.nn.functional.one_hot(y, 4).double()
-    t1 = get_criterion("taylor1", gm)(gm, X, T, "cross-entropy")
-    t2x = get_criterion("taylor2-exact", gm)(gm, X, T, "cross-entropy")
+    t1 = get_criterion("taylor1")(gm, X, T, "cross-entropy")
+    t2x = get_criterion("taylor2-exact")(gm, X, T, "cross-entropy")
     h = 1e-4
     for l, u in [(0, 1), (1, 3), (2, 5)]:
         E = [None] * 3
@@ -117,8 +117,8 @@ def test_taylor2_drops_only_the_activation_curvature():
     for act, same in [(nn.ReLU, True), (nn.GELU, False)]:
         gm = _gated(tiny_cnn(act=act), X)
         T = torch.nn.functional.one_hot(y, 4).double()
-        a = torch.cat(get_criterion("taylor2", gm)(gm, X, T, "cross-entropy"))
-        b = torch.cat(get_criterion("taylor2-exact", gm)(gm, X, T, "cross-entropy"))
+        a = torch.cat(get_criterion("taylor2")(gm, X, T, "cross-entropy"))
+        b = torch.cat(get_criterion("taylor2-exact")(gm, X, T, "cross-entropy"))
         assert torch.allclose(a, b, atol=1e-9) == same
 
 
@@ -137,14 +137,14 @@ def test_weight_norms_follow_the_flatten():
     X, _ = image_data(n=2)
     net = tiny_cnn()
     gm = _gated(net, X)
-    out = get_criterion("l1-out", gm)(gm, X, None, "sse")
+    out = get_criterion("l1-out")(gm, X, None, "sse")
     # channel c of conv "4" feeds columns 4c..4c+3 of the Linear after the 2x2 flatten
     want = net[9].weight.detach().abs().reshape(6, 5, 4).sum((0, 2))
     assert torch.allclose(out[1], want)
     gm.set_gate(2, 0, 0.0)                             # a removed consumer row no longer counts
-    out = get_criterion("l1-out", gm)(gm, X, None, "sse")
+    out = get_criterion("l1-out")(gm, X, None, "sse")
     assert torch.allclose(out[1], want - net[9].weight.detach().abs().reshape(6, 5, 4)[0].sum(1))
-    l2in = get_criterion("l2-in", gm)(gm, X, None, "sse")
+    l2in = get_criterion("l2-in")(gm, X, None, "sse")
     assert torch.allclose(l2in[0], net[0].weight.detach().reshape(4, -1).norm(dim=1))
 
 
@@ -174,9 +174,9 @@ def test_the_vmapped_oracle_equals_copies_of_the_data_and_the_definition_in_smal
         assert replicated._vmap_chunks(ctx.model, l, 20, k) == (7, 1)
         vm = shrinknet.oracle.errors_without(ctx, l, units)
         lit = shrinknet.oracle.literal_errors(ctx, l, units)
-        ctx.model._vmap_ok = False
+        ctx.evaluator.vmap.ok = False
         rep = shrinknet.oracle.errors_without(ctx, l, units)
-        ctx.model._vmap_ok = True
+        ctx.evaluator.vmap.ok = True
         np.testing.assert_allclose(vm.numpy(), lit.numpy(), rtol=1e-12)
         np.testing.assert_allclose(rep.numpy(), lit.numpy(), rtol=1e-12)
 

@@ -796,7 +796,7 @@ def test_compensated_oracle_equals_fold_and_evaluate(kind, mode):
     # the encoder is float64 throughout but has ReLU kinks within 1e-3 of the gate: a narrow one
     h = 1e-5 if kind == "encoder" else 1e-3
     g = ctx.model.gates[0].clone()
-    with shrinknet.compensation.compensating(ctx):
+    with ctx.evaluator.compensated(ctx):
         E = []
         for t in (-h, h):
             row = g.clone()
@@ -815,8 +815,8 @@ def test_mean_and_lstsq_change_the_consumer_as_documented(mode):
                                          dtype=torch.float64)
     cons = ctx.model.model.get_submodule(ctx.model.units[0].gate_at)
     W0, b0 = cons.weight.detach().clone(), cons.bias.detach().clone()
-    x = torch.cat([a.reshape(-1, a.shape[-2] * a.shape[-1]) for _, a in ctx.model.unit_outputs(ctx)])
-    with shrinknet.compensation.compensating(ctx):
+    x = torch.cat([a.reshape(-1, a.shape[-2] * a.shape[-1]) for _, a in ctx.unit_outputs()])
+    with ctx.evaluator.compensated(ctx):
         row = torch.ones_like(ctx.model.gates[0])
         row[5] = 0.0
         want = shrinknet.oracle.literal_error(ctx, [row])
@@ -908,7 +908,7 @@ def test_compensation_keeps_units_that_came_switched_off_off(mode):
     gm.set_gate(0, 2, 0.0)
     ctx = shrinknet.PruningContext.start(gm, X, y, compensation=mode, dtype=torch.float64)
     E = float(ctx.error())
-    with shrinknet.compensation.compensating(ctx):
+    with ctx.evaluator.compensated(ctx):
         assert float(shrinknet.oracle.literal_error(ctx)) == pytest.approx(E, rel=1e-12)
     for l, k in enumerate(ctx.model.hidden_sizes):
         units = [u for u in range(k) if float(ctx.model.gates[l][u]) != 0]

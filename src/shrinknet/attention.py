@@ -467,7 +467,7 @@ def replace_torch_attention(model: nn.Module) -> list[str]:
         if (id(parent), cname) in seen:          # a shared parent is listed once per path
             continue
         seen.add((id(parent), cname))
-        parent._modules[cname] = new[id(child)]
+        setattr(parent, cname, new[id(child)])
         names.append(f"{pname}.{cname}" if pname else cname)
     for m in model.modules():
         if isinstance(m, nn.TransformerEncoder) and len(m.layers) and \

@@ -16,8 +16,13 @@ Any other gated model is compensated where each unit feeds one linear layer: a t
 neuron (a column of the second projection) or attention head (a block of the output projection's
 columns); the *consumer*'s input columns play the next layer's part (Kwon et al. 2022's mask tuning
 refits the same layer; FLAP's bias compensation is `mean`). Its gate hook moves the unit's columns
-x by ``x - (1 - g) r(x)``, r the residual, while :func:`compensating` is on, so the oracle, the Taylor
-criteria and their derivatives see the compensated removal through the gates alone.
+x by ``x - (1 - g) r(x)``, r the residual, while ``GatedModel.compensating(residual_maps(...))`` is
+on, so the oracle, the Taylor criteria and their derivatives see the compensated removal through the
+gates alone.
+
+Every function takes what it needs (the model, its kept pass or its data, the mode); each model
+kind's evaluator (:mod:`shrinknet.evaluators`) calls the ones for its kind and keeps their statistics
+for the run.
 """
 from __future__ import annotations
 
@@ -31,11 +36,16 @@ MODES = ("none", "mean", "lstsq")
 RIDGE = 1e-9  # relative ridge on the Gram matrix, so collinear or dead units stay solvable
 
 
-def check_mode(mode: str, model=None) -> str:
-    """The mode, checked; with ``model``, also that it can be compensated: an MLP, or a gated model
-    whose every unit feeds one linear layer with a bias (transformer FFN neurons and heads)."""
-    mode = check_choice(mode, MODES, "compensation")
-    if mode == "none" or model is None or model.layered:
+def check_mode(mode: str) -> str:
+    """The mode, checked against :data:`MODES`."""
+    return check_choice(mode, MODES, "compensation")
+
+
+def check_consumers(mode: str, model) -> str:
+    """``mode``, checked for a gated model (not the MLP): every unit must feed one linear layer with a
+    bias (transformer FFN neurons and heads) unless the mode is "none"."""
+    mode = check_mode(mode)
+    if mode == "none":
         return mode
     mods = dict(model.model.named_modules())
     for u in model.units:
@@ -95,31 +105,56 @@ def _mean(o: torch.Tensor) -> torch.Tensor:
     return (s[:-1] / s[-1]).reshape(o.shape[1:]).to(o.dtype)
 
 
+@torch.no_grad()
+def remove_dense(model, cache, layer: int, unit: int, mode: str, set_gate):
+    """Switch neuron ``unit`` of hidden layer ``layer`` of an MLP off (through ``set_gate(layer, unit,
+    value)``), compensating in the next layer as ``mode`` says, fitted on ``cache`` (its kept pass,
+    before the removal). Returns a function that undoes it."""
+    old = float(model.gates[layer][unit])
+    if mode == "none":
+        set_gate(layer, unit, 0.0)
+        return lambda: set_gate(layer, unit, old)
+    nxt = model.layers[layer + 1]
+    saved = nxt.weight.detach().clone(), nxt.bias.detach().clone()
+    if mode == "mean":
+        nxt.bias += _mean(cache.out[layer][:, unit]) * nxt.weight[:, unit]
+    elif mode == "lstsq":
+        active = torch.nonzero(model.gates[layer] != 0).flatten()
+        _, Ginv = _design(cache, layer, active)
+        p = int(torch.searchsorted(active, torch.tensor(unit, device=active.device)))
+        beta = torch.cat([nxt.weight[:, active].T, nxt.bias[None]], 0).to(torch.float64)  # (K+1, R)
+        beta -= torch.outer(Ginv[:, p] / Ginv[p, p], beta[p])   # refit without column p
+        nxt.weight[:, active] = beta[:-1].T.to(nxt.weight.dtype)
+        nxt.bias.copy_(beta[-1].to(nxt.bias.dtype))
+    nxt.weight[:, unit] = 0.0
+    set_gate(layer, unit, 0.0)
+
+    def undo():
+        with torch.no_grad():
+            nxt.weight.copy_(saved[0]), nxt.bias.copy_(saved[1])
+        set_gate(layer, unit, old)
+    return undo
+
+
 # ---- any gated model whose units feed one linear layer -------------------------------------
 @torch.no_grad()
-def consumer_stats(ctx):
+def consumer_stats(model, chunks, mode: str):
     """Per group: (mean of the consumer's un-gated input columns (D,), Gram matrix of [columns, 1]
-    (D+1, D+1)), in float64 over every sample and position; kept in the context while the data,
-    weights and gates are unchanged."""
-    key = ctx.state_key()
-    hit = ctx.state.get("compensation: stats")
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    m = ctx.model
+    (D+1, D+1), or for ``mode`` "mean" zeros), in float64 over every sample and position of the (X, T)
+    pieces ``chunks`` (and every rank's)."""
+    m = model
     D = [u.size * u.block for u in m.units]
     sums = [torch.zeros(d + 1, dtype=torch.float64, device=g.device) for d, g in zip(D, m.gates)]
     grams = [torch.zeros(d + 1, d + 1, dtype=torch.float64, device=g.device) for d, g in zip(D, m.gates)]
-    lstsq = ctx.compensation == "lstsq"           # (mean needs no Gram matrix: D^2 numbers a group)
-    for l, a in m.unit_outputs(ctx):
+    lstsq = mode == "lstsq"           # (mean needs no Gram matrix: D^2 numbers a group)
+    for l, a in m.unit_outputs(chunks):
         x = a.reshape(-1, D[l]).to(torch.float64)
         A = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], 1)
         sums[l] += A.sum(0)
         if lstsq:
             grams[l] += A.T @ A
     sums, grams = [dist.sum_(s) for s in sums], [dist.sum_(G) for G in grams]
-    out = [(s[:-1] / s[-1], G) for s, G in zip(sums, grams)]
-    ctx.state["compensation: stats"] = (key, out)
-    return out
+    return [(s[:-1] / s[-1], G) for s, G in zip(sums, grams)]
 
 
 def _active_columns(model, layer: int) -> torch.Tensor:
@@ -129,19 +164,16 @@ def _active_columns(model, layer: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def residual_maps(ctx) -> dict:
+def residual_maps(model, stats, mode: str) -> dict:
     """{group: (mean (D,), None) for `mean`, or (None, M (D+1, D)) for `lstsq`}: the residual of the
     consumer's input columns x is x - mean, or [x, 1] @ M (each unit's columns minus their
-    least-squares fit on the other active units' columns and a constant; 0 for removed units)."""
-    key = ctx.state_key()
-    hit = ctx.state.get("compensation: residuals")
-    if hit is not None and hit[0] == key:
-        return hit[1]
-    m, out = ctx.model, {}
-    for l, (mean, G) in enumerate(consumer_stats(ctx)):
+    least-squares fit on the other active units' columns and a constant; 0 for removed units), from
+    ``stats`` (:func:`consumer_stats`)."""
+    m, out = model, {}
+    for l, (mean, G) in enumerate(stats):
         dt = m.gates[l].dtype
         off = ~(m.gates[l] != 0).repeat_interleave(m.units[l].block)
-        if ctx.compensation == "mean":
+        if mode == "mean":
             # a unit already switched off stays off: its residual is its whole output (mean 0)
             out[l] = (torch.where(off, torch.zeros_like(mean), mean).to(dt), None)
             continue
@@ -160,41 +192,22 @@ def residual_maps(ctx) -> dict:
         gone = torch.nonzero(off).flatten()
         M[gone, gone] = 1.0                     # switched-off units stay off: residual = their whole output
         out[l] = (None, M.to(dt))
-    ctx.state["compensation: residuals"] = (key, out)
     return out
 
 
-class compensating:
-    """While on, the gates of ``ctx.model`` (a gated model, not the MLP) move a unit's columns by its
-    residual: the oracle and the derivatives then score the compensated removal."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
-        self.on = ctx.compensation != "none" and not ctx.model.layered
-
-    def __enter__(self):
-        if self.on:
-            self.old = self.ctx.model._residual
-            self.ctx.model._residual = residual_maps(self.ctx)
-        return self
-
-    def __exit__(self, *exc):
-        if self.on:
-            self.ctx.model._residual = self.old
-
-
 @torch.no_grad()
-def _remove_gated(ctx, layer: int, unit: int):
+def remove_consumer(model, stats, layer: int, unit: int, mode: str, set_gate):
     """Fold unit ``unit``'s compensation into its consumer (bias, and for lstsq the other columns),
-    zero its columns and switch it off; returns the undo."""
-    m = ctx.model
+    fitted from ``stats`` (:func:`consumer_stats`), zero its columns and switch it off through
+    ``set_gate(layer, unit, value)``; returns the undo."""
+    m = model
     u = m.units[layer]
     cons = dict(m.model.named_modules())[u.site.consumer]
     W, b = weight_oi(cons), cons.bias
     saved = W.detach().clone(), b.detach().clone()
     B = torch.arange(unit * u.block, (unit + 1) * u.block, device=W.device)
-    mean, G = consumer_stats(ctx)[layer]
-    if ctx.compensation == "mean":
+    mean, G = stats[layer]
+    if mode == "mean":
         b += W[:, B] @ mean[B].to(W.dtype)
     else:
         D = mean.numel()
@@ -209,45 +222,10 @@ def _remove_gated(ctx, layer: int, unit: int):
         b += (WB @ C[-1]).to(b.dtype)
     W[:, B] = 0.0
     old = float(m.gates[layer][unit])
-    ctx.set_gate(layer, unit, 0.0)
+    set_gate(layer, unit, 0.0)
 
     def undo():
         with torch.no_grad():
             W.copy_(saved[0]), b.copy_(saved[1])
-        ctx.set_gate(layer, unit, old)
-    return undo
-
-
-@torch.no_grad()
-def remove(ctx, layer: int, unit: int):
-    """Switch unit (layer, unit) of the context's model off, compensating in the next layer as
-    ``ctx.compensation`` says (fitted on the context's data, before the removal). Returns a function
-    that undoes it (the gate and the next layer's weights as they were)."""
-    mode, model = ctx.compensation, ctx.model
-    old = float(model.gates[layer][unit])
-    if mode == "none":
-        ctx.set_gate(layer, unit, 0.0)
-        return lambda: ctx.set_gate(layer, unit, old)
-    if not model.layered:
-        return _remove_gated(ctx, layer, unit)
-    cache = ctx.cache()
-    nxt = model.layers[layer + 1]
-    saved = nxt.weight.detach().clone(), nxt.bias.detach().clone()
-    if mode == "mean":
-        nxt.bias += _mean(cache.out[layer][:, unit]) * nxt.weight[:, unit]
-    elif mode == "lstsq":
-        active = torch.nonzero(model.gates[layer] != 0).flatten()
-        _, Ginv = _design(cache, layer, active)
-        p = int(torch.searchsorted(active, torch.tensor(unit, device=active.device)))
-        beta = torch.cat([nxt.weight[:, active].T, nxt.bias[None]], 0).to(torch.float64)  # (K+1, R)
-        beta -= torch.outer(Ginv[:, p] / Ginv[p, p], beta[p])   # refit without column p
-        nxt.weight[:, active] = beta[:-1].T.to(nxt.weight.dtype)
-        nxt.bias.copy_(beta[-1].to(nxt.bias.dtype))
-    nxt.weight[:, unit] = 0.0
-    ctx.set_gate(layer, unit, 0.0)
-
-    def undo():
-        with torch.no_grad():
-            nxt.weight.copy_(saved[0]), nxt.bias.copy_(saved[1])
-        ctx.set_gate(layer, unit, old)
+        set_gate(layer, unit, old)
     return undo

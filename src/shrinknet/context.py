@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _memory, _progress
-from . import compensation as comp
+from . import _progress
 from . import distributed as dist
 from . import inputs as batch
 from . import losses
 from .activations import output_activation as check_output
-from .derivatives import rows_per_pass
-from ._validation import ShrinkNetError, check_device, check_dtype, check_inputs, check_targets
+from .derivatives import samples_per_pass
+from ._validation import ShrinkNetError, check_device, check_dtype, check_targets
+from .evaluators import Evaluator, evaluator_for
 from .gating import Gated, GatedModel
 from .metrics import error_and_accuracy, has_classes, outputs
 from .models import MLP
@@ -44,10 +44,11 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
     errors). This is the one place that looks at what kind of model it was given."""
     dtype, device = check_dtype(dtype), check_device(device)
     if isinstance(model, Gated):
-        if units is not None and (model.layered or list(units) != model.unit_names):
-            raise ShrinkNetError("units: an MLP's units are all its hidden neurons; expected units=None, "
-                                 f"got {units!r}" if model.layered else
-                                 f"units: a GatedModel has its own units; expected None, got {units!r}")
+        own = isinstance(model, GatedModel)
+        if units is not None and (not own or list(units) != model.unit_names):
+            raise ShrinkNetError(f"units: a GatedModel has its own units; expected None, got {units!r}" if own else
+                                 "units: an MLP's units are all its hidden neurons; expected units=None, "
+                                 f"got {units!r}")
         if output_activation is not None and output_activation != model.output_activation:
             raise ShrinkNetError(f"output_activation: a {type(model).__name__} has its own; expected None, got "
                                  f"{output_activation!r}")
@@ -101,18 +102,24 @@ class PruningContext:
     T : tensor of the model's output shape, (N, n_out) or (N, ..., n_out)
     loss : {"sse", "cross-entropy"}
     compensation : {"none", "mean", "lstsq"}
+    evaluator : Evaluator, optional
+        How the run evaluates its model (:mod:`shrinknet.evaluators`); by default the one for the
+        model's kind, chosen here, once.
 
     Attributes
     ----------
+    evaluator : Evaluator
+        The run's evaluator, which also keeps the oracle's and compensation's state for the run.
     state : dict
-        Where criteria keep what they carry from step to step of one run (e.g. the oracle's
-        stepper, an approximate criterion's subset).
+        Where criteria keep what they carry from step to step of one run (e.g. an approximate
+        criterion's subset), under keys of their own.
     on_candidates : callable or None
         Called with the number of candidates the oracle has just scored (a progress bar's
         ``update``); None: nothing is reported.
     """
 
-    def __init__(self, model: Gated, X, T, loss: str, compensation: str = "none", out_shape=None):
+    def __init__(self, model: Gated, X, T, loss: str, compensation: str = "none", out_shape=None,
+                 evaluator: Evaluator | None = None):
         self.model, self.X, self.T = model, _plain(X), _plain(T)
         # one sample's output shape (the targets' shape without the sample axis)
         self.out_shape = tuple(T.shape[1:]) if T is not None else (tuple(out_shape) if out_shape else None)
@@ -121,9 +128,10 @@ class PruningContext:
                 and self.T.numel() and ((self.T < 0) | (self.T > 1)).any():
             raise ShrinkNetError(f"T: expected targets in [0, 1] for cross-entropy (class probabilities, 0/1 rows), got "
                                  f"values from {float(self.T.min()):g} to {float(self.T.max()):g}; use loss='sse' for others")
-        self.compensation = comp.check_mode(compensation, model)
-        if model.layered and isinstance(self.X, torch.Tensor):
-            _check_memory(model, self.X)
+        self.evaluator = evaluator_for(model) if evaluator is None else evaluator
+        self.compensation = self.evaluator.check_compensation(compensation, model)
+        if isinstance(self.X, torch.Tensor):
+            self.evaluator.check_memory(model, self.X)
         self.state: dict = {}
         self.on_candidates = None
         self._caches: dict = {}
@@ -147,14 +155,15 @@ class PruningContext:
             work = as_gated(model, X, units=units, output_activation=output_activation, dtype=dtype, device=device,
                             name="X")
             p = work.gates[0]
-            X = check_x(work, X, p.dtype, p.device)
+            ev = evaluator_for(work)
+            X = ev.check_x(work, X, p.dtype, p.device)
             work.check_finite()
             with torch.no_grad():
                 out = work.logits(batch.take(X, slice(0, 1)))
             _check_output(out, work)
             loss = default_loss(loss, T, out.shape[1:])
             T = check_targets(T, batch.rows(X), out.shape[1:], p.dtype, p.device)
-            return cls(work, X, T, loss, compensation)
+            return cls(work, X, T, loss, compensation, evaluator=ev)
 
     @classmethod
     def _from_loader(cls, model, loader, T, loss, units, output_activation, dtype, device, compensation):
@@ -165,40 +174,50 @@ class PruningContext:
         work = as_gated(model, first[0], units=units, output_activation=output_activation, dtype=dtype, device=device,
                         name="X (first batch)")
         p = work.gates[0]
+        ev = evaluator_for(work)
         work.check_finite()
         with torch.no_grad():
-            out = work.logits(batch.take(check_x(work, first[0], p.dtype, p.device, "X (first batch)"), slice(0, 1)))
+            out = work.logits(batch.take(ev.check_x(work, first[0], p.dtype, p.device, "X (first batch)"), slice(0, 1)))
         _check_output(out, work)
         shape = tuple(out.shape[1:])
         loss = default_loss(loss, first[1], shape)
 
         def convert(Xb, Tb, k):
-            Xb = _plain(check_x(work, Xb, p.dtype, p.device, f"X (batch {k})"))
+            Xb = _plain(ev.check_x(work, Xb, p.dtype, p.device, f"X (batch {k})"))
             return Xb, _plain(check_targets(Tb, batch.rows(Xb), shape, p.dtype, p.device))
         stream = batch.Stream(loader, convert)
-        if work.layered:                     # the MLP's fast oracle keeps its forward pass: one tensor
+        if ev.gathers_loader:                # its kept pass needs the data in memory: one tensor
             parts = list(stream)
-            return cls(work, torch.cat([x for x, _ in parts]), torch.cat([t for _, t in parts]), loss, compensation)
-        return cls(work, stream, None, loss, compensation, out_shape=shape)
+            return cls(work, torch.cat([x for x, _ in parts]), torch.cat([t for _, t in parts]), loss, compensation,
+                       evaluator=ev)
+        return cls(work, stream, None, loss, compensation, out_shape=shape, evaluator=ev)
 
     @property
     def streaming(self) -> bool:
         """Whether the data are read batch by batch from a loader (nothing kept between passes)."""
         return isinstance(self.X, batch.Stream)
 
+    @property
+    def data(self) -> batch.Data:
+        """The context's (X, T) as the lower layers take them."""
+        return batch.Data(self.X, self.T)
+
     def chunks(self, rows: int):
         """The context's (X, T) in pieces of at most ``rows`` samples."""
         return batch.chunks(self.X, self.T, rows)
 
     def with_data(self, X: torch.Tensor, T: torch.Tensor) -> "PruningContext":
-        """The same model, compensation, caches and state, evaluated on other data (e.g. a subset)."""
+        """The same model, compensation, kept passes and criteria's state, evaluated on other data (e.g.
+        a subset); the evaluator's state for the run starts afresh on them."""
         new = copy.copy(self)
         new.X, new.T = _plain(X), _plain(T)
+        new.evaluator = self.evaluator.fork()
         return new
 
     def fork(self) -> "PruningContext":
         """A context on a copy of the model (same data, loss and compensation; its own caches and state)."""
-        return PruningContext(self.model.clone(), self.X, self.T, self.loss, self.compensation, self.out_shape)
+        return PruningContext(self.model.clone(), self.X, self.T, self.loss, self.compensation, self.out_shape,
+                              evaluator=self.evaluator.fork())
 
     # ---- forward passes ---------------------------------------------------------------
     def cache(self, X: torch.Tensor | None = None) -> caching.Cache:
@@ -216,7 +235,7 @@ class PruningContext:
         if hit is not None and hit[0] is X and hit[1] == key:
             self._caches[id(X)] = hit
             return hit[2]
-        c = caching.build(self.model, X)
+        c = self.evaluator.build(self.model, X)
         if len(self._caches) >= KEEP_CACHES:
             self._caches.pop(next(iter(self._caches)))
         self._caches[id(X)] = (X, key, c)
@@ -236,7 +255,7 @@ class PruningContext:
         valid = [(k, X, c) for k, (X, key, c) in self._caches.items() if key == self.state_key(X, state)]
         self.model.set_gate(layer, unit, value)
         for k, X, c in valid:
-            if caching.update(self.model, c, layer, unit):
+            if self.evaluator.update(self.model, c, layer, unit):
                 self._caches[k] = (X, self.state_key(X, state), c)
             else:
                 del self._caches[k]
@@ -244,7 +263,18 @@ class PruningContext:
     def remove(self, layer: int, unit: int):
         """Switch unit (layer, unit) off, compensating as the context says; returns a function that
         undoes it."""
-        return comp.remove(self, layer, unit)
+        return self.evaluator.remove(self, layer, unit)
+
+    # ---- what the criteria read -------------------------------------------------------------
+    def unit_derivatives(self, second: bool, compensated: bool = True):
+        """Per group: sum_n u dE/do and (``second``) an estimate of sum_n u^2 d2E/do^2, u the change a
+        removal makes to the unit's output (with the context's compensation, where ``compensated``):
+        the MLP's OBD recursion, any other model's Gauss-Newton diagonal (see derivatives.py)."""
+        return self.evaluator.unit_derivatives(self, second, compensated)
+
+    def unit_outputs(self):
+        """Yield (group, un-gated output of its units) over all of the context's data."""
+        return self.evaluator.unit_outputs(self)
 
     # ---- what the loop measures -------------------------------------------------------------
     def error(self) -> torch.Tensor:
@@ -253,7 +283,7 @@ class PruningContext:
         if self.streaming:
             with torch.no_grad():
                 E = sum(losses.per_row(m.outputs(Xb), Tb, m.output_activation, self.loss).double().sum()
-                        for Xb, Tb in self.chunks(rows_per_pass(m)))
+                        for Xb, Tb in self.chunks(samples_per_pass(m)))
             return dist.sum_(E).to(m.gates[0].dtype)
         return dist.sum_(losses.error(self.cache().z, self.T, m.output_activation, self.loss))
 
@@ -266,7 +296,7 @@ class PruningContext:
                 if classes is None else classes
             E, right, n = 0.0, 0.0, 0
             m = self.model
-            for Xb, Tb in batch.chunks(data, None, rows_per_pass(m)):
+            for Xb, Tb in batch.chunks(data, None, samples_per_pass(m)):
                 e, a = error_and_accuracy(m.outputs(Xb), Tb, m.output_activation, self.loss, classes)
                 E, right, n = E + e, right + (a or 0.0) * _labelled(Tb), n + _labelled(Tb)
         else:
@@ -296,11 +326,11 @@ class PruningContext:
             m, shape = self.model, self.out_shape
 
             def convert(Xb, Tb, k):
-                Xb = _plain(check_x(m, Xb, p.dtype, p.device, f"{name} (batch {k})"))
+                Xb = _plain(self.evaluator.check_x(m, Xb, p.dtype, p.device, f"{name} (batch {k})"))
                 return Xb, _plain(check_targets(Tb, batch.rows(Xb), shape, p.dtype, p.device, f"{t_name} (batch {k})"))
             return batch.Stream(X, convert, name)
         with torch.inference_mode(False):
-            return _plain(check_x(self.model, X, p.dtype, p.device, name))
+            return _plain(self.evaluator.check_x(self.model, X, p.dtype, p.device, name))
 
     def targets(self, T, n: int, name: str = "test T") -> torch.Tensor:
         """Other targets (e.g. a test set's, for n samples) shaped like the model's output, on its
@@ -313,17 +343,6 @@ class PruningContext:
 def _labelled(T: torch.Tensor) -> int:
     """Samples whose accuracy counts: all of them, or for outputs with positions the labelled positions."""
     return int(T.shape[0]) if T.ndim <= 2 else int((T.reshape(-1, T.shape[-1]).sum(1) != 0).sum())
-
-
-def _check_memory(model, X: torch.Tensor) -> None:
-    """The MLP's fast oracle keeps its forward pass (each hidden layer's activations and gated outputs,
-    and the output layer's pre-activations and outputs) for the whole of X: refuse it up front where that
-    cannot fit."""
-    n = X.shape[0]
-    values = n * (2 * sum(model.hidden_sizes) + 2 * model.sizes[-1])
-    _memory.check_fits(values * X.element_size(), f"X: pruning this MLP on {n:,} samples",
-                       "the criteria need a few thousand samples: pass a seeded subset, or dtype=torch.float32",
-                       X.device)
 
 
 def _raw(loader):
@@ -371,8 +390,9 @@ def _evaluate(model, X, T, loss, output_activation):
                                  f"{output_activation!r}")
         gated.check_finite()
         p = gated.gates[0]
-        X = _plain(check_x(gated, X, p.dtype, p.device))
-        z = caching.build(gated, X).z          # as the pruning loop measures it
+        ev = evaluator_for(gated)
+        X = _plain(ev.check_x(gated, X, p.dtype, p.device))
+        z = ev.build(gated, X).z               # as the pruning loop measures it
         output = gated.output_activation
     else:
         output = check_output(output_activation or "identity")
@@ -410,23 +430,8 @@ def _check_output(z, model) -> None:
 
 
 def check_x(model: Gated, X, dtype, device, name: str = "X"):
-    """X checked against a gated model's inputs: the same form (tensor, tuple or dict with the same
-    keys) and the same shape per sample as the example it was traced on."""
-    if model.layered:
-        return check_inputs(X, model.input_shape[0], dtype, device, name)
-    X = batch.check(X, name, dtype, device)
-    want, got = batch.sample_shapes(model.example), batch.sample_shapes(X)
-    kind = (lambda v: type(v).__name__)                  # Tensor, tuple or dict: compared as kinds, not shapes
-    if kind(model.example) != kind(X) or (isinstance(want, dict) and set(want) != set(got)) or (
-            isinstance(X, tuple) and len(want) != len(got)):
-        raise ShrinkNetError(f"{name}: expected inputs of the form the model was traced on "
-                             f"({batch.describe(model.example)}), got {batch.describe(X)}")
-    if want != got:
-        if isinstance(X, torch.Tensor):
-            raise ShrinkNetError(f"{name}: expected samples of shape {want}, got {got}")
-        raise ShrinkNetError(f"{name}: expected samples shaped as {want}, got {got} (every batch must have the "
-                             f"shape the model was traced on: pad sequences to one length)")
-    return X
+    """X checked against a gated model's inputs, as its evaluator takes them."""
+    return evaluator_for(model).check_x(model, X, dtype, device, name)
 
 
 __all__ = ["PruningContext", "as_gated", "default_loss", "evaluate"]

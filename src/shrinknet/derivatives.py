@@ -46,7 +46,9 @@ def obd(model, cache, T, loss):
     return d_out, d2_out
 
 
-def rows_per_pass(model) -> int:
+def samples_per_pass(model) -> int:
+    """Samples per pass of a gated model: a GatedModel's own ``batch_rows`` (sized from its trace,
+    :func:`shrinknet.finding.rows_per_pass`), or :data:`BATCH` for the MLP."""
     return getattr(model, "batch_rows", None) or BATCH
 
 

@@ -222,5 +222,29 @@ def rows_of(X, T) -> int:
     return int(T.shape[0]) if T is not None else rows(X)
 
 
-__all__ = ["Stream", "call", "chunks", "is_loader", "check", "clone", "describe", "leaves", "logits_of", "plain", "repeat", "rows", "sample_shapes",
+__all__ = ["Data", "Stream", "call", "chunks", "is_loader", "check", "clone", "describe", "leaves", "logits_of", "plain", "repeat", "rows", "sample_shapes",
            "take", "to"]
+
+
+class Data:
+    """One run's evaluation data as the lower layers read it: ``X`` (inputs, or a :class:`Stream` of
+    (X, T) batches with ``T`` None) and ``T``; what the oracle and the derivatives take instead of the
+    pruning context."""
+
+    __slots__ = ("X", "T")
+
+    def __init__(self, X, T):
+        self.X, self.T = X, T
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the data are read batch by batch from a loader (nothing kept between passes)."""
+        return isinstance(self.X, Stream)
+
+    def chunks(self, rows: int):
+        """(X, T) in pieces of at most ``rows`` samples."""
+        return chunks(self.X, self.T, rows)
+
+    def rows(self, per_pass: int) -> int:
+        """Samples in memory, or where they stream from a loader, ``per_pass`` (a pass's worth)."""
+        return per_pass if self.streaming else int(self.T.shape[0])

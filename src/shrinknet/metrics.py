@@ -6,7 +6,7 @@ import torch
 from . import inputs as batch
 from . import losses
 from .activations import apply_output
-from .gating import plain_attention, rows_per_pass
+from .finding import plain_attention, rows_per_pass
 from .oracle import kernel
 
 

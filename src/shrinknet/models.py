@@ -22,8 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import compensation, derivatives
-from . import distributed as dist
 from ._io import atomic_target
 from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, as_tensor, check_inputs
 from .activations import HIDDEN, apply_output
@@ -65,16 +63,12 @@ class MLP(Gated):
         for l, k in enumerate(sizes[1:-1]):
             self.register_buffer(f"gate{l}", torch.ones(k, dtype=dtype))
 
-    layered = True      # dense layers: the oracle's rank-1 updates and compiled kernel apply
-
     # ---- structure -------------------------------------------------------------------
     @property
     def activation(self):
         """The hidden activation with its derivatives (looked up by name, not stored: its functions
         do not pickle)."""
         return HIDDEN[self.hidden_activation]
-
-    _act = activation
 
     @property
     def sizes(self) -> list[int]:
@@ -132,23 +126,19 @@ class MLP(Gated):
         return self.logits(X, gates)
 
     # ---- what the criteria read ------------------------------------------------------
-    def unit_derivatives(self, ctx, second: bool, compensated: bool = True):
-        """Per hidden layer: sum_n u dE/do and sum_n u^2 d2E/do^2 (the paper's OBD recursion), where u
-        is the change a removal makes to the neuron's output: o itself, or with compensation its
-        residual (see compensation.py); ``compensated=False`` always takes o."""
-        cache = ctx.cache()
-        d_out, d2_out = derivatives.obd(self, cache, ctx.T, ctx.loss)
-        mode = ctx.compensation if compensated else "none"
-        first, curv = [], []
-        for l, (d, d2) in enumerate(zip(d_out, d2_out)):
-            u = compensation.removed_outputs(self, cache, l, mode)
-            first.append(dist.sum_((u * d).sum(0)))
-            curv.append(dist.sum_((u * u * d2).sum(0)) if second else None)
-        return first, curv
-
-    def unit_outputs(self, ctx):
-        """Yield (layer, un-gated outputs f(x_l) (N, K_l)) over all of ctx.X."""
-        yield from enumerate(ctx.cache().act)
+    @torch.no_grad()
+    def unit_outputs(self, chunks):
+        """Yield (layer, un-gated outputs f(x_l) of a batch (n, K_l)) over the (X, T) pieces ``chunks``
+        (or, the older form, a pruning context: its kept pass)."""
+        if hasattr(chunks, "cache"):
+            yield from enumerate(chunks.cache().act)
+            return
+        for Xb, _ in chunks:
+            h = Xb
+            for l, (lin, g) in enumerate(zip(self.layers[:-1], self.gates)):
+                a = self.activation.f(lin(h))
+                yield l, a
+                h = a * g
 
     def fan_in(self, layer: int) -> torch.Tensor:
         """(K_l, K_{l-1}): each neuron's incoming weights, those from removed neurons zeroed."""

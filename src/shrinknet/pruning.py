@@ -21,21 +21,21 @@ from .checkpoint import Checkpoint, data_digest, digest
 from ._validation import ShrinkNetError, check_choice, check_fraction
 from .context import PruningContext
 from .criteria import check_scores, get_criterion, ranked
-from .gating import Gated
+from .gating import Gated, GatedModel
 from .results import PruneResult
 
 SCHEDULES = ("single", "iterative")
 
 @dataclass
 class Stop:
-    """When to stop removing neurons; any criterion that is met stops the loop.
+    """When to stop removing units; any criterion that is met stops the loop.
 
     Parameters
     ----------
-    n_neurons : int, optional
-        Remove at most this many neurons.
+    n_units : int, optional
+        Remove at most this many units (neurons, channels, heads: every removal counts one).
     fraction : float, optional
-        Remove at most this fraction (0..1) of the hidden neurons active at the start.
+        Remove at most this fraction (0..1) of the units active at the start.
     max_accuracy_drop : float, optional
         Never let evaluation accuracy fall more than this (absolute, 0..1) below its
         starting value; the removal that would do so is not made.
@@ -43,28 +43,39 @@ class Stop:
         Never let the evaluation error exceed (1 + this) times its starting value
         (0.1 = +10%); the removal that would do so is not made.
 
-    With no criterion at all, every hidden neuron is removed.
+    n_neurons : int, optional
+        The older name of ``n_units`` (it always counted heads and channels too); kept equal to it.
+
+    With no criterion at all, every unit is removed.
     """
-    n_neurons: int | None = None
+    n_units: int | None = None
     fraction: float | None = None
     max_accuracy_drop: float | None = None
     max_error_increase: float | None = None
+    n_neurons: int | None = None
 
     def __post_init__(self):
-        n = self.n_neurons
+        name = "n_units"
+        if self.n_neurons is not None:
+            if self.n_units is not None and self.n_units != self.n_neurons:
+                raise ShrinkNetError(f"stop: n_neurons is the older name of n_units; expected one of them (or equal "
+                                     f"values), got n_units={self.n_units!r} and n_neurons={self.n_neurons!r}")
+            name = "n_neurons"
+            self.n_units = self.n_neurons
+        n = self.n_units
         if n is not None and (isinstance(n, (bool, str, bytes)) or not isinstance(n, (int, float, np.number))
                               or not np.isfinite(n) or int(n) != n or n < 0):
-            raise ShrinkNetError(f"stop.n_neurons: expected a non-negative integer, got {self.n_neurons!r}")
-        self.n_neurons = None if n is None else int(n)       # (a NumPy integer is not JSON)
+            raise ShrinkNetError(f"stop.{name}: expected a non-negative integer, got {n!r}")
+        self.n_units = self.n_neurons = None if n is None else int(n)       # (a NumPy integer is not JSON)
         self.fraction = check_fraction(self.fraction, "stop.fraction")
         self.max_accuracy_drop = check_fraction(self.max_accuracy_drop, "stop.max_accuracy_drop")
         self.max_error_increase = check_fraction(self.max_error_increase, "stop.max_error_increase", 0.0, math.inf)
 
     def limit(self, n_active: int) -> int:
-        """Most neurons that may be removed, from the count-type criteria."""
+        """Most units that may be removed, from the count-type criteria."""
         lim = n_active
-        if self.n_neurons is not None:
-            lim = min(lim, int(self.n_neurons))
+        if self.n_units is not None:
+            lim = min(lim, int(self.n_units))
         if self.fraction is not None:
             lim = min(lim, int(math.floor(self.fraction * n_active + 1e-9)))
         return lim
@@ -81,8 +92,16 @@ class Stop:
             except TypeError as e:
                 raise ShrinkNetError(f"stop: {e}") from None
         if isinstance(stop, (int, np.integer)) and not isinstance(stop, bool):
-            return cls(n_neurons=int(stop))
+            return cls(n_units=int(stop))
         raise ShrinkNetError(f"stop: expected shrinknet.Stop, a dict of its fields or an int, got {stop!r}")
+
+
+def _same_stop(recorded, stop: Stop) -> bool:
+    """Whether a checkpoint's recorded stop (a dict, perhaps of an older Stop's fields) is ``stop``."""
+    try:
+        return isinstance(recorded, dict) and Stop.coerce(recorded) == stop
+    except ShrinkNetError:
+        return False
 
 
 def score(model, X, T, criterion: str = "taylor2", loss: str | None = None, *, units=None, output_activation=None,
@@ -99,7 +118,7 @@ def score(model, X, T, criterion: str = "taylor2", loss: str | None = None, *, u
     loss : {"sse", "cross-entropy"}, optional
         Default: cross-entropy for integer class labels, else SSE (the paper's).
     units : list of module names, module types (nn.Linear, nn.Conv2d), "ffn" and "heads", optional
-        For models other than the MLP class: which units (see :func:`shrinknet.gating.find_units`).
+        For models other than the MLP class: which units (see :func:`shrinknet.finding.find_units`).
         Default: in a transformer, every block's FFN neurons; in other models every Linear / Conv2d
         but the output layer. "heads": every supported attention module's heads; an attention
         module's name: its heads.
@@ -170,7 +189,7 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     inplace : bool
         Write the final gates (and, with compensation, the weights) into ``model`` (an MLP or GatedModel).
     units : list of module names, module types (nn.Linear, nn.Conv2d), "ffn" and "heads", optional
-        For models other than the MLP class: which units (see :func:`shrinknet.gating.find_units`).
+        For models other than the MLP class: which units (see :func:`shrinknet.finding.find_units`).
         Default: in a transformer, every block's FFN neurons; in other models every Linear / Conv2d
         but the output layer. "heads": every supported attention module's heads; an attention
         module's name: its heads.
@@ -291,7 +310,8 @@ def _start(ctx: PruningContext, crit, schedule: str, classes: bool, test) -> Pru
                       initial_error=E0, initial_accuracy=acc0, accuracies=[] if classes else None,
                       initially_active=work.n_active(), compensation=ctx.compensation, unit_names=work.unit_names,
                       input_shape=None if work.input_shape is None else list(work.input_shape),
-                      output_activation=None if work.layered else work.output_activation)
+                      # (a GatedModel's output activation is an option of the run; the MLP's is its own)
+                      output_activation=work.output_activation if isinstance(work, GatedModel) else None)
     if test is not None:
         res.initial_test_error, res.initial_test_accuracy = ctx.measure(*test, classes=classes)
         res.test_errors, res.test_accuracies = [], [] if classes else None
@@ -349,7 +369,7 @@ def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, li
         ctx.remove(l, u)
         _record(res, step)
     end = records[-1] if records and "end" in records[-1] else None
-    if end is not None and end.get("stop") == asdict(stop):
+    if end is not None and _same_stop(end.get("stop"), stop):
         res.stop_reason = end["end"]
         return True
     return False

@@ -96,9 +96,9 @@ class PruneResult:
                 raise ShrinkNetError("this result used compensation, whose refit weights are not kept in JSON: "
                                      "use the .model of the result that prune() returned")
             return self.model.clone()
-        layered = self.output_activation is None          # (as prune() records it)
-        gated = as_gated(model, torch.zeros(1, *(self.input_shape or [])), units=None if layered else self.unit_names,
-                         output_activation=None if layered else self.output_activation)
+        own = self.output_activation is None    # (prune() records None where the model has its own: the MLP)
+        gated = as_gated(model, torch.zeros(1, *(self.input_shape or [])), units=None if own else self.unit_names,
+                         output_activation=None if own else self.output_activation)
         return gated.set_gates([np.asarray(g) for g in self.gates])
 
     def rows(self) -> list[dict]:

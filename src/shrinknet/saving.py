@@ -118,7 +118,7 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     file: its state dict and the shapes of its layers; atomic. ``example_input`` records the input
     shape (used by the CLI)."""
     from safetensors.torch import save_file
-    if getattr(model, "layered", False):           # the MLP's own file format (sizes and activations)
+    if isinstance(model, MLP):                     # the MLP's own file format (sizes and activations)
         return model.save(path)
     if not isinstance(model, nn.Module):
         raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")

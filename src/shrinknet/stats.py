@@ -21,7 +21,7 @@ from torch import nn
 from . import inputs as batch_
 from ._io import write_text
 from ._validation import ShrinkNetError
-from .gating import plain_attention
+from .finding import plain_attention
 from .metrics import accuracy_of, outputs
 from .results import PruneResult
 

@@ -25,7 +25,8 @@ from . import blocks
 from . import inputs as batch
 from ._validation import ShrinkNetError
 from .dependency import dependency_graph, group_of, out_fn
-from .gating import Gated, GatedModel, _replace_torch_attention, find_units, plain_attention
+from .finding import find_units, plain_attention
+from .gating import Gated, GatedModel, _replace_torch_attention
 from .results import PruneResult
 
 #: relative tolerance of the check that the shrunk model computes what the gated one does
@@ -116,7 +117,7 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
                                      f"on sizes {list(keep.hidden_sizes)}; expected the model the result came from")
             if keep is None:
                 keep = {n: np.flatnonzero(g.detach().cpu().numpy() != 0) for n, g in zip(model.unit_names, model.gates)}
-            if model.layered:
+            if not isinstance(model, GatedModel):       # the MLP: its own layers, sliced
                 return shrink_mlp(model, keep)
             if example_input is None:
                 example_input = model.example

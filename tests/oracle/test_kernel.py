@@ -359,12 +359,12 @@ def test_serial_choice_is_the_lowest_score_at_every_step(hidden, act, out, loss)
     X, T = random_data(seed=3, classes=loss == "cross-entropy" or out != "sigmoid")
     if act == "relu":
         m.gates[0][0] = 0.0                      # and relu nets get a dead unit: exact ties by index
-    s = Stepper(PruningContext(m, X, T, loss))
+    s = Stepper(m, X, T, loss)
     crit = get_criterion("brute-force")
     while m.n_active():
         scores = check_scores(crit(m, X, T, loss), m, "brute-force")
         want = ranked(scores)[0]
-        got = s.best()
+        got = s.best(forward(m, X))
         # the lowest score, of a unit that has it (which of two units tied up to rounding is chosen
         # may differ: the literal-definition test below checks exact ties)
         np.testing.assert_allclose(got[2], want[2], rtol=1e-9, atol=1e-12)
@@ -496,18 +496,19 @@ def test_the_compiled_step_names_a_non_finite_score():
     assert e.value.args[0] == (0, 0)                  # layer a (the first checked), its first unit
     m.gates[0].zero_()                                # no candidate before the last layer: the last one's
     with pytest.raises(shrinknet.ShrinkNetError, match=r"non-finite score to active neuron \(layer 1, unit 0\)"):
-        Stepper(PruningContext(m, X, T * float("nan"), "sse")).best()
+        Stepper(m, X, T * float("nan"), "sse").best(forward(m, X))
 
 
 def test_serial_path_steps_aside_where_it_does_not_apply(path):
     m = random_net([5, 4])
     X, T = random_data()
-    assert Stepper(PruningContext(m, X, T, "sse", compensation="mean")).best() is None   # compensation: the loop scores
+    assert Stepper(m, X, T, "sse", compensation="mean").best(forward(m, X)) is None     # compensation: the loop scores
+    assert shrinknet.oracle.best(PruningContext(m, X, T, "sse", compensation="mean")) is None
     net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double()
     gm = shrinknet.GatedModel(net, example_input=X[:1])
-    assert Stepper(PruningContext(gm, X, T, "sse")).best() is None                        # not the MLP class
+    assert shrinknet.oracle.best(PruningContext(gm, X, T, "sse")) is None                 # not the MLP class
     if path == "torch":
-        assert Stepper(PruningContext(m, X, T, "sse")).best() is None                     # no kernel
+        assert Stepper(m, X, T, "sse").best(forward(m, X)) is None                         # no kernel
     r = shrinknet.prune(m, X, T, "brute-force", compensation="mean", stop=2)
     assert len(r.removed) == 2
 

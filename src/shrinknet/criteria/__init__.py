@@ -44,7 +44,8 @@ class Criterion:
         """Scores in a context, or (older form) of a gated model on (X, T) as it is."""
         if X is None:
             return self.scores(model)
-        return self.scores(PruningContext(model, X, T, loss))
+        # on a copy: a criterion may switch units off and back on its context's model
+        return self.scores(PruningContext(model.clone(), X, T, loss))
 
 
 _REGISTRY: dict[str, Criterion] = {}
@@ -72,10 +73,9 @@ def as_criterion(fn, name: str | None = None, description: str = "", best=None) 
 
 
 def register_criterion(name: str, fn: Callable | None = None, *, description: str = "", overwrite: bool = False,
-                       best: Callable | None = None, generic: bool = True):
+                       best: Callable | None = None):
     """Register ``fn`` (a function of the pruning context) under ``name``; usable as a decorator.
-    ``best``: optional cheaper route to the top choice of an iterative step. (``generic`` is kept
-    for code written when criteria had a second, MLP-only registry; every criterion is generic now.)"""
+    ``best``: optional cheaper route to the top choice of an iterative step."""
     def deco(f):
         if name in _REGISTRY and not overwrite:
             raise ShrinkNetError(f"criterion {name!r} is already registered (pass overwrite=True to replace it)")
@@ -84,7 +84,7 @@ def register_criterion(name: str, fn: Callable | None = None, *, description: st
     return deco(fn) if fn is not None else deco
 
 
-def get_criterion(name_or_fn, model=None) -> Criterion:
+def get_criterion(name_or_fn) -> Criterion:
     """The criterion of that name (or a Criterion wrapping a callable)."""
     if isinstance(name_or_fn, str):
         if name_or_fn not in _REGISTRY:

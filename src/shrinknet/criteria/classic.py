@@ -51,7 +51,7 @@ def moments(ctx) -> dict:
     m = ctx.model
     acc = {k: [torch.zeros(n, dtype=torch.float64, device=g.device) for n, g in zip(m.hidden_sizes, m.gates)]
            for k in ("abs", "s", "s2", "nz", "n")}
-    for l, a in m.unit_outputs(ctx):
+    for l, a in ctx.unit_outputs():
         dim = m.channel_dim(l) % a.ndim
         rest = [d for d in range(a.ndim) if d != dim]
         a = a.double()

@@ -2,7 +2,7 @@
 
     taylor1        dE1_k = - sum_n o_kn dE_n/do_kn                       (Skeletonization-style)
     taylor2        dE2_k = dE1_k + 1/2 sum_n o_kn^2 d2E_n/do_kn^2          (the paper's)
-                   with d2E/do^2 from the model's own estimate (``unit_derivatives``): for the MLP
+                   with d2E/do^2 from the run's evaluator (``ctx.unit_derivatives``): for the MLP
                    the paper's OBD-style diagonal back-propagation, for any other model the
                    Gauss-Newton diagonal (exact on piecewise-linear nets); see derivatives.py.
     taylor2-exact  the same expansion with the exact second derivative along the removal (cross
@@ -32,7 +32,7 @@ OUTLIER_SIGMAS = 3.0
 
 
 def _taylor(ctx, second: bool):
-    first, curvature = ctx.model.unit_derivatives(ctx, second)
+    first, curvature = ctx.unit_derivatives(second)
     out = []
     for d, c in zip(first, curvature):
         s = -d
@@ -94,12 +94,12 @@ def taylor2_median(ctx):
 @register_criterion("taylor1-abs")
 def taylor1_abs(ctx):
     """|sum_n o dE/do| (Molchanov et al. 2017)."""
-    first, _ = ctx.model.unit_derivatives(ctx, second=False, compensated=False)
+    first, _ = ctx.unit_derivatives(second=False, compensated=False)
     return mark_removed(ctx.model, [d.abs() for d in first])
 
 
 @register_criterion("fisher")
 def fisher(ctx):
     """Fisher estimate 1/2 g^2 sum_n (dE_n/dg)^2 (Kwon et al. 2022; the plain gate, no compensation)."""
-    F = derivatives.fisher(ctx.model, ctx.chunks(derivatives.rows_per_pass(ctx.model)), ctx.loss)
+    F = derivatives.fisher(ctx.model, ctx.chunks(derivatives.samples_per_pass(ctx.model)), ctx.loss)
     return mark_removed(ctx.model, [0.5 * g * g * f for g, f in zip(ctx.model.gates, F)])

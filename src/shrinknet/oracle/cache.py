@@ -1,8 +1,9 @@
 """A gated model's forward pass over the evaluation data, kept for the oracle and the criteria.
 
-For a layered model (the MLP) every hidden layer's pre-activations, activations and gated outputs are
-kept, and a gate change recomputes only the layers downstream of it (identical to a fresh pass).
-For any other model only the output is kept. The output layer's product of the MLP goes through the
+:class:`Cache` is the pass every evaluator keeps (any model fills ``z``, its output). The functions
+here are the MLP's pass (its evaluator, :mod:`shrinknet.evaluators.dense`, calls them): every hidden
+layer's pre-activations, activations and gated outputs are kept, and a gate change recomputes only
+the layers downstream of it (identical to a fresh pass). The output layer's product goes through the
 compiled kernel where it applies (torch's BLAS call for a matrix of a handful of columns costs several
 times as much, and the pruning loop measures the net after every removal); the model's own forward
 pass stays plain PyTorch.
@@ -22,8 +23,8 @@ from . import kernel
 @dataclass
 class Cache:
     """One forward pass. pre[l]: (N, K_l) pre-activations of hidden layer l; act[l]: its un-gated
-    outputs f(x_l); out[l]: its gated outputs; z: (N, n_out) output pre-activations (layered models
-    fill all; others only z)."""
+    outputs f(x_l); out[l]: its gated outputs; z: (N, n_out) output pre-activations (the MLP's pass
+    fills all; any other model's only z)."""
     X: torch.Tensor
     pre: list = field(default_factory=list)
     act: list = field(default_factory=list)
@@ -43,20 +44,15 @@ def version_key(tensors) -> tuple:
 
 @torch.no_grad()
 def build(model, X: torch.Tensor) -> Cache:
-    """The model's forward pass on X with its current weights and gates."""
+    """The MLP's forward pass on X with its current weights and gates."""
     c = Cache(X)
-    if model.layered:
-        forward_from(model, c, 0, X)
-    else:
-        c.z = model.outputs(X)
+    forward_from(model, c, 0, X)
     return c
 
 
 @torch.no_grad()
 def update(model, c: Cache, layer: int, unit: int) -> bool:
-    """Bring cache c up to date after gate (layer, unit) changed; False where it must be rebuilt."""
-    if not model.layered:
-        return False
+    """Bring the MLP's cache c up to date after gate (layer, unit) changed (always possible: True)."""
     g = model.gates[layer]
     if c.out[layer].device.type == "cpu" and c.out[layer].dtype in (torch.float32, torch.float64):
         # in NumPy: torch's indexing of one column costs tens of microseconds
@@ -70,11 +66,8 @@ def update(model, c: Cache, layer: int, unit: int) -> bool:
 
 @torch.no_grad()
 def outputs(model, X: torch.Tensor, gates=None) -> torch.Tensor:
-    """The model's output z on X without autograd, ``gates`` (one (K,) tensor or None per group)
-    replacing its own for this pass; for a layered model the output product is the one the
-    caches use."""
-    if not model.layered:
-        return model.outputs(X, gates)
+    """The MLP's output z on X without autograd, ``gates`` (one (K,) tensor or None per group)
+    replacing its own for this pass; the output product is the one the caches use."""
     c = Cache(X)
     forward_from(model, c, 0, X, gates)
     return c.z

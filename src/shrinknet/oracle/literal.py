@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import torch
 
-from .. import compensation, losses
+from .. import losses
 from .. import distributed as dist
-from .cache import outputs
 
 
 @torch.no_grad()
 def literal_error(ctx, gates=None) -> torch.Tensor:
     """E of one full forward pass over ctx.X, with ``gates`` (one (K,) tensor or None per group)."""
-    m = ctx.model
+    m, outputs = ctx.model, ctx.evaluator.outputs
     if ctx.streaming:
         E = sum(losses.error(outputs(m, Xb, gates), Tb, m.output_activation, ctx.loss).double()
                 for Xb, Tb in ctx.chunks(m.batch_rows))
@@ -32,7 +31,7 @@ def literal_errors(ctx, layer: int, units, gains=None) -> torch.Tensor:
     if ctx.compensation != "none" and gains is None:       # remove with compensation on a copy
         for u in units:
             work = ctx.fork()
-            compensation.remove(work, layer, u)
+            work.remove(layer, u)
             out.append(literal_error(work))
     else:
         gains = torch.zeros(len(units)) if gains is None else torch.as_tensor(gains)

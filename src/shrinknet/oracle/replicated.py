@@ -49,18 +49,14 @@ def _vmap_chunks(model, layer: int, N: int, C: int):
     return n, max(1, min(C, VMAP_BUDGET // (n * max(1, sizes[layer]))))
 
 
-def _rows(ctx) -> int:
-    """Samples of the context's data, or where they stream from a loader, a pass's worth."""
-    return ctx.model.batch_rows if ctx.streaming else int(ctx.T.shape[0])
-
-
-def replicated(ctx, layer, units, gate_rows):
+def replicated(model, data, layer, units, gate_rows):
     """For candidates `units` of `layer`: yield (z, T repeated, slice of the candidates, n, c) per
-    forward pass over n data rows copied once per candidate (c of them), copy k with the gate row
-    gate_rows(cs)[k] (each (K,), cs the slice of the candidates); z is (c * n, n_out), candidate-major."""
-    model, C = ctx.model, units.numel()
-    n_step, c_step = _chunks(model, _rows(ctx), C)
-    for Xb, Tb in ctx.chunks(n_step):
+    forward pass over n rows of ``data`` (an :class:`shrinknet.inputs.Data`) copied once per candidate
+    (c of them), copy k with the gate row gate_rows(cs)[k] (each (K,), cs the slice of the
+    candidates); z is (c * n, n_out), candidate-major."""
+    C = units.numel()
+    n_step, c_step = _chunks(model, data.rows(model.batch_rows), C)
+    for Xb, Tb in data.chunks(n_step):
         n = Tb.shape[0]
         for j in range(0, C, c_step):
             cs = slice(j, j + c_step)
@@ -72,10 +68,19 @@ def replicated(ctx, layer, units, gate_rows):
             yield model.logits(batch.repeat(Xb, c), gates), Tb.repeat(c, *([1] * (Tb.ndim - 1))), cs, n, c
 
 
+class VmapState:
+    """Whether vmap has run a model: after its first failure the data are replicated instead (one
+    warning per run, not one per step)."""
+
+    def __init__(self):
+        self.ok = True
+
+
 @torch.no_grad()
-def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
-    """E with gate[layer][units[c]] set to gains[c], for every c; (C,), summed in float64."""
-    model = ctx.model
+def errors_with_gains(model, data, loss: str, layer: int, units, gains, vmap_state: VmapState | None = None) -> torch.Tensor:
+    """E of ``model`` on ``data`` under ``loss`` with gate[layer][units[c]] set to gains[c], for every c;
+    (C,), summed in float64 (and over every rank)."""
+    vmap_state = VmapState() if vmap_state is None else vmap_state
     g = model.gates[layer]
     units = torch.as_tensor(units, dtype=torch.long, device=g.device)
     gains = torch.as_tensor(gains, dtype=g.dtype, device=g.device)
@@ -84,30 +89,29 @@ def errors_with_gains(ctx, layer: int, units, gains) -> torch.Tensor:
         G = g.detach().expand(units[cs].numel(), g.numel()).clone()
         G[torch.arange(G.shape[0]), units[cs]] = gains[cs]
         return G
-    if getattr(model, "_vmap_ok", True):
+    if vmap_state.ok:
         try:
-            return dist.sum_(_vmapped(ctx, layer, units.numel(), rows)).to(g.dtype)
+            return dist.sum_(_vmapped(model, data, loss, layer, units.numel(), rows)).to(g.dtype)
         except (RuntimeError, NotImplementedError, ValueError) as e:
             if isinstance(e, torch.OutOfMemoryError):
                 raise                         # not vmap's limit: the copies would need more memory still
-            model._vmap_ok = False
+            vmap_state.ok = False
             warnings.warn(f"the exact oracle cannot run this model under torch.func.vmap ({type(e).__name__}: "
                           f"{str(e)[:200]}); it runs one copy of the data per candidate instead, which gives the "
                           f"same errors more slowly", RuntimeWarning, stacklevel=3)
     out = torch.zeros(units.numel(), dtype=torch.float64, device=g.device)
-    for z, Tr, cs, n, c in replicated(ctx, layer, units, rows):
-        out[cs] += losses.per_row(z, Tr, model.output_activation, ctx.loss).view(c, n).sum(1)
+    for z, Tr, cs, n, c in replicated(model, data, layer, units, rows):
+        out[cs] += losses.per_row(z, Tr, model.output_activation, loss).view(c, n).sum(1)
     return dist.sum_(out).to(g.dtype)
 
 
-def _vmapped(ctx, layer, C: int, gate_rows) -> torch.Tensor:
+def _vmapped(model, data, loss, layer, C: int, gate_rows) -> torch.Tensor:
     """(C,) float64: E of each candidate's gate row on this rank's data, the model run under vmap over
     the rows."""
     from torch.func import vmap
-    model, loss = ctx.model, ctx.loss
     out = torch.zeros(C, dtype=torch.float64, device=model.gates[layer].device)
-    n_step, c_step = _vmap_chunks(model, layer, _rows(ctx), C)
-    for Xb, Tb in ctx.chunks(n_step):
+    n_step, c_step = _vmap_chunks(model, layer, data.rows(model.batch_rows), C)
+    for Xb, Tb in data.chunks(n_step):
 
         def error(row, Xb=Xb, Tb=Tb):
             with model.overriding({layer: row}):
@@ -121,41 +125,36 @@ def _vmapped(ctx, layer, C: int, gate_rows) -> torch.Tensor:
 
 
 @torch.no_grad()
-def silent(ctx) -> list[torch.Tensor]:
-    """Per group, True for units whose un-gated output is exactly 0 on every sample (kept in the
-    context while the data, weights and gates are unchanged)."""
-    model = ctx.model
-    key = ctx.state_key()
-    hit = ctx.state.get("oracle: silent units")
-    if hit is not None and hit[0] == key:
-        return hit[1]
+def silent(model, data) -> list[torch.Tensor]:
+    """Per group, True for units whose un-gated output is exactly 0 on every sample of ``data`` (and
+    every rank's)."""
     peak = [torch.zeros_like(g) for g in model.gates]
-    for l, a in model.unit_outputs(ctx):
+    for l, a in model.unit_outputs(data.chunks(model.batch_rows)):
         dim = model.channel_dim(l) % a.ndim
         peak[l] = torch.maximum(peak[l], a.abs().amax(dim=[d for d in range(a.ndim) if d != dim]))
-    out = [dist.max_(p) == 0 for p in peak]
-    ctx.state["oracle: silent units"] = (key, out)
-    return out
+    return [dist.max_(p) == 0 for p in peak]
 
 
 @torch.no_grad()
-def errors_without(ctx, layer: int, units) -> torch.Tensor:
-    """E with each of `units` of `layer` switched off; (C,). Silent units get the current E exactly."""
-    g = ctx.model.gates[layer]
+def errors_without(model, data, loss: str, layer: int, units, E: torch.Tensor, silent_units: torch.Tensor,
+                   vmap_state: VmapState | None = None) -> torch.Tensor:
+    """E with each of `units` of `layer` switched off; (C,). Silent units (``silent_units``, the
+    group's mask from :func:`silent`) get the current error ``E`` exactly."""
+    g = model.gates[layer]
     units = torch.as_tensor(units, dtype=torch.long, device=g.device)
-    moving = ~silent(ctx)[layer][units]
-    out = ctx.error().to(g.dtype).expand(units.numel()).clone()
+    moving = ~silent_units[units]
+    out = E.to(g.dtype).expand(units.numel()).clone()
     if moving.any():
         moved = units[moving]
-        out[moving] = errors_with_gains(ctx, layer, moved, torch.zeros(moved.numel(), dtype=g.dtype))
+        out[moving] = errors_with_gains(model, data, loss, layer, moved, torch.zeros(moved.numel(), dtype=g.dtype),
+                                        vmap_state)
     return out
 
 
-def removal_derivatives(ctx, layer: int, units):
+def removal_derivatives(model, data, loss: str, layer: int, units):
     """(psi'(0), psi''(0)) in float64 for psi_c(t) = E with unit c's gate moved to g_c (1 - t), t = 1 the
     removal: the replicated copies of :func:`replicated` with a scalar t per copy and a double
     backward pass (the copies are independent, so d/dt of sum(dE/dt) is the Hessian's diagonal)."""
-    model = ctx.model
     g = model.gates[layer].detach()
     units = torch.as_tensor(units, dtype=torch.long, device=g.device)
     d1 = torch.zeros(units.numel(), dtype=torch.float64, device=g.device)
@@ -172,8 +171,8 @@ def removal_derivatives(ctx, layer: int, units):
         return g + t[:, None] * D
     # the math kernel of scaled_dot_product_attention: the fused CPU kernels have no second derivative
     with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-        for z, Tr, cs, n, c in replicated(ctx, layer, units, rows):
-            E = losses.error(z, Tr, model.output_activation, ctx.loss)
+        for z, Tr, cs, n, c in replicated(model, data, layer, units, rows):
+            E = losses.error(z, Tr, model.output_activation, loss)
             (first,) = torch.autograd.grad(E, leaf[0], create_graph=True)
             (sec,) = torch.autograd.grad(first.sum(), leaf[0])
             d1[cs] += first.detach().double()

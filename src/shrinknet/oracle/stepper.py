@@ -1,7 +1,7 @@
 """The brute-force choice of one step of an iterative prune, kept up to date from step to step.
 
-Iterative brute force asks, at every step, which active neuron's removal raises E least. The
-brute-force criterion keeps one :class:`Stepper` in the pruning context and asks its
+Iterative brute force asks, at every step, which active neuron's removal raises E least. The MLP's
+evaluator (:mod:`shrinknet.evaluators.dense`) keeps one :class:`Stepper` per run and asks its
 :meth:`Stepper.best` at every step; for an MLP on the CPU (no compensation) it answers with the
 compiled kernel (kernel.py) and keeps what a removal leaves valid:
 
@@ -44,31 +44,29 @@ STORE_BUDGET = 1 << 28
 
 
 class Stepper:
-    """Exact brute-force choices for one iterative prune in the context `ctx` (its model, data, loss).
+    """Exact brute-force choices for one iterative prune of the MLP ``model`` on (X, T) under ``loss``
+    (with ``compensation`` other than "none" it never applies).
 
     Where the step is not one compiled call, its bookkeeping (active units, weights of the
     candidates, the choice) is done in NumPy on views of the model's tensors: it runs at every
     step, and each torch operation on a small tensor costs several microseconds."""
 
-    def __init__(self, ctx):
-        model = ctx.model
-        self.ctx, self.model, self.X, self.T, self.loss = ctx, model, ctx.X, ctx.T, ctx.loss
+    def __init__(self, model, X: torch.Tensor, T: torch.Tensor, loss: str, compensation: str = "none"):
+        self.model, self.X, self.T, self.loss = model, X, T, loss
         self.store = None       # z_ij of the candidates of hidden layer L-2, as of `self.seen`
         self.seen = None        # (versions of data, weights, gates before L-1; gates of L-1) at the last update
-        T, loss = self.T, self.loss
-        self.applies = (model.layered and ctx.compensation == "none"
-                        and kernel.supports(T, loss, model.output_activation))
+        self.applies = compensation == "none" and kernel.supports(T, loss, model.output_activation)
         self.stores = self.applies and kernel.supports(T, loss, model.output_activation, model.hidden_activation)
         self.minus = -np.ones(max(model.hidden_sizes, default=0), kernel.NUMPY.get(T.dtype, np.float64))
 
     @torch.no_grad()
-    def best(self):
-        """(layer, unit, E without it - E now) of the neuron to remove next; None where this
-        path does not apply (the loop then scores every neuron with the criterion)."""
+    def best(self, cache):
+        """(layer, unit, E without it - E now) of the neuron to remove next, from ``cache`` (the MLP's
+        kept pass on X with its current gates); None where this path does not apply (the loop then
+        scores every neuron with the criterion)."""
         if not self.applies:
             return None
         m, T, loss = self.model, self.T, self.loss
-        cache = self.ctx.cache()
         L, pick = m.n_hidden_layers, None
         if L == 1 or (L == 2 and self.stores):  # every E from the kernel: E0 as the loop measures it
             return self._step(cache, kernel.measure(cache.z, T, loss, m.output_activation)[0])
