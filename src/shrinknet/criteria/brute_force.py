@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import distributed as dist
 from .. import oracle
-from . import by_group, register_criterion
+from ._registry import by_group, register_criterion
 
 
 def brute_force(ctx):
