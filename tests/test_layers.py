@@ -101,8 +101,8 @@ def _matches(short: str, pattern: str) -> bool:
 
 
 def _cycles(graph: dict[str, dict[str, int]]) -> list[tuple[list[str], set[str]]]:
-    """(one shortest cycle, first node repeated at the end; every module that can reach itself
-    through it) per strongly connected component of more than one module."""
+    """For every set of modules that import each other in a circle (a strongly connected component
+    of two or more): a shortest cycle through its first module (repeated at the end), and the set."""
     index, low, stack, on, comps = {}, {}, [], set(), []
 
     def visit(v):                                     # Tarjan's algorithm
@@ -127,9 +127,9 @@ def _cycles(graph: dict[str, dict[str, int]]) -> list[tuple[list[str], set[str]]
             visit(v)
     out = []
     for comp in comps:
-        start = min(comp)
-        if len(comp) == 1 and start not in graph.get(start, {}):
+        if len(comp) < 2:                             # (the graph has no module importing itself)
             continue
+        start = min(comp)
         paths, frontier, found = {start: [start]}, [start], None      # breadth first: the shortest way back
         while found is None:
             nxt = []
@@ -167,7 +167,8 @@ def check(src, layers, allowed=None, application=None, package: str = "shrinknet
             problems.append(("unplaced", f"{short} ({files[module].relative_to(src)}) is in no layer of "
                                          f"_layers.LAYERS: add it to the one it belongs to"))
         elif len(found) > 1:
-            problems.append(("ambiguous", f"{short} is in layers {found}: expected exactly one"))
+            problems.append(("ambiguous", f"{short} is in the layers {', '.join(repr(layers[i][0]) for i in found)}: "
+                                          f"expected exactly one"))
         else:
             layer_of[module] = found[0]
     shorts = [_short(m, package) for m in graph]
@@ -204,8 +205,8 @@ def check(src, layers, allowed=None, application=None, package: str = "shrinknet
     return problems
 
 
-def _real(**kw):
-    return check(SRC, DATA["LAYERS"], DATA["ALLOWED"], DATA["APPLICATION"], **kw)
+def _real():
+    return check(SRC, DATA["LAYERS"], DATA["ALLOWED"], DATA["APPLICATION"])
 
 
 def _kinds(problems, kind):
@@ -361,3 +362,9 @@ def test_allowed_lets_one_named_import_through(tmp_path):
     _tree(tmp_path, files)
     assert [k for k, _ in check(tmp_path, LAYERS, package="pkg")] == ["upward"]
     assert check(tmp_path, LAYERS, {("low", "util"): "the reason, written down"}, package="pkg") == []
+
+
+def test_a_module_in_two_layers_is_refused(tmp_path):
+    layers = [(name, patterns + (["util"] if name == "low" else [])) for name, patterns in LAYERS]
+    assert check(_tree(tmp_path, CLEAN), layers, package="pkg") == [
+        ("ambiguous", "util is in the layers 'low', 'high': expected exactly one")]

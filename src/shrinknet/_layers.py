@@ -3,8 +3,9 @@
 :data:`LAYERS` lists the layers, lowest first; each names its modules, relative to ``shrinknet``:
 ``"context"`` is ``shrinknet.context``, ``"__init__"`` the package's own ``__init__.py``, and a name
 ending in ``.*`` a subpackage with everything in it (``"oracle.*"``: ``oracle/__init__.py``,
-``oracle/cache.py``, ...). The rules the test checks, on every ``import`` and ``from ... import``
-of every file (inside functions and under ``if TYPE_CHECKING:`` too):
+``oracle/cache.py``, ...); shell-style wildcards work too (``"_*"``). The rules the test checks, on
+every ``import`` and ``from ... import`` of every file (inside functions and under
+``if TYPE_CHECKING:`` too):
 
 * every module is in exactly one layer: a new module is placed by adding its name to one list;
 * a module imports only from its own layer or lower ones, unless :data:`ALLOWED` names the pair;
