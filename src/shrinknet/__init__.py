@@ -11,6 +11,7 @@
 """
 from . import _threads  # noqa: F401  (first: sets OpenMP's waiting policy before torch loads)
 from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError
+from ._version import __version__
 from .compare import CompareResult, compare, compare_criteria
 from .context import PruningContext, evaluate
 from .criteria import Criterion, available_criteria, describe_criteria, register_criterion
@@ -22,8 +23,6 @@ from .results import PruneResult
 from .saving import export_onnx, load_model, save_model
 from .stats import ModelStats, ShrinkReport, compare_models, model_stats
 from .surgery import shrink
-
-__version__ = "0.1.0"
 
 __all__ = ["CompareResult", "Criterion", "Gated", "GatedModel", "MLP", "MissingDependencyError", "ModelStats",
            "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkReport", "Stop",

@@ -6,6 +6,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._validation import ShrinkNetError
+
 
 @contextmanager
 def atomic_target(path, durable: bool = False):
@@ -64,7 +66,6 @@ def resumable(out, command: str, kind: str = "dir"):
     try:
         yield partial
     except Exception as e:
-        from ._validation import ShrinkNetError
         if isinstance(e, ShrinkNetError) and not any(p.is_file() for p in partial.rglob("*")):
             _tidy(partial, marker)
         raise

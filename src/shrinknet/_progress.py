@@ -16,6 +16,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from ._validation import ShrinkNetError
+
 #: whether tqdm.auto chose its notebook widget (Jupyter), which draws in place whatever stderr is
 _NOTEBOOK = any(c.__module__.startswith("tqdm.notebook") for c in tqdm.__mro__)
 #: seconds before a bar with ``progress=None`` appears
@@ -26,7 +28,6 @@ LOG_INTERVAL = 15.0
 
 def check(progress):
     """``progress`` as True, False or None (0 and 1 are taken as False and True); anything else refused."""
-    from ._validation import ShrinkNetError
     if progress is None or isinstance(progress, bool):
         return progress
     if isinstance(progress, int) and progress in (0, 1):

@@ -40,6 +40,7 @@ import torch
 from . import inputs as batch
 from ._io import write_text
 from ._validation import ShrinkNetError
+from ._version import version
 
 FORMAT = "shrinknet-checkpoint"
 VERSION = 1
@@ -74,8 +75,7 @@ def data_digest(X, T=None) -> str:
 
 def versions() -> dict:
     """The code a run's choices come from: a checkpoint of another version is not replayed."""
-    from . import __version__
-    return {"shrinknet": __version__, "torch": torch.__version__}
+    return {"shrinknet": version(), "torch": torch.__version__}
 
 
 class Checkpoint:

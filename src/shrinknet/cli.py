@@ -210,7 +210,7 @@ def cmd_train(a, progress: bool) -> None:
 
 
 def cmd_prune(a, progress: bool) -> None:
-    from .paper import plots
+    from . import plots
     from .paper.data import load
     from .models import MLP
     from .pruning import Stop, prune

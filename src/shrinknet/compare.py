@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _progress
+from . import _progress, plots
 from ._io import write_text
 from ._validation import MissingDependencyError, ShrinkNetError, require
 from .checkpoint import Checkpoint, data_digest, digest
@@ -77,7 +77,6 @@ class CompareResult:
         out = Path(out)
         files = [_write_csv(out / "compare.csv", self.rows), _write_csv(out / "paths.csv", self.path_rows()),
                  _write_csv(out / "summary.csv", self.summary_rows())]
-        from .paper import plots
         try:
             plots.check_available()
         except MissingDependencyError:                  # no matplotlib: the CSV files only

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ._validation import ShrinkNetError
+from .inputs import plain
 
 #: layers whose outputs can be units
 UNIT_TYPES = (nn.Linear, nn.Conv2d)
@@ -18,7 +19,6 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor):
     """Torch-Pruning's dependency graph of `model`, traced on `example_input`."""
     import torch_pruning as tp
 
-    from .inputs import plain
     try:
         # the trace follows autograd: it needs grad mode, and inputs made under inference_mode cloned
         with torch.inference_mode(False), torch.enable_grad():

@@ -148,6 +148,15 @@ class PruneResult:
             raise ShrinkNetError(f"result file {path}: not a readable shrinknet result ({e})") from None
 
 
+def layer_counts(result: PruneResult) -> list[list[int]]:
+    """After each step, how many neurons have been removed from each hidden layer."""
+    counts, out = [0] * len(result.hidden_sizes), []
+    for l, _ in result.removed:
+        counts[l] += 1
+        out.append(list(counts))
+    return out
+
+
 def _blank(v):
     return "" if v is None else v
 

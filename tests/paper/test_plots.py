@@ -50,3 +50,14 @@ def test_without_matplotlib_plotting_says_which_extra(monkeypatch, tmp_path):
         plots.plot_curves([r], tmp_path / "c.png")
     from shrinknet import ShrinkNetError
     assert isinstance(e.value, ShrinkNetError) and not (tmp_path / "c.png").exists()
+
+
+def test_the_older_name_holds_the_same_figures():
+    """Every figure lives in shrinknet.plots (the library draws CompareResult.save's); the paper's
+    code and older imports reach the same functions and tables through shrinknet.paper.plots."""
+    import shrinknet.plots
+    from shrinknet.paper import plots
+    names = [n for n in vars(shrinknet.plots) if not n.startswith("_")]
+    assert {"plot_curves", "plot_layers", "plot_gain_surfaces", "plot_comparison", "check_available", "CRITERIA",
+            "COLORS", "LABELS", "style", "label", "DPI"} <= set(names)
+    assert all(getattr(plots, n) is getattr(shrinknet.plots, n) for n in names)

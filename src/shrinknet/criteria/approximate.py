@@ -18,7 +18,7 @@ import torch
 from .. import inputs as batch
 from .._validation import ShrinkNetError
 from .. import oracle
-from . import get_criterion, mark_removed, register_criterion
+from ._registry import get_criterion, mark_removed, register_criterion
 
 
 class BruteForceSubset:

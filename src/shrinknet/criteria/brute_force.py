@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import oracle
-from . import by_group, register_criterion
+from ._registry import by_group, register_criterion
 
 
 def brute_force(ctx):

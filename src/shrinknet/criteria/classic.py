@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .. import distributed as dist
-from . import mark_removed, register_criterion
+from ._registry import mark_removed, register_criterion
 
 
 @register_criterion("random")

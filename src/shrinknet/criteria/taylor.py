@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from .. import derivatives, oracle
-from . import by_group, mark_removed, register_criterion
+from ._registry import by_group, mark_removed, register_criterion
 
 #: outliers for thresholding: farther than this many (robust) standard deviations
 OUTLIER_SIGMAS = 3.0

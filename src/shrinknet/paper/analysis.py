@@ -8,7 +8,7 @@ from .. import oracle
 from ..context import PruningContext
 from ..criteria import get_criterion, ranked
 from ..pruning import Stop, violation
-from ..results import PruneResult
+from ..results import PruneResult, layer_counts  # noqa: F401  (layer_counts: also read from here)
 
 
 def gain_curve(model, X, T, layer: int, unit: int, gains=None, loss: str | None = "sse", *, gates=None) -> np.ndarray:
@@ -59,15 +59,6 @@ def removable(result: PruneResult, max_accuracy_drop: float | None = None,
         if violation(stop, E0, a0, errs[i], None if accs is None else accs[i]):
             return i
     return result.n_removed
-
-
-def layer_counts(result: PruneResult) -> list[list[int]]:
-    """After each step, how many neurons have been removed from each hidden layer."""
-    counts, out = [0] * len(result.hidden_sizes), []
-    for l, _ in result.removed:
-        counts[l] += 1
-        out.append(list(counts))
-    return out
 
 
 def flat_until(result: PruneResult, share: float = 0.05, double: bool = True) -> int:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import analysis, plots
+from . import analysis
+from .. import plots
 from .._io import resumable, write_text
 from .data import check_available, load
 from ..models import MLP

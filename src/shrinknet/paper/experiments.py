@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import analysis, claims, plots
+from . import analysis, claims
+from .. import plots
 from .report import tally, write_report
 from .._io import resumable, write_text
 from .._validation import ShrinkNetError
