@@ -14,6 +14,7 @@ from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNo
 from ._version import __version__
 from .compare import CompareResult, compare, compare_criteria
 from .context import PruningContext, evaluate
+from .costs import UnitCost, unit_costs
 from .criteria import Criterion, available_criteria, describe_criteria, register_criterion
 from .gating import Gated, GatedModel
 from .models import MLP
@@ -25,7 +26,7 @@ from .stats import ModelStats, ShrinkReport, compare_models, model_stats
 from .surgery import shrink
 
 __all__ = ["CompareResult", "Criterion", "Gated", "GatedModel", "MLP", "MissingDependencyError", "ModelStats",
-           "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkReport", "Stop",
+           "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkReport", "Stop", "UnitCost",
            "available_criteria", "backend", "compare", "compare_criteria", "compare_models", "describe_criteria",
            "evaluate", "export_onnx", "load_model", "model_stats", "prune", "register_criterion", "save_model", "score",
-           "shrink"]
+           "shrink", "unit_costs"]
