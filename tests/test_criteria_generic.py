@@ -128,7 +128,7 @@ def test_every_registered_criterion_runs_on_a_cnn_and_marks_removed_units():
     gm.set_gate(1, 0, 0.0)
     T = torch.nn.functional.one_hot(y, 4).double()
     for name in available_criteria():
-        s = get_criterion(name, gm)(gm, X, T, "cross-entropy")
+        s = get_criterion(name)(gm, X, T, "cross-entropy")
         assert [v.shape for v in s] == [(4,), (5,), (6,)], name
         assert torch.isnan(s[1][0]) and torch.isfinite(s[1][1:]).all(), name
 
