@@ -10,7 +10,7 @@
     >>> small = shrinknet.shrink(net, result)       # physically smaller, same outputs as the gated net
 """
 from . import _threads  # noqa: F401  (first: sets OpenMP's waiting policy before torch loads)
-from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError
+from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, ShrinkNetWriteError
 from .compare import CompareResult, compare, compare_criteria
 from .context import PruningContext, evaluate
 from .criteria import Criterion, available_criteria, describe_criteria, register_criterion
@@ -26,7 +26,7 @@ from .surgery import shrink
 __version__ = "0.1.0"
 
 __all__ = ["CompareResult", "Criterion", "Gated", "GatedModel", "MLP", "MissingDependencyError", "ModelStats",
-           "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkReport", "Stop",
-           "available_criteria", "backend", "compare", "compare_criteria", "compare_models", "describe_criteria",
-           "evaluate", "export_onnx", "load_model", "model_stats", "prune", "register_criterion", "save_model", "score",
-           "shrink"]
+           "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkNetWriteError",
+           "ShrinkReport", "Stop", "available_criteria", "backend", "compare", "compare_criteria", "compare_models",
+           "describe_criteria", "evaluate", "export_onnx", "load_model", "model_stats", "prune", "register_criterion",
+           "save_model", "score", "shrink"]

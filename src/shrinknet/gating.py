@@ -43,7 +43,7 @@ from torch import nn
 from . import blocks, compensation, derivatives
 from . import inputs as batch
 from .activations import output_activation as check_output
-from ._validation import ShrinkNetError, all_finite, as_tensor
+from ._validation import ShrinkNetError, all_finite, as_tensor, check_materialized, strip_compiled, unwrap_compiled
 from .dependency import UNIT_TYPES, dependency_graph, group_of
 
 
@@ -439,13 +439,15 @@ class GatedModel(Gated):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+        model = unwrap_compiled(model)                 # (a compiled backward cannot be taken twice)
+        check_materialized(model)
         if example_input is None:
             raise ShrinkNetError("example_input: expected a batch the model accepts (a tensor, or a tuple or dict of "
                                  "tensors; one sample is enough), got None")
         p = next(iter(model.parameters()), None)
         dt = p.dtype if p is not None else torch.float32
         x = batch.check(example_input, "example_input", dt, p.device if p is not None else None)
-        self.model = (_copy.deepcopy(model) if copy else model).eval()
+        self.model = (strip_compiled(_copy.deepcopy(model)) if copy else model).eval()
         _replace_torch_attention(self.model)
         self.output_activation = check_output(output_activation)
         x = batch.take(x, slice(0, 1))

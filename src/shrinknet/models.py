@@ -24,8 +24,8 @@ from torch import nn
 
 from . import compensation, derivatives
 from . import distributed as dist
-from ._io import atomic_target
-from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, as_tensor, check_inputs
+from ._io import atomic_target, check_target
+from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, as_tensor, check_inputs, check_path
 from .activations import HIDDEN, apply_output
 from .activations import hidden_activation as _hidden_activation
 from .activations import output_activation as _check_output
@@ -247,7 +247,7 @@ class MLP(Gated):
         """Write to a .safetensors file (weights, biases, gates; no code). Atomic."""
         from safetensors.torch import save_file
 
-        path = Path(path)
+        path = check_target(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         _check_gates(tensors, f"model for {path}")
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "sizes": json.dumps(self.sizes),
@@ -262,7 +262,7 @@ class MLP(Gated):
         """Read a file written by :meth:`save`. Never unpickles."""
         from safetensors import safe_open
 
-        path = Path(path)
+        path = check_path(path)
         if not path.is_file():
             raise ShrinkNetFileNotFoundError(f"model file {path}: not found")
         try:
