@@ -2,6 +2,7 @@
 the argument and what was expected (ShrinkNetError, or a standard subclass of it), never a raw torch or
 NumPy exception; on the command line one line on standard error and exit code 2. Fuzzed with
 hypothesis where the space is large (shapes and dtypes of data, bytes of model files, stopping options)."""
+import copy
 import json
 import os
 import resource
@@ -103,7 +104,65 @@ API = [
     ("shrink keep of no unit at all", lambda: shrinknet.shrink(_cnn(), {"0": []}, XC[:1]), "keep"),
     # checkpoints
     ("checkpoint a number", lambda: shrinknet.prune(_mlp(), X, T, checkpoint=7), "checkpoint: expected a folder path"),
+    # a model on the meta device (shapes, no values), inputs there, or the meta device asked for
+    ("prune a model on the meta device", lambda: shrinknet.prune(_cnn().to("meta"), XC, YC),
+     "model: expected weights with values, got 0.weight on the meta device"),
+    ("score an MLP on the meta device", lambda: shrinknet.score(_mlp().to("meta"), X, T),
+     "model: expected weights with values, got layers.0.weight on the meta device"),
+    ("shrink a model on the meta device", lambda: shrinknet.shrink(_cnn().to("meta"), {"0": [0]}, XC[:1]),
+     "model: expected weights with values, got 0.weight on the meta device"),
+    ("evaluate a model on the meta device", lambda: shrinknet.evaluate(_cnn().to("meta"), XC, YC),
+     "model: expected weights with values, got 0.weight on the meta device"),
+    ("save a model on the meta device", lambda: shrinknet.save_model(_cnn().to("meta"), _folder() + "/m.safetensors"),
+     "model: expected weights with values"),
+    ("gate a model on the meta device", lambda: shrinknet.GatedModel(_cnn().to("meta"), None, XC[:1]),
+     "model: expected weights with values, got 0.weight on the meta device"),
+    ("measure a model on the meta device", lambda: shrinknet.compare_models(_cnn(), _cnn().to("meta"), XC[:1]),
+     "model: expected weights with values, got 0.weight on the meta device"),
+    ("inputs on the meta device", lambda: shrinknet.prune(_cnn(), XC.to("meta"), YC),
+     "X: expected values, got a tensor on the meta device"),
+    ("MLP inputs on the meta device", lambda: shrinknet.score(_mlp(), X.to("meta"), T),
+     "X: expected values, got a tensor on the meta device"),
+    ("device meta", lambda: shrinknet.prune(_mlp(), X, T, device="meta"),
+     "device: expected a device that computes, such as 'cpu' or 'cuda', got 'meta'"),
+    # file paths
+    ("save_model to an existing folder", lambda: shrinknet.save_model(_cnn(), _folder()),
+     "path: expected a file name, got the existing folder"),
+    ("save_model under procfs", lambda: shrinknet.save_model(_cnn(), "/proc/self/model.safetensors"),
+     "path: expected a file in a folder this user can write to, got /proc/self/model.safetensors"),
+    ("save_model to None", lambda: shrinknet.save_model(_cnn(), None), r"path: expected a file path .*, got None"),
+    ("load_model(None)", lambda: shrinknet.load_model(None), r"path: expected a file path .*, got None"),
+    ("load_model('')", lambda: shrinknet.load_model(""), r"path: expected a file path .*, got ''"),
+    ("MLP.save to an existing folder", lambda: _mlp().save(_folder()), "path: expected a file name, got the existing"),
+    ("MLP.load(None)", lambda: MLP.load(None), r"path: expected a file path .*, got None"),
+    ("a result's JSON into a folder", lambda: shrinknet.prune(_mlp(), X, T, stop=1).save_json(_folder()),
+     "path: expected a file name, got the existing folder"),
+    ("a result from None", lambda: shrinknet.PruneResult.load_json(None), r"path: expected a file path"),
+    ("a template not of the saved architecture", lambda: _into(_Net(2), _Net(3)),
+     r"template: its layer 'b' has out_features=3, but .* was saved from a model with out_features=2 there; expected"),
+    ("a template on the meta device", lambda: _into(_Net(2), _Net(2).to("meta")),
+     "template: expected weights with values, got a.weight on the meta device"),
 ]
+
+
+def _folder():
+    import tempfile
+    return tempfile.mkdtemp()
+
+
+class _Net(nn.Module):                                     # not a Sequential: loads into a template
+    def __init__(self, n_out):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, n_out)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def _into(model, template):
+    import tempfile
+    path = shrinknet.save_model(model, os.path.join(tempfile.mkdtemp(), "m.safetensors"))
+    return shrinknet.load_model(path, template=template)
 
 
 def _single_tensors():
@@ -223,8 +282,13 @@ def test_a_template_file_whose_shapes_disagree_is_refused_before_allocating(tmp_
     with safe_open(str(p), framework="pt") as f:
         meta = dict(f.metadata())
     meta["shapes"] = json.dumps({"a": {"in_features": 4, "out_features": 60000}})
+    meta["resized"] = json.dumps({"a": {"in_features": 4, "out_features": 6}})   # (resized by shrink from 6)
     save_file(load_file(str(p)), str(tmp_path / "huge.safetensors"), metadata=meta)
     with pytest.raises(E, match="its metadata describes tensors other than those it stores"):
+        shrinknet.load_model(tmp_path / "huge.safetensors", template=Net())
+    meta["resized"] = "{}"                               # not resized: the template must have it as it is
+    save_file(load_file(str(p)), str(tmp_path / "huge.safetensors"), metadata=meta)
+    with pytest.raises(E, match="template: its layer 'a' has out_features=6, but .* with out_features=60000 there"):
         shrinknet.load_model(tmp_path / "huge.safetensors", template=Net())
 
 
@@ -250,16 +314,22 @@ CLI = [
     ("a cuda device on a CPU machine", ["prune", "{model}", "--data", "digits", "--device", "tpu", "--out", "{tmp}/o"],
      "device: expected a torch device"),
     ("unknown experiment", ["reproduce", "mnist-9x9", "--out", "{tmp}/r"], "unknown experiment 'mnist-9x9'"),
+    ("the meta device", ["prune", "{model}", "--data", "digits", "--device", "meta", "--out", "{tmp}/o"],
+     "device: expected a device that computes"),
+    ("shrink on the meta device", ["shrink", "{model}", "--data", "digits", "--fraction", "0.5", "--device", "meta",
+                                   "--out", "{tmp}/o"], "device: expected a device that computes"),
+    ("an empty --out", ["prune", "{model}", "--data", "digits", "--out", ""], "--out: expected a folder path, got ''"),
 ]
 
 
 @pytest.mark.parametrize("argv, match", [c[1:] for c in CLI], ids=[c[0] for c in CLI])
-def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, model_file, capsys, argv, match):
+def test_cli_bad_input_is_one_line_and_exit_code_2(tmp_path, model_file, capsys, monkeypatch, argv, match):
     argv = [a.format(model=model_file, tmp=tmp_path) for a in argv]
+    monkeypatch.chdir(tmp_path)                                                  # (an empty --out is here)
     assert main(["--quiet", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("shrinknet: error: ") and err.count("\n") == 1 and match in err, err
-    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()     # nothing left behind
+    assert list(tmp_path.iterdir()) == []                                        # nothing left behind
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
@@ -361,3 +431,54 @@ def test_free_memory_is_read_from_meminfo_and_the_cgroup(tmp_path):
     (cg / "memory.max").write_text("max\n")                                  # no limit
     assert available(proc=tmp_path / "proc", cgroup=cg) == 800 * 1024
     assert available(proc=tmp_path / "none", cgroup=tmp_path / "none") is None
+
+
+# ---- models in the forms users have them: each once gave a raw traceback --------------------------------
+@pytest.mark.parametrize("criterion", ["taylor2", "fisher", "brute-force"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_is_pruned_on_a_float32_copy(dtype, criterion):
+    """bfloat16 / float16 models and inputs: the working copy is the model's exact float32 copy, so every
+    decision and error is that of pruning model.float() on X.float(); the result's model is in the model's
+    dtype (once 'TypeError: Got unsupported ScalarType BFloat16' from the ranking)."""
+    net, x = _cnn().to(dtype), XC.to(dtype)
+    f32 = copy.deepcopy(net).float()                     # (Module.float() converts in place)
+    res = shrinknet.prune(net, x, YC, criterion, stop=3)
+    ref = shrinknet.prune(f32, x.float(), YC, criterion, stop=3)
+    assert res.removed == ref.removed and len(res.removed) == 3
+    assert res.errors == ref.errors and res.initial_error == ref.initial_error
+    assert res.model.gates[0].dtype == dtype and next(net.parameters()).dtype == dtype
+    scores = shrinknet.score(net, x, YC, criterion)
+    want = shrinknet.score(f32, x.float(), YC, criterion)
+    assert all(np.array_equal(a, b) for a, b in zip(scores, want))
+    assert shrinknet.evaluate(net, x, YC) == shrinknet.evaluate(f32, x.float(), YC)
+    assert next(net.parameters()).dtype == dtype
+
+
+def test_a_half_precision_mlp_is_pruned_on_a_float32_copy():
+    seq = nn.Sequential(nn.Linear(4, 5), nn.Sigmoid(), nn.Linear(5, 3)).bfloat16()
+    res = shrinknet.prune(seq, X.bfloat16(), T, "taylor2", stop=2)
+    ref = shrinknet.prune(copy.deepcopy(seq).float(), X.bfloat16().float(), T, "taylor2", stop=2)
+    assert res.removed == ref.removed and res.errors == ref.errors
+
+
+def test_a_compiled_model_is_pruned_as_the_module_it_wraps():
+    """torch.compile's OptimizedModule: the working copy is made from its _orig_mod (taylor2's second
+    backward pass once failed with 'compiled with non-empty donated buffers'); also a compiled part."""
+    net = _cnn()
+    ref = shrinknet.prune(net, XC, YC, "taylor2", stop=3)
+    res = shrinknet.prune(torch.compile(net), XC, YC, "taylor2", stop=3)
+    assert res.removed == ref.removed and res.errors == ref.errors and res.unit_names == ["0", "3"]
+    small = shrinknet.shrink(torch.compile(net), res)
+    assert type(small) is nn.Sequential and torch.equal(small(XC), shrinknet.shrink(net, ref)(XC))
+    assert shrinknet.GatedModel(torch.compile(net), None, XC[:1]).unit_names == ["0", "3"]
+
+    class Outer(nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x)
+    part = shrinknet.prune(Outer(torch.compile(net)), XC, YC, "taylor2", stop=3)
+    assert part.removed == ref.removed and part.unit_names == ["body.0", "body.3"]
+    assert torch.equal(shrinknet.shrink(Outer(torch.compile(net)), part)(XC), shrinknet.shrink(net, ref)(XC))

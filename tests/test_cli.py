@@ -210,6 +210,9 @@ def test_bad_numbers_on_the_command_line_are_refused_before_work(args, match, tm
     (["lenet-table", "--out", "a_file/table.md"], "--out: expected a path under a folder, but a_file is a file"),
     (["reproduce", "cos-2x10", "--quick", "--out", "r", "--report", "a_dir"],
      "--report: expected a file name, got the existing folder a_dir"),
+    (["shrink", "m.safetensors", "--fraction", "0.5", "--out", ""], "--out: expected a folder path, got ''"),
+    (["train", "--data", "diamond", "--out", " "], "--out: expected a file path, got ' '"),
+    (["reproduce", "cos-2x10", "--quick", "--out", "r", "--report", ""], "--report: expected a file path, got ''"),
 ])
 def test_outputs_are_checked_before_any_work(args, match, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -250,3 +253,47 @@ def test_a_second_run_into_the_same_out_folder_is_refused_while_the_first_runs(t
         os.close(fd)
     assert main(["--quiet", "prune", str(model), "--data", "diamond", "--fraction", "0.5", "--out", str(out)]) == 0
     assert (out / "result.json").is_file()
+
+
+def _cnn_data(tmp_path):
+    import numpy as np
+    import torch
+
+    import shrinknet
+    from tests.conftest import tiny_cnn
+    g = np.random.default_rng(0)
+    y = g.integers(0, 4, 60)
+    np.savez(tmp_path / "d.npz", X_train=g.normal(size=(40, 64)), T_train=np.eye(4)[y[:40]],
+             X_test=g.normal(size=(20, 64)), T_test=np.eye(4)[y[40:]])
+    return shrinknet.save_model(tiny_cnn().float(), tmp_path / "cnn.safetensors", example_input=torch.zeros(1, 1, 8, 8))
+
+
+def test_a_second_shrink_into_the_same_out_removes_what_the_first_wrote_and_it_does_not(tmp_path, monkeypatch,
+                                                                                         capsys):
+    import shrinknet
+    model, out = _cnn_data(tmp_path), tmp_path / "so"
+    args = ["--quiet", "shrink", str(model), "--data", str(tmp_path / "d.npz"), "--criterion", "taylor1", "--out",
+            str(out)]
+    out.mkdir()
+    (out / "small.onnx").write_text("the first run's 70 hidden units")      # as a run with --onnx left it
+    (out / "notes.txt").write_text("mine")
+    _blocked(monkeypatch, "onnx", "onnxscript")                               # this run writes no ONNX file
+    assert main([*args, "--fraction", "0.4"]) == 0
+    assert "removed the earlier run's small.onnx" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "report.json", "result.json", "small.safetensors",
+                                                     "steps.csv"]                # the user's own file stays
+    small = shrinknet.load_model(out / "small.safetensors")
+    assert small[0].out_channels + small[4].out_channels + small[9].out_features == 9
+
+
+def test_a_prune_without_matplotlib_removes_the_curves_of_an_earlier_run(tmp_path, monkeypatch, capsys):
+    model = tmp_path / "m.safetensors"
+    assert main(["--quiet", "train", "--data", "diamond", "--hidden", "6", "--epochs", "2", "--out", str(model)]) == 0
+    out = tmp_path / "pruned"
+    args = ["--quiet", "prune", str(model), "--data", "diamond", "--criterion", "taylor1", "--out", str(out)]
+    assert main([*args, "--n-neurons", "1"]) == 0 and (out / "curves.png").is_file()
+    _blocked(monkeypatch, "matplotlib", "matplotlib.figure")
+    assert main([*args, "--n-neurons", "2"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["pruned.safetensors", "result.json", "steps.csv"]
+    assert "removed the earlier run's curves.png" in capsys.readouterr().out
+    assert len(json.loads((out / "result.json").read_text())["removed"]) == 2

@@ -115,3 +115,32 @@ def test_bad_keep_is_named(keep, message):
 def test_example_input_is_needed_for_a_plain_module():
     with pytest.raises(ShrinkNetError, match="example_input"):
         shrink(tiny_cnn(), {"0": [0]})
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_precision_model_shrinks_in_its_own_dtype(dtype):
+    """Removal only selects rows and columns, so the smaller model is exactly the float32 one's, in the
+    model's dtype; the check against the gated model compares float32 copies (in half precision it would
+    see rounding as a difference)."""
+    import copy
+    net, (X, _) = tiny_cnn().to(dtype), image_data()
+    keep = {"0": [0, 3], "4": [1, 2, 4], "9": [0, 1, 5]}
+    small = shrink(net, keep, X[:1])
+    want = shrink(copy.deepcopy(net).float(), keep, X[:1].float())
+    assert {p.dtype for p in small.parameters()} == {dtype}
+    assert all(torch.equal(a.float(), b) for a, b in zip(small.state_dict().values(), want.state_dict().values()))
+    assert (small[0].out_channels, small[4].out_channels, small[9].out_features) == (2, 3, 3)
+    assert next(net.parameters()).dtype == dtype and net[0].out_channels == 4        # untouched
+
+
+def test_shrink_records_the_layers_it_resized_and_a_second_shrink_adds_to_them():
+    X, _ = image_data()
+    small = shrink(tiny_cnn(), {"0": [0, 3]}, X[:1])
+    # the conv, its BatchNorm and the consumer conv, with their shapes before
+    assert small.shrinknet_resized == {"0": {"in_channels": 1, "out_channels": 4}, "1": {"num_features": 4},
+                                       "4": {"in_channels": 4, "out_channels": 5}}
+    smaller = shrink(small, {"9": [1, 2]}, X[:1])
+    assert smaller.shrinknet_resized == {**small.shrinknet_resized, "9": {"in_features": 20, "out_features": 6},
+                                         "11": {"in_features": 6, "out_features": 4}}
+    again = shrink(smaller, {"0": [1]}, X[:1])
+    assert again.shrinknet_resized["0"] == {"in_channels": 1, "out_channels": 4}      # the first shape stays

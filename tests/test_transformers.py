@@ -714,6 +714,81 @@ def test_a_shrunk_transformer_saves_and_loads_into_a_fresh_template(kind, tmp_pa
     assert _ffn_sizes(kind, template, names[1])[0] == FFN                      # the template is untouched
 
 
+def test_a_shrunk_gpt2_keeps_its_output_layer_tied_to_the_embedding_through_a_file(tmp_path):
+    """The embedding is stored once and tied again, so a step of training moves both as in the model saved
+    (files once held it twice and loaded it untied: 2,048 more parameters here, and training diverged)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    model = gpt2()
+    ids, y = lm_data()
+    small = shrink(model, shrinknet.prune(model, ids, y, "l1-out", units=["heads", "ffn"], stop=Stop(n_neurons=5)))
+    path = shrinknet.save_model(small, tmp_path / "small.safetensors", example_input=ids[:1])
+    with safe_open(str(path), framework="pt") as f:
+        assert "lm_head.weight" not in f.keys() and "transformer.wte.weight" in f.keys()
+        meta = dict(f.metadata())
+    tensors = load_file(str(path))
+    tensors["lm_head.weight"] = tensors["transformer.wte.weight"].clone()     # a file written before: twice
+    save_file(tensors, str(tmp_path / "old.safetensors"),
+              metadata={k: v for k, v in meta.items() if k not in ("tied", "resized", "config", "sha256")})
+    for file in (path, tmp_path / "old.safetensors"):
+        back = shrinknet.load_model(file, template=transformers.GPT2LMHeadModel(model.config))
+        assert back.lm_head.weight is back.transformer.wte.weight
+        assert sum(p.numel() for p in back.parameters()) == sum(p.numel() for p in small.parameters())
+        assert torch.equal(logits(back, ids), logits(small, ids))
+        trained = [copy.deepcopy(small), back]
+        for m in trained:                      # one step of SGD on the same loss (eval mode: no dropout)
+            out = m(ids).logits
+            F.cross_entropy(out.reshape(-1, VOCAB), y.reshape(-1), ignore_index=-100).backward()
+            with torch.no_grad():
+                for p in m.parameters():
+                    p -= 0.1 * p.grad
+        assert torch.allclose(trained[1].lm_head.weight, trained[0].lm_head.weight, rtol=0, atol=1e-6)
+        assert not torch.equal(trained[1].lm_head.weight, small.lm_head.weight)
+
+
+def test_a_template_whose_config_has_other_sizes_is_refused(tmp_path):
+    """A 3-label BERT's file into a 2-label template: refused naming num_labels (it once loaded with a
+    3-output classifier beside config.num_labels 2); without the config recorded, the classifier's shape."""
+    from safetensors.torch import load_file, save_file
+    model = bert()
+    X, y = bert_data()
+    small = shrink(model, shrinknet.prune(model, X, y, "l1-out", units=["heads"], stop=2))
+    path = shrinknet.save_model(small, tmp_path / "small.safetensors")
+    other = copy.deepcopy(model.config)
+    other.num_labels = 2
+    with pytest.raises(ShrinkNetError, match="template: its config has num_labels=2, but .* was saved from a model "
+                                             "with num_labels=3; expected a template made from the saved model's"):
+        shrinknet.load_model(path, template=transformers.BertForSequenceClassification(other))
+    meta = {k: v for k, v in shrinknet.saving.read_meta(path).items() if k != "config"}
+    save_file(load_file(str(path)), str(tmp_path / "no-config.safetensors"), metadata=meta)
+    with pytest.raises(ShrinkNetError, match="template: its layer 'classifier' has out_features=2, but .* with "
+                                             "out_features=3 there"):
+        shrinknet.load_model(tmp_path / "no-config.safetensors", template=transformers.BertForSequenceClassification(other))
+    wider = copy.deepcopy(model.config)
+    wider.vocab_size = VOCAB + 10
+    with pytest.raises(ShrinkNetError, match=f"template: its config has vocab_size={VOCAB + 10}"):
+        shrinknet.load_model(path, template=transformers.BertForSequenceClassification(wider))
+    back = shrinknet.load_model(path, template=transformers.BertForSequenceClassification(model.config))
+    assert torch.equal(logits(back, X), logits(small, X))
+
+
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_a_bfloat16_transformer_is_pruned_in_float32_and_shrunk_in_bfloat16(kind):
+    """How most transformers are stored: every decision is that of the model's exact float32 copy; the
+    smaller model is in bfloat16, equal to the float32 copy's smaller model rounded back (exactly)."""
+    spec = MODELS[kind]
+    model = spec["make"]().bfloat16()
+    X, y = spec["data"]()
+    f32 = copy.deepcopy(model).float()
+    units, stop = ["heads", *spec["ffn"]], Stop(n_neurons=4)
+    res = shrinknet.prune(model, X, y, "taylor2", units=units, stop=stop)
+    ref = shrinknet.prune(f32, X, y, "taylor2", units=units, stop=stop)
+    assert res.removed == ref.removed and res.errors == ref.errors
+    small, want = shrink(model, res), shrink(f32, ref)
+    assert {p.dtype for p in small.parameters()} == {torch.bfloat16}
+    assert all(torch.equal(a.float(), b) for a, b in zip(small.state_dict().values(), want.state_dict().values()))
+
+
 # ---- regressions: copies of a gated transformer must not carry the gate pre-hooks ---------------------
 # (GatedModel.bare_copy() once stripped _forward_hooks only, so a clone, a pickle, shrink(gated_model)
 # and a prune result's .model were still gated by the original's pre-hooks on heads / FFN consumers)

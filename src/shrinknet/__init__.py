@@ -10,7 +10,7 @@
     >>> small = shrinknet.shrink(net, result)       # physically smaller, same outputs as the gated net
 """
 from . import _threads  # noqa: F401  (first: sets OpenMP's waiting policy before torch loads)
-from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError
+from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, ShrinkNetWriteError
 from ._version import __version__
 from .compare import CompareResult, compare, compare_criteria
 from .context import PruningContext, evaluate
@@ -26,7 +26,7 @@ from .stats import ModelStats, ShrinkReport, compare_models, model_stats
 from .surgery import shrink
 
 __all__ = ["CompareResult", "Criterion", "Gated", "GatedModel", "MLP", "MissingDependencyError", "ModelStats",
-           "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkReport", "Stop", "UnitCost",
-           "available_criteria", "backend", "compare", "compare_criteria", "compare_models", "describe_criteria",
-           "evaluate", "export_onnx", "load_model", "model_stats", "prune", "register_criterion", "save_model", "score",
-           "shrink", "unit_costs"]
+           "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkNetWriteError",
+           "ShrinkReport", "Stop", "UnitCost", "available_criteria", "backend", "compare", "compare_criteria",
+           "compare_models", "describe_criteria", "evaluate", "export_onnx", "load_model", "model_stats", "prune",
+           "register_criterion", "save_model", "score", "shrink", "unit_costs"]

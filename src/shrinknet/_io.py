@@ -6,17 +6,31 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._validation import ShrinkNetError
+from ._validation import ShrinkNetError, ShrinkNetWriteError, check_path
+
+
+def check_target(path, name: str = "path") -> Path:
+    """``path`` as a Path to write a file to, refusing up front what could never be one: not a path,
+    or an existing folder."""
+    path = check_path(path, name)
+    if path.is_dir():
+        raise ShrinkNetWriteError(f"{name}: expected a file name, got the existing folder {path}")
+    return path
 
 
 @contextmanager
 def atomic_target(path, durable: bool = False):
     """Yield a temporary path beside `path`; on success it replaces `path`, else it is removed.
     ``durable``: the file's bytes reach the disk (fsync) before the rename, so a power loss after it
-    cannot leave an empty file under the name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    cannot leave an empty file under the name. A path that cannot be written (a folder, a place where
+    no file can be made) raises :class:`ShrinkNetWriteError` before anything is written."""
+    path = check_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:                  # read-only or pseudo file systems (procfs), a file as a parent, ...
+        raise ShrinkNetWriteError(f"path: expected a file in a folder this user can write to, got {path} "
+                                  f"({e.strerror or type(e).__name__})") from None
     os.close(fd)
     try:
         yield tmp

@@ -24,6 +24,14 @@ class ShrinkNetFileNotFoundError(ShrinkNetError, FileNotFoundError):
     """
 
 
+class ShrinkNetWriteError(ShrinkNetError, OSError):
+    """A file shrinknet was asked to write cannot be written there (the path is a folder, or its
+    place is read-only); nothing was written.
+
+    Both a :class:`ShrinkNetError` and the standard :class:`OSError`.
+    """
+
+
 class MissingDependencyError(ShrinkNetError, ImportError):
     """An optional package a call needs is not installed; the message says which extra to install.
 
@@ -84,6 +92,15 @@ def all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
+def check_path(path, name: str = "path"):
+    """``path`` as a :class:`pathlib.Path`: a non-empty str or os.PathLike."""
+    import os
+    from pathlib import Path
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
+        raise ShrinkNetError(f"{name}: expected a file path (a str or pathlib.Path), got {path!r}"[:200])
+    return Path(path)
+
+
 def as_tensor(a, name: str, dtype=torch.float32, device=None) -> torch.Tensor:
     """Convert an array-like to a float tensor, refusing empty or non-finite data."""
     if a is None:
@@ -95,6 +112,8 @@ def as_tensor(a, name: str, dtype=torch.float32, device=None) -> torch.Tensor:
     if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64,
                                                    torch.uint8, torch.bool)):
         raise ShrinkNetError(f"{name}: expected a numeric array, got dtype {t.dtype}")
+    if t.is_meta:
+        raise ShrinkNetError(f"{name}: expected values, got a tensor on the meta device (shapes without values)")
     t = t.to(dtype=dtype, device=device)
     if t.numel() == 0:
         raise ShrinkNetError(f"{name}: expected a non-empty array, got shape {tuple(t.shape)}")
@@ -200,6 +219,9 @@ def check_device(device, name: str = "device"):
         d = torch.device(device)
     except (RuntimeError, TypeError):
         raise ShrinkNetError(f"{name}: expected a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if d.type == "meta":
+        raise ShrinkNetError(f"{name}: expected a device that computes, such as 'cpu' or 'cuda', got {device!r} "
+                             f"(meta tensors have shapes but no values)")
     if d.type == "cuda" and not torch.cuda.is_available():
         raise ShrinkNetError(f"{name}: expected a device this machine has, got {device!r}, but torch sees no CUDA "
                              f"GPU here (torch.cuda.is_available() is False); use 'cpu'")
@@ -209,3 +231,48 @@ def check_device(device, name: str = "device"):
         raise ShrinkNetError(f"{name}: expected a device this machine has, got {device!r} "
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return d
+
+
+#: dtypes a model may be stored in that shrinknet computes in float32 (the oracle's kernel, the
+#: closed-form derivatives and NumPy take float32 and float64 only; half precision would also round
+#: the small changes in error that the criteria compare)
+HALF = (torch.float16, torch.bfloat16)
+
+
+def working_dtype(model, dtype=None):
+    """The dtype to compute in: ``dtype`` where given (checked), else the model's (its first floating
+    parameter's), float32 for a bfloat16 / float16 model, float32 for one without parameters."""
+    if dtype is not None:
+        return check_dtype(dtype)
+    p = next((t for t in model.parameters() if t.is_floating_point()), None)
+    return torch.float32 if p is None or p.dtype in HALF else p.dtype
+
+
+def unwrap_compiled(model):
+    """The module that ``torch.compile`` wrapped (an OptimizedModule's ``_orig_mod``), which shrinknet
+    copies and gates itself; any other model as it is."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None),
+                                                                   torch.nn.Module):
+        model = model._orig_mod
+    return model
+
+
+def strip_compiled(model):
+    """``model`` with every ``torch.compile``'d submodule replaced, in place, by the module it wraps;
+    for shrinknet's own copies (a compiled backward cannot be taken twice, as second-order criteria do)."""
+    for name, child in list(model.named_children()):
+        inner = unwrap_compiled(child)
+        if inner is not child:
+            setattr(model, name, inner)
+        strip_compiled(inner)
+    return model
+
+
+def check_materialized(model, name: str = "model") -> None:
+    """Refuse a model with a parameter or buffer on the meta device (shapes without values, e.g. one
+    built under ``torch.device("meta")`` or by ``init_empty_weights`` and never loaded)."""
+    for n, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_meta:
+            raise ShrinkNetError(f"{name}: expected weights with values, got {n} on the meta device (shapes without "
+                                 f"values): load the weights first, e.g. model.to_empty(device='cpu') then "
+                                 f"load_state_dict(...)")

@@ -234,6 +234,8 @@ def cmd_prune(a, progress: bool) -> None:
         if no_plot is None:
             plots.plot_curves([r], out / "curves.png", title=f"{a.criterion} ({a.schedule}) on {d.name}")
         r.apply(m).save(out / "pruned.safetensors")
+        gone = _drop_stale(out, "prune", ["result.json", "steps.csv", "pruned.safetensors"]
+                           + (["curves.png"] if no_plot is None else []))
     acc = (f", accuracy {r.initial_accuracy:.4f} -> {r.accuracies[-1] if r.accuracies else r.initial_accuracy:.4f}"
            if r.accuracies is not None else "")
     last = r.errors[-1] if r.errors else r.initial_error
@@ -244,7 +246,7 @@ def cmd_prune(a, progress: bool) -> None:
           + "".join(f"kept {name}: {len(kept)} of {size}\n"              # as shrink's report words it
                     for (name, kept), size in zip(r.keep_by_name().items(), r.hidden_sizes)) + f"wrote {out}/ "
           + ("(result.json, steps.csv, curves.png, pruned.safetensors)" if no_plot is None else
-             f"(result.json, steps.csv, pruned.safetensors; no curves.png: {no_plot})"))
+             f"(result.json, steps.csv, pruned.safetensors; no curves.png: {no_plot})") + _removed(gone))
 
 
 def cmd_shrink(a, progress: bool) -> None:
@@ -292,12 +294,14 @@ def cmd_shrink(a, progress: bool) -> None:
         files = save_shrunk(small, out, Xtr[:1], report, onnx=a.onnx)
         r.save_json(out / "result.json")
         r.save_csv(out / "steps.csv")
-    files = ", ".join(files + ["result.json", "steps.csv"])
+        files += ["result.json", "steps.csv"]
+        gone = _drop_stale(out, "shrink", files)
+    files = ", ".join(files)
     if r.resumed_steps:
         print(f"resumed: {r.resumed_steps} steps replayed from the interrupted run's {out}/.partial")
     print(f"removed {r.n_removed} of {r.initially_active} units with {a.criterion} ({a.schedule}; {r.stop_reason}) "
           f"in {r.seconds:.1f}s, no retraining\n{report}\n(accuracy on the {len(Xte)} test samples)\n"
-          f"wrote {out}/ ({files})")
+          f"wrote {out}/ ({files}){_removed(gone)}")
 
 
 def cmd_compare(a, progress: bool) -> None:
@@ -309,9 +313,30 @@ def cmd_compare(a, progress: bool) -> None:
     with resumable(a.out, "shrinknet compare") as partial:
         res = compare(m, d.X_train, d.T_train, a.criteria, a.loss, steps=a.steps, test=(d.X_test, d.T_test),
                       compensation=a.compensation, device=a.device, progress=progress, checkpoint=partial)
-        files = res.save(a.out)
+        files = [Path(f).name for f in res.save(a.out)]
+        gone = _drop_stale(Path(a.out), "compare", files)
     print(_text_table(res.summary_rows()))
-    print(f"wrote {Path(a.out)}/ ({', '.join(Path(f).name for f in files)}) in {res.seconds:.1f}s")
+    print(f"wrote {Path(a.out)}/ ({', '.join(files)}) in {res.seconds:.1f}s{_removed(gone)}")
+
+
+#: the files each command may write into its --out folder, with or without options and optional packages
+_FILES = {"prune": ("result.json", "steps.csv", "curves.png", "pruned.safetensors"),
+          "shrink": ("small.safetensors", "report.json", "small.onnx", "result.json", "steps.csv"),
+          "compare": ("compare.csv", "paths.csv", "summary.csv", "compare.png", "paths.png")}
+
+
+def _drop_stale(out: Path, cmd: str, written) -> list[str]:
+    """Remove the files an earlier run of ``cmd`` left in ``out`` that this run did not write (the
+    small.onnx of a run with --onnx, a curves.png from when matplotlib was installed), so that the
+    folder holds one run's outputs; called once this run's files are written. Other files are left."""
+    gone = [name for name in _FILES[cmd] if name not in written and (out / name).is_file()]
+    for name in gone:
+        (out / name).unlink()
+    return gone
+
+
+def _removed(gone: list[str]) -> str:
+    return f"; removed the earlier run's {', '.join(gone)}" if gone else ""
 
 
 def _text_table(rows: list[dict]) -> str:
@@ -333,6 +358,8 @@ def check_output(path, kind: str, option: str = "--out") -> None:
     expected or the reverse, or a place this user cannot write to (probed with a temporary file,
     removed at once; a folder that does not exist yet is not created here)."""
     import tempfile
+    if not str(path).strip():
+        raise ShrinkNetError(f"{option}: expected a {'folder' if kind == 'dir' else 'file'} path, got {path!r}")
     p = Path(path)
     if kind == "dir" and p.exists() and not p.is_dir():
         raise ShrinkNetError(f"{option}: expected a folder, got the existing file {p}")
@@ -434,7 +461,7 @@ def main(argv=None) -> int:
         if a.cmd in _OUTPUTS:                          # checked before the work, not after it
             dest, kind = _OUTPUTS[a.cmd]
             check_output(getattr(a, dest), kind)
-            if a.cmd == "reproduce" and a.report:
+            if a.cmd == "reproduce" and a.report is not None:
                 check_output(a.report, "file", "--report")
             if kind == "dir":                          # (one file is written whole, by a rename, anyway)
                 lock = _only_run_in(getattr(a, dest))

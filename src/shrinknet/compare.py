@@ -23,7 +23,7 @@ import torch
 
 from . import _progress, plots
 from ._io import write_text
-from ._validation import MissingDependencyError, ShrinkNetError, require
+from ._validation import MissingDependencyError, ShrinkNetError, check_path, require
 from .checkpoint import Checkpoint, data_digest, digest
 from .context import PruningContext
 from .criteria import check_scores, get_criterion, ranked
@@ -74,7 +74,7 @@ class CompareResult:
 
     def save(self, out) -> list[Path]:
         """compare.csv, paths.csv, summary.csv and, where matplotlib is installed, compare.png and paths.png."""
-        out = Path(out)
+        out = check_path(out, "out")
         files = [_write_csv(out / "compare.csv", self.rows), _write_csv(out / "paths.csv", self.path_rows()),
                  _write_csv(out / "summary.csv", self.summary_rows())]
         try:

@@ -23,7 +23,8 @@ from . import inputs as batch
 from . import losses
 from .activations import output_activation as check_output
 from .derivatives import samples_per_pass
-from ._validation import ShrinkNetError, check_device, check_dtype, check_targets
+from ._validation import (HALF, ShrinkNetError, check_device, check_dtype, check_materialized, check_targets,
+                          strip_compiled, unwrap_compiled, working_dtype)
 from .evaluators import Evaluator, evaluator_for
 from .gating import Gated, GatedModel
 from .metrics import error_and_accuracy, has_classes, outputs
@@ -41,8 +42,15 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
     An :class:`MLP` (or an ``nn.Sequential`` of Linear layers and one activation, read as one) gives
     an MLP; a :class:`GatedModel` a copy of it; any other ``nn.Module`` a :class:`GatedModel` with
     gates on ``units``, traced on ``example_input`` (a batch the model takes; ``name`` names it in
-    errors). This is the one place that looks at what kind of model it was given."""
+    errors). This is the one place that looks at what kind of model it was given.
+
+    The copy computes in ``dtype``, by default the model's own, but float32 for a bfloat16 / float16
+    model (inputs converted too); a ``torch.compile``'d model is copied from the module it wraps."""
     dtype, device = check_dtype(dtype), check_device(device)
+    if isinstance(model, nn.Module):
+        model = unwrap_compiled(model)
+        check_materialized(model)
+        dtype = working_dtype(model, dtype)
     if isinstance(model, Gated):
         own = isinstance(model, GatedModel)
         if units is not None and (not own or list(units) != model.unit_names):
@@ -52,8 +60,7 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
         if output_activation is not None and output_activation != model.output_activation:
             raise ShrinkNetError(f"output_activation: a {type(model).__name__} has its own; expected None, got "
                                  f"{output_activation!r}")
-        p = next(iter(model.parameters()), None)
-        return model.clone(dtype=dtype or (p.dtype if p is not None else None), device=device).eval()
+        return model.clone(dtype=dtype, device=device).eval()
     if not isinstance(model, nn.Module):
         raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
     mlp = _as_mlp(model, units, output_activation, dtype)
@@ -63,11 +70,10 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
         raise ShrinkNetError(f"{name}: expected a batch the model accepts (a tensor, or a tuple or dict of tensors; "
                              f"one sample is enough), got None")
     p = next(iter(model.parameters()), None)
-    dtype = dtype or (p.dtype if p is not None else torch.float32)
     x = batch.check(example_input, name, dtype, device or (p.device if p is not None else None))
     if isinstance(x, torch.Tensor) and x.ndim < 2:
         raise ShrinkNetError(f"{name}: expected a batch of samples (N, ...), got shape {tuple(x.shape)}")
-    work = copy.deepcopy(model).to(dtype=dtype, device=device)
+    work = strip_compiled(copy.deepcopy(model)).to(dtype=dtype, device=device)
     return GatedModel(work, units, batch.take(x, slice(0, 1)), output_activation or "identity", copy=False)
 
 
@@ -356,7 +362,8 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
 
     ``model`` is an MLP (or nn.Sequential MLP), a GatedModel, or any nn.Module whose output the loss reads
     through ``output_activation`` (default identity: logits). ``loss`` None = cross-entropy for integer
-    labels, else SSE. ``X`` may be a DataLoader of (X, T) batches with ``T=None``. Under
+    labels, else SSE (a bfloat16 / float16 model is measured on a float32 copy, as :func:`prune` measures
+    it). ``X`` may be a DataLoader of (X, T) batches with ``T=None``. Under
     torch.distributed, the sums are over every rank's data. Nothing is kept on the model. ``progress``
     (a loader's batches): None shows a bar once the pass has run 2 s, True from the start, False never.
     Returns ``{"error", "accuracy" (or None), "n"}``."""
@@ -364,6 +371,11 @@ def evaluate(model, X, T, loss: str | None = None, *, output_activation: str | N
     with torch.inference_mode(False):
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected shrinknet.MLP or a torch nn.Module, got {type(model).__name__}")
+        model = unwrap_compiled(model)
+        check_materialized(model)
+        if any(p.dtype in HALF for p in model.parameters()):
+            # a bfloat16 / float16 model is measured in float32, as prune measures it (see as_gated)
+            model = model.clone(dtype=torch.float32) if isinstance(model, Gated) else copy.deepcopy(model).float()
         if batch.is_loader(X):
             if T is not None:
                 raise ShrinkNetError("T: expected None when X is a DataLoader (or re-iterable) of (X, T) batches, "

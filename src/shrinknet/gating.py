@@ -42,7 +42,7 @@ from torch import nn
 from . import blocks
 from . import inputs as batch
 from .activations import output_activation as check_output
-from ._validation import ShrinkNetError, all_finite, as_tensor
+from ._validation import ShrinkNetError, all_finite, as_tensor, check_materialized, strip_compiled, unwrap_compiled
 from .dependency import dependency_graph, group_of
 from .finding import (ACT_TYPES, NORM_TYPES, Unit, _check_batch_first, downstream_sizes, find_units,  # noqa: F401
                       plain_attention, rows_per_pass, traced_units)
@@ -167,13 +167,15 @@ class GatedModel(Gated):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+        model = unwrap_compiled(model)                 # (a compiled backward cannot be taken twice)
+        check_materialized(model)
         if example_input is None:
             raise ShrinkNetError("example_input: expected a batch the model accepts (a tensor, or a tuple or dict of "
                                  "tensors; one sample is enough), got None")
         p = next(iter(model.parameters()), None)
         dt = p.dtype if p is not None else torch.float32
         x = batch.check(example_input, "example_input", dt, p.device if p is not None else None)
-        self.model = (_copy.deepcopy(model) if copy else model).eval()
+        self.model = (strip_compiled(_copy.deepcopy(model)) if copy else model).eval()
         _replace_torch_attention(self.model)
         self.output_activation = check_output(output_activation)
         x = batch.take(x, slice(0, 1))

@@ -85,6 +85,8 @@ def _tensor(a, name, dtype, device) -> torch.Tensor:
         raise ShrinkNetError(f"{name}: expected a float, integer or boolean tensor, got dtype {t.dtype}")
     if t.ndim == 0 or t.numel() == 0:
         raise ShrinkNetError(f"{name}: expected a non-empty batch (N, ...), got shape {tuple(t.shape)}")
+    if t.is_meta:
+        raise ShrinkNetError(f"{name}: expected values, got a tensor on the meta device (shapes without values)")
     # uint8 is how images are stored: pixels take the model's dtype; other integers are ids and masks
     cast = t.is_floating_point() or t.dtype == torch.uint8
     t = t.to(dtype=dtype, device=device) if cast else t.to(device=device)

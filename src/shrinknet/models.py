@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_target
-from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, as_tensor, check_inputs
+from ._io import atomic_target, check_target
+from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, as_tensor, check_inputs, check_path
 from .activations import HIDDEN, apply_output
 from .activations import hidden_activation as _hidden_activation
 from .activations import output_activation as _check_output
@@ -237,7 +237,7 @@ class MLP(Gated):
         """Write to a .safetensors file (weights, biases, gates; no code). Atomic."""
         from safetensors.torch import save_file
 
-        path = Path(path)
+        path = check_target(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         _check_gates(tensors, f"model for {path}")
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "sizes": json.dumps(self.sizes),
@@ -252,7 +252,7 @@ class MLP(Gated):
         """Read a file written by :meth:`save`. Never unpickles."""
         from safetensors import safe_open
 
-        path = Path(path)
+        path = check_path(path)
         if not path.is_file():
             raise ShrinkNetFileNotFoundError(f"model file {path}: not found")
         try:

@@ -195,7 +195,8 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         module's name: its heads.
     output_activation : {"identity", "sigmoid", "softmax"}, optional
         For other models: what the loss applies to the model's output (default identity = logits).
-    dtype, device : torch dtype and device to compute in (default: the model's).
+    dtype, device : torch dtype and device to compute in (default: the model's; float32 for a bfloat16 /
+        float16 model, whose ``result.model`` is in its own dtype again).
     progress : bool or None
         A progress bar of the removals (on standard error): None (default) shows it once the run has
         taken 2 s, True from the start, False never.

@@ -12,7 +12,7 @@ import torch
 
 from ._io import write_text
 from .context import as_gated
-from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError
+from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, check_path
 
 
 @dataclass
@@ -136,7 +136,8 @@ class PruneResult:
     def load_json(cls, path) -> "PruneResult":
         """Read a result written by :meth:`save_json`; a missing file raises
         :class:`~shrinknet._validation.ShrinkNetFileNotFoundError` (a FileNotFoundError)."""
-        if not Path(path).is_file():
+        path = check_path(path)
+        if not path.is_file():
             raise ShrinkNetFileNotFoundError(f"result file {path}: not found")
         try:
             d = json.loads(Path(path).read_text())

@@ -9,6 +9,10 @@ description of every resized layer's shape (safetensors metadata; JSON, no code)
   made by the caller's own code, whose Linear / Conv2d / BatchNorm layers are resized to the
   stored shapes before the weights are loaded.
 
+Format version 2 also records which tensors are tied (stored once), the layers shrink resized with
+their shapes before, and a Hugging Face config's sizes; version 1 files (every tensor stored, nothing
+more recorded) still load, tied where the template ties two equal tensors.
+
 Loading never unpickles and never imports or runs code named in a file.
 
     >>> save_model(small, "small.safetensors", example_input=X[:1])
@@ -25,14 +29,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._io import atomic_target
+from ._io import atomic_target, check_target
 from ._validation import (MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, all_finite, as_tensor,
-                          require)
+                          check_materialized, check_path, require, unwrap_compiled)
 from .blocks import is_conv1d
 from .models import MLP, _digest
 
 FORMAT = "shrinknet-module"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 
 #: layer types a file may name, and the constructor arguments kept for each
 _LAYERS = {
@@ -91,7 +95,9 @@ def build(spec) -> nn.Module:
 _HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "all_head_size", "split_size")
 
 
-def _shapes(model: nn.Module) -> dict:
+def layer_shapes(model: nn.Module) -> dict:
+    """{module name: its shape attributes} for every module a shrink may resize (Linear, Conv2d,
+    BatchNorm, Conv1D, an attention module's head counts)."""
     out = {n: {a: getattr(m, a) for a in attrs} for n, m in model.named_modules()
            for t, attrs in _SHAPED.items() if type(m) is t}
     for n, m in model.named_modules():
@@ -116,15 +122,29 @@ def _swapped_attention(model: nn.Module) -> list[str]:
 def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     """Write ``model`` (any nn.Module, e.g. one :func:`shrinknet.shrink` returned) to a .safetensors
     file: its state dict and the shapes of its layers; atomic. ``example_input`` records the input
-    shape (used by the CLI)."""
+    shape (used by the CLI).
+
+    Tied tensors (a language model's embedding and output layer) are stored once and tied again on
+    load. The file also records the layers :func:`shrinknet.shrink` resized with their shapes before
+    (``shrinknet_resized``) and, for a Hugging Face model, its config's sizes: on load, a template
+    other than the original architecture is refused. A ``torch.compile``'d model is saved as the
+    module it wraps. ``path``: an existing folder, or a place where no file can be made, raises
+    :class:`~shrinknet._validation.ShrinkNetWriteError` before anything is written."""
     from safetensors.torch import save_file
     if isinstance(model, MLP):                     # the MLP's own file format (sizes and activations)
         return model.save(path)
     if not isinstance(model, nn.Module):
         raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
-    path = Path(path)
+    model = unwrap_compiled(model)
+    check_materialized(model)
+    path = check_target(path)
+    shapes, ties = layer_shapes(model), _ties(model)
+    resized = {n: v for n, v in getattr(model, "shrinknet_resized", {}).items() if n in shapes}
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "class": type(model).__name__,
-            "shapes": json.dumps(_shapes(model))}
+            "shapes": json.dumps(shapes), "tied": json.dumps(ties), "resized": json.dumps(resized)}
+    config = _config_sizes(model)
+    if config:
+        meta["config"] = json.dumps(config)
     swapped = _swapped_attention(model)
     if swapped:
         meta["multihead_attention"] = json.dumps(swapped)
@@ -135,9 +155,10 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
         meta["input_shape"] = json.dumps(list(torch.as_tensor(example_input).shape[1:]))
     tensors, seen = {}, set()
     for k, v in model.state_dict().items():
+        if k in ties:                                # stored once, under the name it was first reached by
+            continue
         v = v.detach().cpu().contiguous()
-        # tied weights (a language model's embedding and output layer) are stored once per name;
-        # loading into the template, whose modules share the tensor, ties them again
+        # other tensors sharing memory (views of one another) are stored apart: safetensors refuses shared memory
         tensors[k] = v.clone() if v.data_ptr() in seen else v
         seen.add(v.data_ptr())
     meta["sha256"] = _digest(tensors)                # checked on load: a changed byte is refused
@@ -149,7 +170,7 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
 def read_meta(path) -> dict:
     """The metadata of a model file (format, input_shape, ...), without loading the tensors."""
     from safetensors import safe_open
-    path = Path(path)
+    path = check_path(path)
     if not path.is_file():
         raise ShrinkNetFileNotFoundError(f"model file {path}: not found")
     try:
@@ -163,26 +184,48 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
     """Read a file written by :func:`save_model` (or an MLP file). Never unpickles.
 
     ``template``: an instance of the original architecture, needed unless the file describes the
-    whole model (an nn.Sequential of standard layers) or holds an MLP. It is not modified."""
+    whole model (an nn.Sequential of standard layers) or holds an MLP. It is not modified. It must
+    be the architecture the saved model was shrunk from: every layer as the file has it, or as it
+    was before shrink for the layers shrink resized (a file written before these were recorded: any
+    Linear / Conv2d / BatchNorm / attention layer may differ), and a Hugging Face template's config
+    gives the sizes of the saved model's; the error names the first layer or setting that differs.
+    Tensors tied in the saved model are tied again; each tensor keeps its stored precision."""
     from safetensors import safe_open
     meta = read_meta(path)
+    path = Path(path)
     if meta.get("format") == "shrinknet-mlp":
         return MLP.load(path)
     if meta.get("format") != FORMAT:
         raise ShrinkNetError(f"model file {path}: expected format {FORMAT!r} or 'shrinknet-mlp', "
                              f"got {meta.get('format')!r}")
-    if template is not None and not isinstance(template, nn.Module):
-        raise ShrinkNetError(f"template: expected a torch nn.Module, got {type(template).__name__}")
+    if template is not None:
+        if not isinstance(template, nn.Module):
+            raise ShrinkNetError(f"template: expected a torch nn.Module, got {type(template).__name__}")
+        template = unwrap_compiled(template)
+        check_materialized(template, "template")
     if template is None and "architecture" not in meta:
         raise ShrinkNetError(f"model file {path}: holds a {meta.get('class')!r}, which only loads into a "
                              f"template: pass template=<an instance of the original architecture>")
+    try:
+        shapes = json.loads(meta["shapes"])
+        tied = json.loads(meta["tied"]) if "tied" in meta else None
+        resized = json.loads(meta["resized"]) if "resized" in meta else None
+        config = json.loads(meta.get("config", "{}"))
+        if not all(isinstance(v, dict) for v in (shapes, {} if tied is None else tied, {} if resized is None else resized,
+                                                 config)):
+            raise ValueError("shapes, tied, resized or config is not a JSON object")
+    except (KeyError, ValueError, TypeError) as e:
+        raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
+    if template is not None:
+        _check_template(template, config, shapes, resized, path)
     with safe_open(str(path), framework="pt") as f:
         stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         # the model the metadata describes, built on the meta device (no memory), against the stored shapes:
         # a file whose metadata asks for huge layers is refused before anything that size is allocated
         try:
-            _check_shapes(_skeleton(meta, template, path), stored, path)
-        except (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+            _check_shapes(_skeleton(meta, template, path, tied), stored, path, tied or {}, template is not None,
+                          shapes)
+        except (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError, AttributeError) as e:
             if isinstance(e, ShrinkNetError):
                 raise
             raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
@@ -191,14 +234,20 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
         raise ShrinkNetError(f"model file {path}: its tensors do not match the checksum it was saved with (the file "
                              f"was changed or damaged after saving)")
     try:
-        shapes = json.loads(meta["shapes"])
         model = copy.deepcopy(template) if template is not None else build(json.loads(meta["architecture"]))
         floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
         if floats:
-            model = model.to(floats[0])                  # the file's precision, not the builder's default
+            model = model.to(max(set(floats), key=floats.count))   # the file's precision, not the builder's
         _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
         _resize(model, shapes, path)
-        model.load_state_dict(tensors, strict=True)
+        if tied is None:        # a file from before ties were recorded stores both: tie what the template ties
+            tied = {a: s for a, s in _ties(template if template is not None else model).items()
+                    if a in tensors and s in tensors and tensors[a].shape == tensors[s].shape
+                    and torch.equal(tensors[a], tensors[s])}
+        _tie(model, tied, path)
+        full = {**tensors, **{a: tensors[s] for a, s in tied.items()}}
+        _match_dtypes(model, full)                     # a mixed-precision model keeps each tensor's precision
+        model.load_state_dict(full, strict=True)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         if isinstance(e, ShrinkNetError):
             raise
@@ -206,12 +255,110 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
     for k, v in model.state_dict().items():
         if v.is_floating_point() and not all_finite(v):
             raise ShrinkNetError(f"model file {path}: parameter {k} has NaN/inf values")
+    if resized is None:         # not recorded: the layers that differ from the template's (without one: unknown)
+        own = layer_shapes(template) if template is not None else {}
+        resized = {n: own.get(n) for n, attrs in shapes.items() if own.get(n) != attrs}
+    model.shrinknet_resized = resized                 # what a save of this model records again
     return model.eval()
 
 
-def _skeleton(meta: dict, template, path) -> nn.Module:
+def _config_sizes(model) -> dict:
+    """The integer settings of a Hugging Face model's config (sizes, counts: not token ids), or {}."""
+    to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    if not callable(to_dict):
+        return {}
+    try:
+        d = to_dict()
+    except Exception:           # a config object of another library, whose to_dict needs arguments
+        return {}
+    out = {k: v for k, v in d.items() if type(v) is int and not k.endswith(("_id", "_ids"))}
+    if type(getattr(model.config, "num_labels", None)) is int:
+        out["num_labels"] = model.config.num_labels
+    return out
+
+
+def _check_template(template, saved: dict, shapes, resized, path) -> None:
+    """Refuse a template other than the architecture the saved model was shrunk from (its config's sizes,
+    a layer's shape: the file's, or for a layer shrink resized its shape before), from the metadata alone."""
+    have = _config_sizes(template)
+    for k in sorted(set(saved) & set(have)):
+        if saved[k] != have[k]:
+            raise ShrinkNetError(f"template: its config has {k}={have[k]}, but {path} was saved from a model with "
+                                 f"{k}={saved[k]}; expected a template made from the saved model's config")
+    if resized is None:         # a file from before the record: any layer may have been resized
+        return
+    own = layer_shapes(template)
+    for name in sorted(shapes):
+        attrs, mine = resized.get(name, shapes[name]), own.get(name)
+        if not isinstance(attrs, dict) or mine is None:
+            continue                    # (unknown; a layer the template lacks is named when the file is read)
+        differ = [a for a in attrs if a in mine and attrs[a] != mine[a]]
+        if differ:
+            a = differ[0]
+            raise ShrinkNetError(f"template: its layer {name!r} has {a}={mine[a]}, but {path} was saved from a model "
+                                 f"with {a}={attrs[a]} there" + (" (before shrink)" if name in resized else "")
+                                 + "; expected a template of the architecture the file was saved from")
+
+
+def _ties(model: nn.Module) -> dict:
+    """{state-dict name: the name first reached} for every parameter or buffer that is the same tensor
+    as an earlier one (tied weights)."""
+    keys, first, ties = set(model.state_dict(keep_vars=True)), {}, {}
+    for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        if n in keys:
+            if id(t) in first:
+                ties[n] = first[id(t)]
+            else:
+                first[id(t)] = n
+    return ties
+
+
+def _slot(model: nn.Module, name: str, path):
+    """(module, attribute, tensor, is a parameter) of a state-dict name."""
+    owner, _, leaf = str(name).rpartition(".")
+    try:
+        mod = model.get_submodule(owner) if owner else model
+    except AttributeError:
+        mod = None
+    if mod is not None and leaf in mod._parameters and mod._parameters[leaf] is not None:
+        return mod, leaf, mod._parameters[leaf], True
+    if mod is not None and leaf in mod._buffers and mod._buffers[leaf] is not None:
+        return mod, leaf, mod._buffers[leaf], False
+    raise ShrinkNetError(f"model file {path}: it ties {name!r}, which the model does not have")
+
+
+def _tie(model: nn.Module, tied: dict, path) -> None:
+    """Make ``model``'s ties those of the file: each alias the same tensor as its source, and tensors
+    the template shares but the file stores apart given their own."""
+    for alias, source in _ties(model).items():
+        if tied.get(alias) != source:
+            mod, leaf, t, param = _slot(model, alias, path)
+            own = t.detach().clone()
+            if param:
+                mod._parameters[leaf] = nn.Parameter(own, requires_grad=t.requires_grad)
+            else:
+                mod._buffers[leaf] = own
+    for alias, source in tied.items():
+        mod, leaf, t, param = _slot(model, alias, path)
+        _, _, s, sparam = _slot(model, source, path)
+        if param != sparam or t.shape != s.shape:
+            raise ShrinkNetError(f"model file {path}: it ties {alias!r} to {source!r}, but the model has them as "
+                                 f"{tuple(t.shape)} and {tuple(s.shape)}")
+        (mod._parameters if param else mod._buffers)[leaf] = s
+
+
+def _match_dtypes(model: nn.Module, tensors: dict) -> None:
+    """Give every floating tensor of ``model`` the precision of the stored one (in place: ties kept)."""
+    with torch.no_grad():
+        for n, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+            v = tensors.get(n)
+            if v is not None and v.is_floating_point() and t.is_floating_point() and v.dtype != t.dtype:
+                t.data = t.data.to(v.dtype)
+
+
+def _skeleton(meta: dict, template, path, tied) -> nn.Module:
     """The model the file's metadata describes (resized template or built architecture), with every
-    tensor on the meta device: shapes, no memory."""
+    tensor on the meta device: shapes, no memory; tied as the file says (where it says)."""
     if template is None:
         with torch.device("meta"):
             model = build(json.loads(meta["architecture"]))
@@ -223,16 +370,28 @@ def _skeleton(meta: dict, template, path) -> nn.Module:
         model = copy.deepcopy(template, memo)
     _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
     _resize(model, json.loads(meta["shapes"]), path)
+    if tied is not None:
+        _tie(model, tied, path)
     return model
 
 
-def _check_shapes(model: nn.Module, stored: dict, path) -> None:
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if want != stored:
-        diff = sorted(set(want.items()) ^ set(stored.items()), key=str)[:4]
-        raise ShrinkNetError(f"model file {path}: its metadata describes tensors other than those it stores (e.g. "
-                             + ", ".join(f"{k} {'described' if want.get(k) == v else 'stored'} as {v}" for k, v in diff)
-                             + ")")
+def _check_shapes(model: nn.Module, stored: dict, path, tied: dict, template: bool, shapes: dict) -> None:
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items() if k not in tied}
+    if want == stored:
+        return
+    diff = sorted(set(want.items()) ^ set(stored.items()), key=str)
+    own = [k for k, _ in diff if k.rpartition(".")[0] not in shapes]
+    if template and own:        # a tensor of a layer the file does not resize: the template is another model
+        k = own[0]
+        raise ShrinkNetError(f"template: its {k} " + (f"has shape {want[k]}, but {path} stores {stored[k]}"
+                                                      if k in want and k in stored else
+                                                      f"is not in {path}" if k in want else
+                                                      f"is missing ({path} stores it)")
+                             + "; expected a template of the architecture the file was saved from")
+    diff = diff[:4]
+    raise ShrinkNetError(f"model file {path}: its metadata describes tensors other than those it stores (e.g. "
+                         + ", ".join(f"{k} {'described' if want.get(k) == v else 'stored'} as {v}" for k, v in diff)
+                         + ")")
 
 
 def _swap_attention(model: nn.Module, names, path) -> None:
@@ -304,10 +463,12 @@ def export_onnx(model: nn.Module, path, example_input) -> Path:
     import logging
     import warnings
     check_onnx()
+    model = unwrap_compiled(model)
+    check_materialized(model)
     p = next(iter(model.parameters()), None)
     x = as_tensor(example_input, "example_input", p.dtype if p is not None else torch.float32)[:1]
     x = x.expand(2, *x.shape[1:]).contiguous()            # batch 2, so the batch size stays symbolic
-    path = Path(path)
+    path = check_target(path)
     m = copy.deepcopy(model).cpu().eval()
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -330,7 +491,7 @@ def save_shrunk(small: nn.Module, folder, example_input, report=None, onnx: bool
     """Write ``small.safetensors`` (with the input shape), ``report.json`` (a ShrinkReport, if given) and
     ``small.onnx`` into ``folder``; the names written. ``onnx``: True = required (an error without the
     packages), False = no ONNX file, None = where the packages are installed."""
-    folder = Path(folder)
+    folder = check_path(folder, "folder")
     save_model(small, folder / "small.safetensors", example_input=example_input)
     written = ["small.safetensors"]
     if report is not None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import inputs as batch_
 from ._io import write_text
-from ._validation import ShrinkNetError
+from ._validation import ShrinkNetError, check_materialized, unwrap_compiled
 from .finding import plain_attention
 from .metrics import accuracy_of, outputs
 from .results import PruneResult
@@ -86,6 +86,8 @@ def model_stats(model: nn.Module, example_input, *, data=None, batch: int = LATE
     """Parameters, FLOPs per sample, CPU latency (and accuracy on ``data=(X, y)``) of ``model``."""
     if not isinstance(model, nn.Module):
         raise ShrinkNetError(f"model: expected a torch nn.Module, got {type(model).__name__}")
+    model = unwrap_compiled(model)
+    check_materialized(model)
     p = next(iter(model.parameters()), None)
     dt, dev = (p.dtype, p.device) if p is not None else (torch.float32, None)
     x = batch_.check(example_input, "example_input", dt, dev)

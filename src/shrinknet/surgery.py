@@ -23,11 +23,12 @@ from torch import nn
 
 from . import blocks
 from . import inputs as batch
-from ._validation import ShrinkNetError
+from ._validation import HALF, ShrinkNetError, check_materialized, strip_compiled, unwrap_compiled
 from .dependency import dependency_graph, group_of, out_fn
 from .finding import find_units, plain_attention
 from .gating import Gated, GatedModel, _replace_torch_attention
 from .results import PruneResult
+from .saving import layer_shapes
 
 #: relative tolerance of the check that the shrunk model computes what the gated one does
 CHECK_RTOL = 1e-4
@@ -104,12 +105,19 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
 
     Returns
     -------
-    nn.Module of the model's own class (an MLP for an MLP), in the model's train / eval mode.
+    nn.Module of the model's own class (an MLP for an MLP), in the model's train / eval mode and
+    dtype (a bfloat16 / float16 model stays so; the check compares in float32). A ``torch.compile``'d
+    model gives the smaller module it wrapped (compile that again). The layers it resized, with their
+    shapes before, are in the new model's ``shrinknet_resized`` (what :func:`shrinknet.save_model`
+    records, so that loading refuses a template other than the original architecture).
     """
     if isinstance(keep, PruneResult) and keep.compensation != "none" and model is not keep.model:
         raise ShrinkNetError(f"model: this result removed units with compensation {keep.compensation!r}, which refit "
                              f"weights this model does not have; expected the result's own model: "
                              f"shrink(result.model, result)")
+    if isinstance(model, nn.Module):
+        model = unwrap_compiled(model)
+        check_materialized(model)
     with torch.inference_mode(False), torch.enable_grad():      # tracing the graph needs autograd
         if isinstance(model, Gated):
             if isinstance(keep, PruneResult) and list(keep.hidden_sizes) != list(model.hidden_sizes):
@@ -147,6 +155,8 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
                                p.device if p is not None else None), slice(0, 1))
     keep = _coerce_keep(keep, None)
     was_training = model.training
+    if any(unwrap_compiled(m) is not m for m in model.modules()):     # torch.compile'd parts: the modules they wrap
+        model = strip_compiled(copy.deepcopy(model))
     small = copy.deepcopy(model).eval()
     _replace_torch_attention(small)      # nn.MultiheadAttention's heads are tied to its width
     try:
@@ -175,11 +185,19 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
         graph.get_pruning_group(mods[u.name], out_fn(mods[u.name]), idxs=removed).prune()
     if check:
         _check(model, small, units, kept, x)
+    before, after = layer_shapes(model), layer_shapes(small)
+    # each resized layer's shape as it was first (an earlier shrink's record kept): what save_model writes
+    small.shrinknet_resized = {**{n: before.get(n) for n in after if after[n] != before.get(n)},
+                               **getattr(model, "shrinknet_resized", {})}
     return small.train(was_training)
 
 
 @torch.no_grad()
 def _check(model, small, units, kept, x):
+    if any(p.dtype in HALF for p in model.parameters()):
+        # half precision rounds to 3 significant digits, far coarser than the check's tolerance: float32 copies
+        model, small = copy.deepcopy(model).float(), copy.deepcopy(small).float()
+        x = batch.to(x, dtype=torch.float32)                    # (float inputs only: ids stay ids)
     gm = GatedModel(model, [u.name for u in units], x)
     for l, u in enumerate(units):
         g = torch.zeros(u.size, dtype=gm.gates[l].dtype)
