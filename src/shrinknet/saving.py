@@ -335,16 +335,16 @@ def _tie(model: nn.Module, tied: dict, path) -> None:
             mod, leaf, t, param = _slot(model, alias, path)
             own = t.detach().clone()
             if param:
-                mod._parameters[leaf] = nn.Parameter(own, requires_grad=t.requires_grad)
+                setattr(mod, leaf, nn.Parameter(own, requires_grad=t.requires_grad))
             else:
-                mod._buffers[leaf] = own
+                setattr(mod, leaf, own)              # (a buffer already: it stays one)
     for alias, source in tied.items():
         mod, leaf, t, param = _slot(model, alias, path)
         _, _, s, sparam = _slot(model, source, path)
         if param != sparam or t.shape != s.shape:
             raise ShrinkNetError(f"model file {path}: it ties {alias!r} to {source!r}, but the model has them as "
                                  f"{tuple(t.shape)} and {tuple(s.shape)}")
-        (mod._parameters if param else mod._buffers)[leaf] = s
+        setattr(mod, leaf, s)                    # a Parameter, or a tensor into the buffer slot
 
 
 def _match_dtypes(model: nn.Module, tensors: dict) -> None:
