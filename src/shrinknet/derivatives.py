@@ -143,7 +143,7 @@ def sampled_cotangents(z, T, output, loss, gen):
     if output == "identity":
         return v, None
     from torch.func import grad, jvp
-    hv = jvp(grad(lambda zz: losses.error(zz, T, output, loss)), (z,), (v,))[1]
+    hv = jvp(grad(lambda zz: losses.error(zz, T, output, loss)), (z.contiguous(),), (v,))[1]
     return v, hv
 
 
