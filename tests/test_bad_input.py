@@ -98,6 +98,22 @@ API = [
     ("a loader of single tensors", lambda: shrinknet.prune(_cnn(), _single_tensors(), None),
      "X: expected batches of \\(X, T\\) pairs, got list"),
     ("an iterator read only once", lambda: shrinknet.prune(_cnn(), iter([(XC, YC)]), None), "re-iterable"),
+    ("a list of (x, y, w) triples", lambda: shrinknet.prune(_cnn(), [(XC, YC, torch.ones(10))] * 2, None),
+     r"X: expected batches of \(X, T\) pairs, got tuple of 3 items as batch 0 \(what follows X and T, e.g. sample "
+     r"weights, is not taken"),
+    ("a tuple of (x, y, w) triples", lambda: shrinknet.prune(_cnn(), ((XC, YC, torch.ones(10)),), None),
+     r"got tuple of 3 items as batch 0"),
+    # losses
+    ("one raw output, 0/1 integer labels, no loss", lambda: shrinknet.prune(_one_logit(), X, torch.arange(40) % 2),
+     r"T: integer 0/1 labels for a model with one raw output \(a logit\), and no loss; expected "
+     r"output_activation='sigmoid', loss='cross-entropy' \(binary cross-entropy on the logit\), or loss='sse'"),
+    ("one raw output, 0/1 labels, evaluate", lambda: shrinknet.evaluate(_one_logit(), X, np.arange(40) % 2),
+     r"T: integer 0/1 labels for a model with one raw output"),
+    # criteria options
+    ("taylor2-sampled with 0 draws", lambda: shrinknet.criteria.taylor.sampled_taylor2(draws=0),
+     r"draws: expected a whole number >= 1, got 0"),
+    ("taylor2-sampled with a float seed", lambda: shrinknet.criteria.taylor.sampled_taylor2(seed=1.5),
+     r"seed: expected a whole number >= 0, got 1.5"),
     # shrinking
     ("shrink keep naming no unit", lambda: shrinknet.shrink(_cnn(), {"9": [0]}, XC[:1]), "keep: no module named '9'"),
     ("shrink keep index out of range", lambda: shrinknet.shrink(_cnn(), {"0": [0, 7]}, XC[:1]), "keep"),
@@ -165,6 +181,11 @@ def _into(model, template):
     return shrinknet.load_model(path, template=template)
 
 
+def _one_logit():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 1))
+
+
 def _single_tensors():
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(XC), batch_size=5)
 
@@ -184,7 +205,7 @@ def test_api_bad_input_is_one_clear_error(call, match):
 
 
 def test_the_suite_is_large():
-    assert len(API) + len(CLI) + len(FILES) >= 40
+    assert len(API) + len(CLI) + len(CLI_ARGS) + len(FILES) >= 40
 
 
 # ---- files ------------------------------------------------------------------------------------------
@@ -320,6 +341,30 @@ CLI = [
                                    "--out", "{tmp}/o"], "device: expected a device that computes"),
     ("an empty --out", ["prune", "{model}", "--data", "digits", "--out", ""], "--out: expected a folder path, got ''"),
 ]
+
+
+#: refused by the parser, before anything is loaded: (id, argv, what the one line must say)
+CLI_ARGS = [
+    ("--n-neurons 2.5", ["prune", "m", "--n-neurons", "2.5", "--out", "o"],
+     "shrinknet: error: prune: argument --n-neurons: expected a whole number, got '2.5' (see 'shrinknet prune --help')"),
+    ("--fraction half", ["shrink", "m", "--fraction", "half", "--out", "o"],
+     "shrink: argument --fraction: expected a number, got 'half'"),
+    ("--fraction nan", ["prune", "m", "--fraction", "nan", "--out", "o"], "expected a finite number, got 'nan'"),
+    ("--epochs 1e3", ["train", "--epochs", "1e3", "--out", "m"], "argument --epochs: expected a whole number"),
+    ("--loss mse", ["compare", "m", "--loss", "mse", "--out", "o"], "argument --loss: invalid choice: 'mse'"),
+    ("no --out", ["prune", "m"], "prune: the following arguments are required: --out"),
+    ("unknown command", ["prun", "m"], "shrinknet: error: argument COMMAND: invalid choice: 'prun'"),
+]
+
+
+@pytest.mark.parametrize("argv, match", [c[1:] for c in CLI_ARGS], ids=[c[0] for c in CLI_ARGS])
+def test_cli_options_the_parser_refuses_are_one_line_and_exit_code_2(tmp_path, monkeypatch, capsys, argv, match):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("shrinknet: error: ") and err.count("\n") == 1 and match in err, err
+    assert list(tmp_path.iterdir()) == []                                       # nothing left behind
 
 
 @pytest.mark.parametrize("argv, match", [c[1:] for c in CLI], ids=[c[0] for c in CLI])

@@ -297,3 +297,59 @@ def test_a_prune_without_matplotlib_removes_the_curves_of_an_earlier_run(tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["pruned.safetensors", "result.json", "steps.csv"]
     assert "removed the earlier run's curves.png" in capsys.readouterr().out
     assert len(json.loads((out / "result.json").read_text())["removed"]) == 2
+
+
+def test_every_command_has_the_same_data_and_loss_defaults():
+    # mnist: installed with shrinknet[paper] (fashion-mnist needs a system package); auto: cross-entropy for
+    # raw outputs (logits), sse for the sigmoid / softmax MLPs of 'train'
+    p = build_parser()
+    for argv in (["train", "--out", "m"], ["prune", "m", "--out", "o"], ["shrink", "m", "--out", "o"],
+                 ["compare", "m", "--out", "o"]):
+        a = p.parse_args(argv)
+        assert (a.data, a.loss) == ("mnist", "auto"), argv
+
+
+def test_shrink_runs_without_data_given_and_auto_picks_the_loss_from_the_output(tmp_path):
+    sig = MLP([400, 6, 10], "sigmoid", "sigmoid", seed=0).save(tmp_path / "sig.safetensors")
+    logit = MLP([400, 6, 10], "sigmoid", "identity", seed=0).save(tmp_path / "logit.safetensors")
+    assert main(["--quiet", "shrink", str(sig), "--fraction", "0.5", "--eval-samples", "200",
+                 "--out", str(tmp_path / "a")]) == 0
+    r = PruneResult.load_json(tmp_path / "a" / "result.json")
+    assert r.n_removed == 3 and r.loss == "sse"
+    assert main(["--quiet", "prune", str(logit), "--criterion", "taylor1", "--n-neurons", "1",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert PruneResult.load_json(tmp_path / "b" / "result.json").loss == "cross-entropy"
+    assert main(["--quiet", "prune", str(logit), "--criterion", "taylor1", "--n-neurons", "1", "--loss", "sse",
+                 "--out", str(tmp_path / "c")]) == 0
+    assert PruneResult.load_json(tmp_path / "c" / "result.json").loss == "sse"          # a given loss wins
+
+
+def test_help_and_refused_options_load_neither_torch_nor_the_paper(tmp_path):
+    # what makes `shrinknet --help` or a refused option start at once (torch alone takes ~2 s to import)
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import sys\nfrom shrinknet.cli import main\n"
+            "for argv in (['--help'], ['prune', '--help'], ['shrink', 'm', '--n-neurons', '2.5', '--out', 'o'], "
+            "['prune']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'tqdm')\n"
+            "             or m.startswith('shrinknet.paper')))\n")
+    src = str(Path(__file__).parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "[]"
+    assert "usage: shrinknet" in p.stdout                       # the help was printed all the same
+
+
+def test_import_shrinknet_loads_its_parts_when_first_used():
+    import shrinknet
+    import shrinknet.compare                                    # the submodule does not shadow the function
+    assert callable(shrinknet.compare) and shrinknet.compare is shrinknet.compare_criteria
+    assert shrinknet.MLP.__module__ == "shrinknet.models" and "prune" in dir(shrinknet)
+    assert shrinknet.gating.GatedModel is shrinknet.GatedModel
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        shrinknet.nothing_here

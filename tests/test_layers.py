@@ -20,6 +20,8 @@ DATA = runpy.run_path(str(SRC / "shrinknet" / "_layers.py"))
 
 #: calls that import the module named by their first argument
 IMPORTING_CALLS = {"import_module", "__import__", "require"}
+#: a module-level dict of this name maps lazily loaded names to the modules they come from (PEP 562)
+LAZY = "_LAZY"
 
 
 # ---- the checker -------------------------------------------------------------------------------
@@ -64,6 +66,11 @@ def _imported(module: str, path: Path, modules: dict) -> list[tuple[str, int]]:
               and isinstance(node.args[0].value, str)
               and getattr(node.func, "id", getattr(node.func, "attr", None)) in IMPORTING_CALLS):
             out.append((node.args[0].value, node.lineno))
+        elif (isinstance(node, ast.Assign) and any(getattr(t, "id", None) == LAZY for t in node.targets)
+              and isinstance(node.value, ast.Dict)):
+            # a package's lazy names (PEP 562): {name: module it is loaded from, relative to the package}
+            out += [(_absolute(module, is_package, 1, v.value), node.lineno) for v in node.value.values
+                    if isinstance(v, ast.Constant) and isinstance(v.value, str)]
     return out
 
 

@@ -162,3 +162,16 @@ def test_a_loader_is_evaluated_with_one_loss_and_its_batches_shape_explained():
     assert shrinknet.evaluate(tiny_cnn(), mixed, None)["error"] == pytest.approx(whole["error"], rel=1e-12)
     with pytest.raises(ShrinkNetError, match="T: expected targets, got None \\(None only with X a DataLoader"):
         shrinknet.prune(tiny_cnn(), X, None)
+
+
+def test_a_tuple_of_pairs_is_a_loader_and_decides_as_the_tensors():
+    X, y = image_data(n=30)
+    a = shrinknet.prune(tiny_cnn(), X, y, criterion="taylor2", stop=shrinknet.Stop(n_neurons=5))
+    pairs = tuple((X[i:i + 7], y[i:i + 7]) for i in range(0, 30, 7))
+    b = shrinknet.prune(tiny_cnn(), pairs, None, criterion="taylor2", stop=shrinknet.Stop(n_neurons=5))
+    assert b.removed == a.removed and b.errors == pytest.approx(a.errors, rel=1e-12)
+    assert shrinknet.evaluate(tiny_cnn(), pairs, None)["error"] == pytest.approx(
+        shrinknet.evaluate(tiny_cnn(), X, y)["error"], rel=1e-12)
+    # a tuple of tensors is still one batch of several inputs, not a loader
+    from shrinknet.inputs import is_loader
+    assert not is_loader((X, X)) and is_loader(pairs) and is_loader(list(pairs))

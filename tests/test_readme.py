@@ -46,3 +46,42 @@ def test_readme_command_line_section_runs_in_order(tmp_path, monkeypatch, capsys
     for png in ["pruned/curves.png", "cmp/compare.png", "demo/curves.png", "demo/gain_surfaces.png"]:
         with Image.open(tmp_path / png) as im:
             assert im.width >= 1000 and im.mode == "RGB", (png, im.size, im.mode)
+
+
+def test_the_api_example_reads_the_final_values_safely():
+    # res.errors[-1] raised IndexError where nothing was removed; final_error falls back to the start value
+    import torch
+
+    import shrinknet
+    text = README.read_text()
+    assert "errors[-1]" not in text and "res.final_error, res.final_accuracy" in text
+    m = shrinknet.MLP([4, 3, 2], seed=0)
+    X, y = torch.randn(12, 4, generator=torch.Generator().manual_seed(0)), torch.arange(12) % 2
+    res = shrinknet.prune(m, X, y, "taylor1", stop=shrinknet.Stop(n_neurons=0))
+    assert res.n_removed == 0 and res.errors == []
+    assert (res.final_error, res.final_accuracy) == (res.initial_error, res.initial_accuracy)
+    res = shrinknet.prune(m, X, y, "taylor1", stop=shrinknet.Stop(n_neurons=2))
+    assert (res.final_error, res.final_accuracy) == (res.errors[-1], res.accuracies[-1])
+
+
+def test_the_torch_requirement_is_pyprojects():
+    import tomllib
+    deps = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch_req = next(d for d in deps if d.startswith("torch"))
+    found = re.findall(r"accepts `(torch[^`]*)`", README.read_text())     # (torch==2.13.0 is the command's pin)
+    assert found == [torch_req], found
+
+
+def test_the_oracle_speed_up_quoted_is_the_latest_measured_table():
+    # the front page quotes the latest measured table of docs/PERFORMANCE.md, with its date and machine
+    perf = (README.parent / "docs" / "PERFORMANCE.md").read_text()
+    section = perf[perf.index("## This build (redesign), measured back to back"):]
+    date = re.search(r"Measured (\d{4}-\d\d-\d\d)", section).group(1)
+    rows = [r for r in section.splitlines() if r.startswith("| this build")]
+    first = [float(re.findall(r"\| ([\d.]+)x \|", r)[0]) for r in rows]
+    second = [float(re.findall(r"\| ([\d.]+)x \|", r)[1]) for r in rows]
+    text = " ".join(README.read_text().split())
+    quoted = (f"{round(min(first))}-{round(max(first))}x quicker than the literal definition on 400-100-10 and "
+              f"{round(min(second))}-{round(max(second))}x on 400-50-50-10")
+    assert quoted in text, quoted
+    assert f"measured {date} on 2 vCPUs of an Intel Xeon with AVX-512" in text

@@ -9,21 +9,53 @@
     ...                           stop=shrinknet.Stop(fraction=0.5))
     >>> small = shrinknet.shrink(net, result)       # physically smaller, same outputs as the gated net
 """
+import sys
+import types
+
 from . import _threads  # noqa: F401  (first: sets OpenMP's waiting policy before torch loads)
-from ._validation import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, ShrinkNetWriteError
+from ._errors import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, ShrinkNetWriteError
 from ._version import __version__
-from .compare import CompareResult, compare, compare_criteria
-from .context import PruningContext, evaluate
-from .costs import UnitCost, unit_costs
-from .criteria import Criterion, available_criteria, describe_criteria, register_criterion
-from .gating import Gated, GatedModel
-from .models import MLP
-from .oracle.kernel import backend
-from .pruning import Stop, prune, score
-from .results import PruneResult
-from .saving import export_onnx, load_model, save_model
-from .stats import ModelStats, ShrinkReport, compare_models, model_stats
-from .surgery import shrink
+
+# The public names load their modules (and torch) on first use, so that `import shrinknet.cli` can
+# parse a command line, print its help or refuse a bad option without loading torch (PEP 562).
+_LAZY = {"CompareResult": "compare", "compare": "compare", "compare_criteria": "compare",
+         "PruningContext": "context", "evaluate": "context", "UnitCost": "costs", "unit_costs": "costs",
+         "Criterion": "criteria", "available_criteria": "criteria", "describe_criteria": "criteria",
+         "register_criterion": "criteria", "Gated": "gating", "GatedModel": "gating", "MLP": "models",
+         "backend": "oracle.kernel", "Stop": "pruning", "prune": "pruning", "score": "pruning",
+         "PruneResult": "results", "export_onnx": "saving", "load_model": "saving", "save_model": "saving",
+         "ModelStats": "stats", "ShrinkReport": "stats", "compare_models": "stats", "model_stats": "stats",
+         "shrink": "surgery"}
+
+
+def __getattr__(name: str):
+    import importlib
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value                   # looked up once
+        return value
+    try:                                           # a submodule, as `shrinknet.gating` after a bare import
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name, value):
+        # importing the submodule shrinknet.compare binds it to the package's name "compare", which is
+        # the public function (as it was when this file imported everything in order)
+        if name == "compare" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = ["CompareResult", "Criterion", "Gated", "GatedModel", "MLP", "MissingDependencyError", "ModelStats",
            "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkNetWriteError",

@@ -20,7 +20,7 @@ Nothing imports this module at run time.
 #: (name, modules), lowest layer first
 LAYERS = [
     # errors and checks, OpenMP threads, the version, files, progress bars, memory, sums over ranks
-    ("foundations", ["_validation", "_threads", "_version", "_layers", "_io", "_progress", "_memory", "distributed"]),
+    ("foundations", ["_errors", "_validation", "_threads", "_version", "_layers", "_io", "_progress", "_memory", "distributed"]),
     # activations and losses, the inputs models take, rank statistics, transformer structures as units
     ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "attention", "dependency"]),
     # what is computed from them: compensation, derivatives; checkpoint files

@@ -3,7 +3,10 @@
     shrinknet demo --out shrinknet-demo
     shrinknet train --data mnist --hidden 100 --out model.safetensors
     shrinknet prune model.safetensors --data mnist --criterion brute-force --fraction 0.5 --out pruned/
-    shrinknet shrink model.safetensors --data fashion-mnist --criterion taylor2 --fraction 0.5 --out small/
+    shrinknet shrink model.safetensors --data mnist --criterion taylor2 --fraction 0.5 --out small/
+
+Parsing, --help and a refused option load neither torch nor the paper's packages: each command
+imports what it needs when it runs.
 """
 from __future__ import annotations
 
@@ -14,45 +17,93 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from . import __version__
+from ._errors import MissingDependencyError, ShrinkNetError
 from ._io import resumable
-from ._validation import MissingDependencyError, ShrinkNetError
 
 #: optional packages and the extra that installs each (a last resort for an import the code did not guard)
 _EXTRAS = {"matplotlib": "paper", "pandas": "paper", "scipy": "paper", "sklearn": "paper", "mlxtend": "paper",
            "PIL": "paper", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}
 
 
+#: every command's default data set: installed with shrinknet[paper] (fashion-mnist needs a system package)
+DATA = "mnist"
+#: every command's default loss: "auto" = cross-entropy where the model outputs logits (an identity output
+#: layer, as a model written by save_model), else sse (the paper's, for the sigmoid / softmax MLPs of 'train')
+LOSS_HELP = ("error measure: sse = 1/2 sum (o - t)^2, cross-entropy, or auto (default): cross-entropy for a model "
+             "with logit outputs (identity output activation), sse for sigmoid / softmax outputs (the paper's)")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``shrinknet: error: ...``, exit code 2) and a description that may
+    be computed only when the help is shown (``late_description``, a function)."""
+
+    late_description = None
+
+    def error(self, message):
+        cmd = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"shrinknet: error: {cmd}{message} (see '{self.prog} --help')\n")
+
+    def format_help(self):
+        if self.late_description is not None:
+            self.description = self.late_description()
+        return super().format_help()
+
+
+def _whole(text):
+    """argparse type: a whole number, refused as "expected ..., got ..." (its range is checked where it is used)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _number(text):
+    """argparse type: a finite number, refused as "expected ..., got ..."."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _loss(a, model) -> str:
+    """The --loss given, or for auto the one the model's output calls for (see LOSS_HELP)."""
+    if a.loss != "auto":
+        return a.loss
+    return "sse" if getattr(model, "output_activation", "identity") in ("sigmoid", "softmax") else "cross-entropy"
+
+
 def _add_train(sub):
     p = sub.add_parser("train", help="train an MLP on a bundled data set and save it (.safetensors)",
                        description="Train a gated MLP (seeded, deterministic) and save it as .safetensors.")
-    p.add_argument("--data", default="mnist", help="data set name (see 'shrinknet datasets') or an .npz file "
+    p.add_argument("--data", default=DATA, help="data set name (see 'shrinknet datasets') or an .npz file "
                    "with X_train, T_train, X_test, T_test (default: mnist = 5,000-image subset at 20x20)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[100], metavar="K",
+    p.add_argument("--hidden", type=_whole, nargs="+", default=[100], metavar="K",
                    help="hidden layer widths, e.g. --hidden 50 50 (default: 100)")
     p.add_argument("--hidden-activation", default="sigmoid", choices=["sigmoid", "tanh", "relu", "gelu"],
                    help="activation of every hidden layer (default: sigmoid, the paper's)")
     p.add_argument("--output-activation", default="sigmoid", choices=["sigmoid", "softmax", "identity"],
                    help="activation of the output layer (default: sigmoid, the paper's)")
-    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"],
-                   help="training loss: sse = 1/2 sum (o - t)^2 (default) or cross-entropy")
-    p.add_argument("--epochs", type=int, default=60, help="passes over the training set (default: 60)")
-    p.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: 3e-3)")
-    p.add_argument("--batch-size", type=int, default=50, help="mini-batch size (default: 50)")
+    p.add_argument("--loss", default="auto", choices=["auto", "sse", "cross-entropy"],
+                   help="training " + LOSS_HELP + "; with the default sigmoid output: sse")
+    p.add_argument("--epochs", type=_whole, default=60, help="passes over the training set (default: 60)")
+    p.add_argument("--lr", type=_number, default=3e-3, help="learning rate (default: 3e-3)")
+    p.add_argument("--batch-size", type=_whole, default=50, help="mini-batch size (default: 50)")
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="optimizer (default: adam)")
-    p.add_argument("--target-accuracy", type=float, default=None,
+    p.add_argument("--target-accuracy", type=_number, default=None,
                    help="stop once training accuracy reaches this (deliberate under-training)")
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling (default: 0)")
+    p.add_argument("--seed", type=_whole, default=0, help="seed for initialisation and shuffling (default: 0)")
     p.add_argument("--out", required=True, help="where to write the model (.safetensors)")
 
 
 def _shared(p, compensation_help: str) -> None:
     """The options `prune` and `compare` share: the model, its data, the loss, compensation, device."""
     p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors)")
-    p.add_argument("--data", default="mnist", help="data set name or .npz file (default: mnist)")
-    p.add_argument("--loss", default="sse", choices=["sse", "cross-entropy"], help="error measure (default: sse)")
+    p.add_argument("--data", default=DATA, help=f"data set name or .npz file (default: {DATA})")
+    p.add_argument("--loss", default="auto", choices=["auto", "sse", "cross-entropy"], help=LOSS_HELP)
     p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"], help=compensation_help)
     p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
 
@@ -72,11 +123,11 @@ def _add_prune(sub):
                    help="criterion name (see 'shrinknet criteria'; default: brute-force)")
     p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
                    help="iterative re-ranking after every removal (default) or a single overall ranking")
-    p.add_argument("--n-neurons", type=int, default=None, help="stop after removing this many neurons")
-    p.add_argument("--fraction", type=float, default=None, help="stop after removing this fraction (0..1)")
-    p.add_argument("--max-accuracy-drop", type=float, default=None,
+    p.add_argument("--n-neurons", type=_whole, default=None, help="stop after removing this many neurons")
+    p.add_argument("--fraction", type=_number, default=None, help="stop after removing this fraction (0..1)")
+    p.add_argument("--max-accuracy-drop", type=_number, default=None,
                    help="stop before accuracy falls more than this (absolute, e.g. 0.01) below the start")
-    p.add_argument("--max-error-increase", type=float, default=None,
+    p.add_argument("--max-error-increase", type=_number, default=None,
                    help="stop before the error exceeds (1 + this) x its start (e.g. 0.1 = +10%%)")
     p.add_argument("--float64", action="store_true", help="compute in float64 (default: the model's dtype)")
     p.add_argument("--out", required=True, help="folder for result.json, steps.csv, curves.png, pruned.safetensors")
@@ -90,22 +141,21 @@ def _add_shrink(sub):
                        "with a report. The model file is one written by 'shrinknet train' or by "
                        "shrinknet.save_model(model, path, example_input=...) (see examples/).")
     p.add_argument("model", help="model file (.safetensors)")
-    p.add_argument("--data", default="fashion-mnist", help="data set name or .npz file (default: fashion-mnist)")
-    p.add_argument("--loss", default="cross-entropy", choices=["sse", "cross-entropy"],
-                   help="error the criteria rank by (default: cross-entropy)")
+    p.add_argument("--data", default=DATA, help=f"data set name or .npz file (default: {DATA})")
+    p.add_argument("--loss", default="auto", choices=["auto", "sse", "cross-entropy"], help=LOSS_HELP)
     p.add_argument("--criterion", default="taylor2", help="criterion name (see 'shrinknet criteria'; default: taylor2)")
     p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
                    help="re-rank after every removal (default) or rank once")
     p.add_argument("--units", nargs="+", default=None, metavar="MODULE",
                    help="names of the Linear / Conv2d modules whose outputs may be removed (default: every one "
                    "but the output layer)")
-    p.add_argument("--fraction", type=float, default=None, help="stop after removing this fraction (0..1) of the units")
-    p.add_argument("--n-neurons", type=int, default=None, help="stop after removing this many units")
-    p.add_argument("--max-accuracy-drop", type=float, default=None,
+    p.add_argument("--fraction", type=_number, default=None, help="stop after removing this fraction (0..1) of the units")
+    p.add_argument("--n-neurons", type=_whole, default=None, help="stop after removing this many units")
+    p.add_argument("--max-accuracy-drop", type=_number, default=None,
                    help="stop before accuracy (on the evaluation samples) falls more than this below the start")
-    p.add_argument("--max-error-increase", type=float, default=None,
+    p.add_argument("--max-error-increase", type=_number, default=None,
                    help="stop before the error (on the evaluation samples) exceeds (1 + this) x its start")
-    p.add_argument("--eval-samples", type=int, default=5000,
+    p.add_argument("--eval-samples", type=_whole, default=5000,
                    help="training samples the criteria are computed on (seeded; default: 5000, 0 = all)")
     p.add_argument("--device", default="cpu", help="torch device to prune on, e.g. cuda (default: cpu); the "
                    "smaller model is written for the CPU")
@@ -125,12 +175,14 @@ def _add_demo(sub):
 
 
 def _add_reproduce(sub):
-    from .paper.experiments import EXPERIMENTS
-    p = sub.add_parser("reproduce", help="rerun the paper's experiments: curves, gain surfaces, layer plots, report",
-                       description="Train (cached between runs) and prune the paper's networks with brute force, "
-                       "1st order, 2nd order (OBD) and 2nd order (exact), under each experiment's algorithms, and "
-                       "write every step, the curves, gain error surfaces and per-layer plots. Experiments: "
-                       + ", ".join(EXPERIMENTS) + ".")
+    p = sub.add_parser("reproduce", help="rerun the paper's experiments: curves, gain surfaces, layer plots, report")
+
+    def description():                                 # the experiments' list loads the paper: only for --help
+        from .paper.experiments import EXPERIMENTS
+        return ("Train (cached between runs) and prune the paper's networks with brute force, 1st order, 2nd order "
+                "(OBD) and 2nd order (exact), under each experiment's algorithms, and write every step, the curves, "
+                "gain error surfaces and per-layer plots. Experiments: " + ", ".join(EXPERIMENTS) + ".")
+    p.late_description = description
     p.add_argument("ids", nargs="*", metavar="ID", help="experiments to run (default: all)")
     p.add_argument("--quick", action="store_true", help="small data and few epochs (minutes, for a smoke test)")
     p.add_argument("--out", default="reproduction", help="output folder (default: reproduction)")
@@ -150,7 +202,7 @@ def _add_compare(sub):
     p.add_argument("--criteria", nargs="+", default=["taylor1", "taylor2", "taylor2-exact", "taylor1-abs",
                                                      "l1-out", "l2-in", "mean-activation", "random"],
                    help="criteria to judge (default: the paper's Taylor estimates and common cheap ones)")
-    p.add_argument("--steps", type=int, default=None, help="compare at the first N oracle steps only")
+    p.add_argument("--steps", type=_whole, default=None, help="compare at the first N oracle steps only")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -162,12 +214,12 @@ def _add_lenet(sub):
     p.add_argument("--out", required=True, help="Markdown file to write (the committed one: docs/LENET_FASHION.md)")
     p.add_argument("--cache", default=None, metavar="DIR",
                    help="folder to keep the trained net in between runs (default: none, train it every time)")
-    p.add_argument("--eval-samples", type=int, default=5000,
+    p.add_argument("--eval-samples", type=_whole, default=5000,
                    help="training images the criteria and compensation are computed on (default: 5000)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="shrinknet", description="Remove whole neurons from trained networks "
+    ap = _Parser(prog="shrinknet", description="Remove whole neurons from trained networks "
                                  "without retraining, judged against an exact brute-force oracle.")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--version", action="version", version=f"shrinknet {__version__}")
@@ -196,11 +248,12 @@ def cmd_train(a, progress: bool) -> None:
         raise ShrinkNetError(f"--epochs: expected at least 1, got {a.epochs}")
     d = load(a.data)
     m = MLP([d.n_inputs, *a.hidden, d.n_outputs], a.hidden_activation, a.output_activation, seed=a.seed)
-    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, optimizer=a.optimizer, loss=a.loss,
+    loss = _loss(a, m)
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, optimizer=a.optimizer, loss=loss,
                       seed=a.seed, target_accuracy=a.target_accuracy)
     h = train(m, d.X_train, d.T_train, cfg, progress=progress)
     from .context import evaluate
-    test = evaluate(m, d.X_test, d.T_test, a.loss)
+    test = evaluate(m, d.X_test, d.T_test, loss)
     path = m.save(a.out)
     acc = h[-1]["accuracy"] if h else None
     print(f"trained {'-'.join(map(str, m.sizes))} on {d.name} for {len(h)} epochs: "
@@ -210,6 +263,8 @@ def cmd_train(a, progress: bool) -> None:
 
 
 def cmd_prune(a, progress: bool) -> None:
+    import torch
+
     from . import plots
     from .paper.data import load
     from .models import MLP
@@ -226,7 +281,7 @@ def cmd_prune(a, progress: bool) -> None:
     ev, other = ((d.X_train, d.T_train), (d.X_test, d.T_test))[:: 1 if a.eval_on == "train" else -1]
     out = Path(a.out)
     with resumable(out, "shrinknet prune") as partial:
-        r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss, test=other,
+        r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_loss(a, m), test=other,
                   compensation=a.compensation, device=a.device, dtype=torch.float64 if a.float64 else None,
                   progress=progress, checkpoint=partial / "prune")
         r.save_json(out / "result.json")
@@ -236,9 +291,8 @@ def cmd_prune(a, progress: bool) -> None:
         r.apply(m).save(out / "pruned.safetensors")
         gone = _drop_stale(out, "prune", ["result.json", "steps.csv", "pruned.safetensors"]
                            + (["curves.png"] if no_plot is None else []))
-    acc = (f", accuracy {r.initial_accuracy:.4f} -> {r.accuracies[-1] if r.accuracies else r.initial_accuracy:.4f}"
-           if r.accuracies is not None else "")
-    last = r.errors[-1] if r.errors else r.initial_error
+    acc = f", accuracy {r.initial_accuracy:.4f} -> {r.final_accuracy:.4f}" if r.accuracies is not None else ""
+    last = r.final_error
     if r.resumed_steps:
         print(f"resumed: {r.resumed_steps} steps replayed from the interrupted run's {out}/.partial")
     print(f"removed {r.n_removed} of {r.initially_active} hidden neurons ({r.stop_reason}) in {r.seconds:.1f}s: "
@@ -251,6 +305,7 @@ def cmd_prune(a, progress: bool) -> None:
 
 def cmd_shrink(a, progress: bool) -> None:
     import numpy as np
+    import torch
 
     from .paper.data import load
     from .pruning import Stop, prune
@@ -287,7 +342,7 @@ def cmd_shrink(a, progress: bool) -> None:
     stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase)
     out = Path(a.out)
     with resumable(out, "shrinknet shrink") as partial:
-        r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=a.loss,
+        r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_loss(a, model),
                   units=a.units, device=a.device, progress=progress, checkpoint=partial / "prune")
         small = shrink(model, r, Xtr[:1])
         report = compare_models(model, small, Xtr[:1], data=(Xte, Tte), kept=r)
@@ -311,7 +366,7 @@ def cmd_compare(a, progress: bool) -> None:
 
     m, d = MLP.load(a.model), load(a.data)
     with resumable(a.out, "shrinknet compare") as partial:
-        res = compare(m, d.X_train, d.T_train, a.criteria, a.loss, steps=a.steps, test=(d.X_test, d.T_test),
+        res = compare(m, d.X_train, d.T_train, a.criteria, _loss(a, m), steps=a.steps, test=(d.X_test, d.T_test),
                       compensation=a.compensation, device=a.device, progress=progress, checkpoint=partial)
         files = [Path(f).name for f in res.save(a.out)]
         gone = _drop_stale(Path(a.out), "compare", files)

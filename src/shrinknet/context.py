@@ -77,15 +77,22 @@ def as_gated(model, example_input=None, *, units=None, output_activation=None, d
     return GatedModel(work, units, batch.take(x, slice(0, 1)), output_activation or "identity", copy=False)
 
 
-def default_loss(loss, T, n_out) -> str:
+def default_loss(loss, T, n_out, output: str | None = None) -> str:
     """``loss``, or where it is None: cross-entropy for integer class labels, else SSE (the paper's).
-    ``n_out``: the number of outputs or the shape of one sample's output."""
+    ``n_out``: the number of outputs or the shape of one sample's output. ``output``: the model's output
+    activation, where known: one raw output (identity) given integer 0/1 labels is refused, since SSE on a
+    logit is rarely what is meant."""
     if loss is not None:
         return losses.check_loss(loss)
     shape = (n_out,) if isinstance(n_out, (int, np.integer)) else tuple(n_out)
     raw = T if isinstance(T, (torch.Tensor, np.ndarray)) else np.asarray(T)
     integer = (not raw.dtype.is_floating_point and raw.dtype != torch.bool if isinstance(raw, torch.Tensor)
                else np.issubdtype(raw.dtype, np.integer))
+    if output == "identity" and shape[-1] == 1 and (integer or raw.dtype in (torch.bool, np.bool_)) \
+            and bool(((raw == 0) | (raw == 1)).all()):
+        raise ShrinkNetError("T: integer 0/1 labels for a model with one raw output (a logit), and no loss; expected "
+                             "output_activation='sigmoid', loss='cross-entropy' (binary cross-entropy on the logit), "
+                             "or loss='sse' for the squared error of the raw output, got loss=None")
     labels = raw.ndim == len(shape) and shape[-1] > 1 and integer
     return "cross-entropy" if labels else "sse"
 
@@ -167,7 +174,7 @@ class PruningContext:
             with torch.no_grad():
                 out = work.logits(batch.take(X, slice(0, 1)))
             _check_output(out, work)
-            loss = default_loss(loss, T, out.shape[1:])
+            loss = default_loss(loss, T, out.shape[1:], work.output_activation)
             T = check_targets(T, batch.rows(X), out.shape[1:], p.dtype, p.device)
             return cls(work, X, T, loss, compensation, evaluator=ev)
 
@@ -186,7 +193,7 @@ class PruningContext:
             out = work.logits(batch.take(ev.check_x(work, first[0], p.dtype, p.device, "X (first batch)"), slice(0, 1)))
         _check_output(out, work)
         shape = tuple(out.shape[1:])
-        loss = default_loss(loss, first[1], shape)
+        loss = default_loss(loss, first[1], shape, work.output_activation)
 
         def convert(Xb, Tb, k):
             Xb = _plain(ev.check_x(work, Xb, p.dtype, p.device, f"X (batch {k})"))
@@ -415,7 +422,7 @@ def _evaluate(model, X, T, loss, output_activation):
         except (RuntimeError, TypeError, IndexError, ValueError) as e:
             raise ShrinkNetError(f"X: the model cannot take inputs ({batch.describe(X)}): {e}") from None
         _check_output(z, model)
-    loss = default_loss(loss, T, z.shape[1:])
+    loss = default_loss(loss, T, z.shape[1:], output)
     T = check_targets(T, batch.rows(X), z.shape[1:], z.dtype, z.device)
     classes = has_classes(T)
     E, acc = error_and_accuracy(z, T, output, loss, classes)

@@ -15,6 +15,21 @@ sum_n o dE/do and an estimate of the second sum_n o^2 d2E/do^2:
   loss's exact Hessian in the outputs. The exact d2E/dg^2 adds sum_i dE/dz_i d2z_i/dg^2, the
   curvature of the network itself, which is zero for piecewise-linear nets (ReLU, max-pool,
   BatchNorm in eval mode, residual additions).
+
+* :func:`gauss_newton_sampled` (any gated model): the same Gauss-Newton diagonal in expectation, at
+  one backward pass per batch and draw whatever the number of outputs and positions. The loss's
+  Hessian in the outputs is written as an expectation E[a b^T] of random output vectors, so that
+  E[(J^T a) (J^T b)] = J^T H J per sample, and J^T a is one vector-Jacobian product:
+
+      cross-entropy (softmax or logits): H = s (diag p - p p^T) = E_{y~p}[s (p - e_y)(p - e_y)^T],
+          a = b = sqrt(s) (p - e_y) with y drawn from the model's own prediction (s: the target's
+          mass, 0 at ignored positions), the gradient of -log p_y (the true Fisher);
+      cross-entropy (sigmoid outputs): H = diag(o (1 - o)), a = b = o - y with y_i ~ Bernoulli(o_i);
+      SSE of identity outputs: H = I, a = b = v with v_i = +-1 (Rademacher);
+      SSE of sigmoid / softmax outputs (H not positive semi-definite): a = v, b = H v (two passes).
+
+  Positions of a sequence output draw independently, so their cross terms vanish in expectation
+  and one product covers them all.
 """
 from __future__ import annotations
 
@@ -97,6 +112,75 @@ def fisher(model, chunks, loss):
             F[l] += dl.double().pow(2).sum(0)
     dt = model.gates[0].dtype
     return [dist.sum_(f).to(dt) for f in F]
+
+
+def _seed(seed: int, *key: int) -> int:
+    # one stream per (seed, step, rank, piece): the same draws on a rerun and after a resume
+    import numpy as np
+    return int(np.random.SeedSequence([seed, *key]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _uniform(shape, gen, device, dtype):
+    # drawn on the CPU (a CPU generator), so a GPU run draws what a CPU run does
+    return torch.rand(shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def sampled_cotangents(z, T, output, loss, gen):
+    """Random (a, b), each shaped like the outputs z (n, ..., m), with E[a_n b_n^T] the Hessian of
+    sample n's loss in its outputs at each position (see the module's docstring); b is None where it
+    equals a. Draws from ``gen`` (a CPU torch.Generator)."""
+    z = z.detach()
+    if loss == "cross-entropy" and output == "sigmoid":
+        o = torch.sigmoid(z)
+        y = (_uniform(z.shape, gen, z.device, z.dtype) < o).to(z.dtype)
+        return o - y, None
+    if loss == "cross-entropy":
+        p = torch.softmax(z, dim=-1)
+        c = p.cumsum(-1)
+        u = _uniform(z.shape[:-1] + (1,), gen, z.device, z.dtype) * c[..., -1:]
+        y = torch.searchsorted(c.contiguous(), u.contiguous()).clamp_(max=z.shape[-1] - 1)   # inverse CDF
+        a = p - torch.zeros_like(p).scatter_(-1, y, 1.0)
+        return a * T.sum(-1, keepdim=True).clamp(min=0).sqrt(), None
+    v = (_uniform(z.shape, gen, z.device, z.dtype) < 0.5).to(z.dtype) * 2 - 1
+    if output == "identity":
+        return v, None
+    from torch.func import grad, jvp
+    hv = jvp(grad(lambda zz: losses.error(zz, T, output, loss)), (z.contiguous(),), (v,))[1]
+    return v, hv
+
+
+def gauss_newton_sampled(model, chunks, loss, draws: int, seed: int, step: int):
+    """dE/dg per group and an unbiased estimate of the Gauss-Newton diagonal sum_n J^T H J per group
+    (the mean of ``draws`` draws), at 1 + draws backward passes per piece of ``chunks`` (two per draw
+    for SSE of sigmoid / softmax outputs). Draws are seeded by (seed, step, rank, piece)."""
+    import torch.distributed as td
+    rank = td.get_rank() if td.is_available() and td.is_initialized() else 0
+    grads = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
+    gns = [torch.zeros_like(g, dtype=torch.float64) for g in model.gates]
+    for i, (G, z, Tb, d) in enumerate(_per_sample(model, chunks, loss, keep_graph=True)):
+        for l, dl in enumerate(d):
+            grads[l] += dl.sum(0).double()
+        gen = torch.Generator().manual_seed(_seed(seed, step, rank, i))
+        Tz = Tb.reshape(z.shape)
+        with torch.enable_grad():
+            for k in range(draws):
+                a, b = sampled_cotangents(z, Tz, model.output_activation, loss, gen)
+                last = k == draws - 1
+                Ja = torch.autograd.grad(z, G, grad_outputs=a, retain_graph=not last or b is not None)
+                Jb = Ja if b is None else torch.autograd.grad(z, G, grad_outputs=b, retain_graph=not last)
+                for l in range(len(G)):
+                    gns[l] += (Ja[l].double() * Jb[l].double()).sum(0) / draws
+    dt = model.gates[0].dtype
+    return [dist.sum_(d).to(dt) for d in grads], [dist.sum_(h).to(dt) for h in gns]
+
+
+def backward_passes(model, out_shape, second: bool = True) -> int:
+    """Backward passes :func:`gauss_newton` takes per piece of data: 1 for dE/dg, and with second
+    one per output and position (fisher takes 1)."""
+    n = 1
+    for s in (out_shape or (1,)):
+        n *= int(s)
+    return 1 + n if second else 1
 
 
 def _gauss_newton_add(gns, z, T, G, output, loss, last: bool) -> None:

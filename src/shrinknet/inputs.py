@@ -169,10 +169,14 @@ def logits_of(out) -> torch.Tensor:
 
 def is_loader(X) -> bool:
     """Whether X is a re-iterable of (X, T) batches (a DataLoader, a list of pairs) rather than a batch."""
-    if isinstance(X, list):
-        # a list of (X, T) pairs of batches, not a nested list of numbers (samples of two features)
-        return bool(X) and all(isinstance(b, (tuple, list)) and len(b) == 2 and all(
+    if isinstance(X, (list, tuple)) and X and all(isinstance(b, (tuple, list)) for b in X):
+        # a list (or tuple) of (X, T) pairs of batches, not a nested list of numbers (samples of two
+        # features) nor a tuple of tensors (one batch of several inputs); items of another length made
+        # of tensors are batches too, so that the stream names what is wrong with them
+        pairs = isinstance(X, list) and all(len(b) == 2 and all(
             isinstance(v, (torch.Tensor, np.ndarray, Mapping, tuple, list)) for v in b) for b in X)
+        return pairs or all(len(b) >= 2 and all(isinstance(v, (torch.Tensor, np.ndarray, Mapping)) for v in b)
+                            for b in X)
     # (an object NumPy can read, e.g. a pandas DataFrame, is a batch, whatever it iterates over)
     return (not isinstance(X, (torch.Tensor, np.ndarray, Mapping, tuple, str, bytes)) and hasattr(X, "__iter__")
             and not hasattr(X, "__array__"))
@@ -198,8 +202,11 @@ class Stream:
         empty = True
         for k, item in enumerate(self.source):
             if not (isinstance(item, (tuple, list)) and len(item) == 2):
-                raise ShrinkNetError(f"{self.name}: expected batches of (X, T) pairs, got "
-                                     f"{type(item).__name__} as batch {k}")
+                what = (f"{type(item).__name__} of {len(item)} item{'s' * (len(item) != 1)}"
+                        if isinstance(item, (tuple, list)) else type(item).__name__)
+                extra = (" (what follows X and T, e.g. sample weights, is not taken: leave it out of the batches)"
+                         if isinstance(item, (tuple, list)) and len(item) > 2 else "")
+                raise ShrinkNetError(f"{self.name}: expected batches of (X, T) pairs, got {what} as batch {k}{extra}")
             empty = False
             if self.on_batch is not None:
                 self.on_batch(k)

@@ -68,6 +68,17 @@ class PruneResult:
         return len(self.removed)
 
     @property
+    def final_error(self) -> float:
+        """The error after the last removal: ``initial_error`` where nothing was removed."""
+        return self.errors[-1] if self.errors else self.initial_error
+
+    @property
+    def final_accuracy(self) -> float | None:
+        """The accuracy after the last removal (``initial_accuracy`` where nothing was removed); None
+        where the targets are not classes."""
+        return self.accuracies[-1] if self.accuracies else self.initial_accuracy
+
+    @property
     def actual_changes(self) -> list[float]:
         """Exact change in error caused by each removal."""
         prev = [self.initial_error] + self.errors[:-1]

@@ -15,6 +15,13 @@
     fisher         1/2 g^2 sum_n (dE_n/dg)^2 (Kwon et al. 2022): the second-order term with the
                    empirical Fisher information's diagonal standing in for the Hessian, and no
                    first-order term (taken as 0 at a trained optimum).
+    taylor2-sampled
+                   taylor1 + 1/2 g^2 x (an unbiased estimate of the Gauss-Newton diagonal): taylor2's
+                   value on models other than the MLP in expectation, at one backward pass per batch
+                   and draw instead of one per output and position (labels drawn from the model's own
+                   prediction; see derivatives.gauss_newton_sampled). Seeded: the same scores on a
+                   rerun, on every rank and after a resume. ``sampled_taylor2(draws=, seed=)`` makes
+                   one with more draws (less noise).
 
 With gates g != 1 the output is o = g f(x), so these are Taylor expansions in o around the current
 (gated) output, as the paper's are. With compensation on (see compensation.py) the removal moves o
@@ -22,10 +29,16 @@ by its residual u instead of by o, and o is replaced by u.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
-from .. import derivatives, oracle
-from ._registry import by_group, mark_removed, register_criterion
+from .. import compensation, derivatives, oracle
+from .._validation import ShrinkNetError
+from ._registry import Criterion, by_group, mark_removed, register_criterion
+
+#: taylor2 warns when it takes more than this many times fisher's backward passes
+COSTLY = 20
 
 #: outliers for thresholding: farther than this many (robust) standard deviations
 OUTLIER_SIGMAS = 3.0
@@ -64,10 +77,60 @@ def taylor1(ctx):
     return _taylor(ctx, second=False)
 
 
+def _warn_cost(ctx) -> None:
+    """Say up front when taylor2's Gauss-Newton diagonal (one backward pass per output and position)
+    will cost far more than fisher's one pass per batch."""
+    if ctx.model.layered or not ctx.out_shape or ctx.state.get("taylor2: warned"):
+        return
+    n = derivatives.backward_passes(ctx.model, ctx.out_shape)
+    if n > COSTLY:
+        ctx.state["taylor2: warned"] = True
+        shape = " x ".join(map(str, ctx.out_shape))
+        warnings.warn(f"taylor2 takes {n} backward passes per batch of samples (1 + one per output of the {shape} "
+                      f"output) where fisher takes 1 ({n}x), at every step; 'taylor2-sampled' estimates the same "
+                      f"value at 2 passes per batch", stacklevel=2)
+
+
 @register_criterion("taylor2")
 def taylor2(ctx):
     """Second-order Taylor estimate (MLP: the paper's OBD diagonal; other models: Gauss-Newton)."""
+    _warn_cost(ctx)
     return _taylor(ctx, second=True)
+
+
+def sampled_taylor2(draws: int = 1, seed: int = 0, name: str | None = None) -> Criterion:
+    """taylor1 + 1/2 g^2 x (the Gauss-Newton diagonal estimated from ``draws`` seeded draws of the
+    outputs' curvature): ``taylor2``'s value in expectation on models other than the MLP, at
+    1 + ``draws`` backward passes per batch whatever the number of outputs and positions.
+    (On the MLP class, where taylor2 is the paper's OBD diagonal, this is the Gauss-Newton one.)
+
+    Pass the result as ``criterion=``; ``"taylor2-sampled"`` is ``sampled_taylor2()``."""
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ShrinkNetError(f"draws: expected a whole number >= 1, got {draws!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ShrinkNetError(f"seed: expected a whole number >= 0, got {seed!r}")
+
+    def scores(ctx):
+        m = ctx.model
+        if m.layered and ctx.compensation != "none":
+            raise ShrinkNetError(f"criterion taylor2-sampled: expected compensation='none' on the MLP class, got "
+                                 f"{ctx.compensation!r} (its taylor2 is exact and cheap there: use taylor2)")
+        # the step (units already off) keys the draws, so a resumed run draws what the first run drew
+        step = sum(int((g == 0).sum()) for g in m.gates)
+        with compensation.compensating(ctx):
+            grads, gns = derivatives.gauss_newton_sampled(m, ctx.chunks(derivatives.rows_per_pass(m)), ctx.loss,
+                                                          draws, seed, step)
+        return mark_removed(m, [-g * d + 0.5 * g * g * h for g, d, h in zip(m.gates, grads, gns)])
+
+    name = name or ("taylor2-sampled" if (draws, seed) == (1, 0) else f"taylor2-sampled-{draws}-{seed}")
+    return Criterion(name, scores, f"taylor2 estimated from {draws} seeded draw(s) of the Gauss-Newton diagonal "
+                     f"(the same in expectation, 1 + {draws} backward passes per batch whatever the outputs)")
+
+
+register_criterion("taylor2-sampled", sampled_taylor2().scores,
+                   description="taylor1 + an unbiased one-draw estimate of taylor2's Gauss-Newton diagonal "
+                   "(labels drawn from the model's own outputs, seeded): 2 backward passes per batch whatever "
+                   "the vocabulary and positions")
 
 
 @register_criterion("taylor2-exact")
