@@ -1,4 +1,7 @@
-"""shrinknet's error classes (no torch here: the command line reports them before torch loads)."""
+"""shrinknet's error classes and the path check (no torch here: the command line reports them before torch
+loads)."""
+import os
+from pathlib import Path
 
 
 class ShrinkNetError(ValueError):
@@ -26,3 +29,10 @@ class MissingDependencyError(ShrinkNetError, ImportError):
 
     Both a :class:`ShrinkNetError` and the standard :class:`ImportError`.
     """
+
+
+def check_path(path, name: str = "path") -> Path:
+    """``path`` as a :class:`pathlib.Path`: a non-empty str or os.PathLike."""
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
+        raise ShrinkNetError(f"{name}: expected a file path (a str or pathlib.Path), got {path!r}"[:200])
+    return Path(path)

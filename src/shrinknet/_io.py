@@ -6,7 +6,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._validation import ShrinkNetError, ShrinkNetWriteError, check_path
+from ._errors import ShrinkNetError, ShrinkNetWriteError, check_path
 
 
 def check_target(path, name: str = "path") -> Path:

@@ -13,7 +13,8 @@ import torch
 
 
 # the error classes live in a module without torch, so the command line can catch them before torch loads
-from ._errors import MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, ShrinkNetWriteError  # noqa: E402,F401
+from ._errors import (MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, ShrinkNetWriteError,  # noqa: E402,F401
+                      check_path)
 
 
 def require(module_name: str, extra: str, what: str | None = None):
@@ -67,15 +68,6 @@ def all_finite(t: torch.Tensor) -> bool:
         return True
     lo, hi = torch.aminmax(t)
     return bool(torch.isfinite(lo) & torch.isfinite(hi))
-
-
-def check_path(path, name: str = "path"):
-    """``path`` as a :class:`pathlib.Path`: a non-empty str or os.PathLike."""
-    import os
-    from pathlib import Path
-    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
-        raise ShrinkNetError(f"{name}: expected a file path (a str or pathlib.Path), got {path!r}"[:200])
-    return Path(path)
 
 
 def as_tensor(a, name: str, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -33,7 +33,7 @@ import warnings
 
 import torch
 
-from .. import compensation, derivatives, oracle
+from .. import derivatives, oracle
 from .._validation import ShrinkNetError
 from ._registry import Criterion, by_group, mark_removed, register_criterion
 
@@ -80,9 +80,9 @@ def taylor1(ctx):
 def _warn_cost(ctx) -> None:
     """Say up front when taylor2's Gauss-Newton diagonal (one backward pass per output and position)
     will cost far more than fisher's one pass per batch."""
-    if ctx.model.layered or not ctx.out_shape or ctx.state.get("taylor2: warned"):
-        return
-    n = derivatives.backward_passes(ctx.model, ctx.out_shape)
+    n = ctx.evaluator.second_order_passes(ctx)
+    if n is None or ctx.state.get("taylor2: warned"):
+        return                      # (the MLP's closed-form diagonal takes none)
     if n > COSTLY:
         ctx.state["taylor2: warned"] = True
         shape = " x ".join(map(str, ctx.out_shape))
@@ -112,13 +112,13 @@ def sampled_taylor2(draws: int = 1, seed: int = 0, name: str | None = None) -> C
 
     def scores(ctx):
         m = ctx.model
-        if m.layered and ctx.compensation != "none":
+        if ctx.compensation != "none" and not ctx.evaluator.compensates_through_gates:
             raise ShrinkNetError(f"criterion taylor2-sampled: expected compensation='none' on the MLP class, got "
                                  f"{ctx.compensation!r} (its taylor2 is exact and cheap there: use taylor2)")
         # the step (units already off) keys the draws, so a resumed run draws what the first run drew
         step = sum(int((g == 0).sum()) for g in m.gates)
-        with compensation.compensating(ctx):
-            grads, gns = derivatives.gauss_newton_sampled(m, ctx.chunks(derivatives.rows_per_pass(m)), ctx.loss,
+        with ctx.evaluator.compensated(ctx):
+            grads, gns = derivatives.gauss_newton_sampled(m, ctx.chunks(derivatives.samples_per_pass(m)), ctx.loss,
                                                           draws, seed, step)
         return mark_removed(m, [-g * d + 0.5 * g * g * h for g, d, h in zip(m.gates, grads, gns)])
 

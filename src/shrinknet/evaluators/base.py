@@ -19,6 +19,9 @@ class Evaluator:
 
     #: whether a DataLoader's batches are gathered into tensors (a kept pass needs the data in memory)
     gathers_loader = False
+    #: whether, under :meth:`compensated`, the model's gates apply the run's compensation (so anything
+    #: computed through the gates, e.g. a sampled curvature, sees the compensated removal)
+    compensates_through_gates = False
 
     def fork(self) -> "Evaluator":
         """A fresh evaluator of the same kind (for a copy of the model: nothing carried over)."""
@@ -70,6 +73,11 @@ class Evaluator:
     def unit_outputs(self, ctx):
         """Yield (group, un-gated output of its units) over all of the context's data."""
         raise NotImplementedError
+
+    def second_order_passes(self, ctx) -> int | None:
+        """Backward passes per batch that :meth:`unit_derivatives` with ``second`` takes, where it takes
+        any (None: a closed form)."""
+        return None
 
     # ---- compensation -------------------------------------------------------------------------
     def check_compensation(self, mode: str, model) -> str:

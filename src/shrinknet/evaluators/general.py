@@ -29,6 +29,8 @@ class GeneralEvaluator(Evaluator):
     sample), ``stats`` (compensation's means and Gram matrices), ``residuals`` (its residual maps);
     ``vmap`` says whether vmap still runs the model."""
 
+    compensates_through_gates = True
+
     def __init__(self):
         self.silent = self.stats = self.residuals = None
         self.vmap = replicated.VmapState()
@@ -99,6 +101,10 @@ class GeneralEvaluator(Evaluator):
 
     def unit_outputs(self, ctx):
         return ctx.model.unit_outputs(ctx.chunks(ctx.model.batch_rows))
+
+    def second_order_passes(self, ctx) -> int | None:
+        """One for dE/dg, and one per output and position for the Gauss-Newton diagonal."""
+        return derivatives.backward_passes(ctx.model, ctx.out_shape) if ctx.out_shape else None
 
     # ---- compensation ------------------------------------------------------------------------
     def check_compensation(self, mode: str, model) -> str:
