@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 import shrinknet  # noqa: E402
 from shrinknet import GatedModel, ShrinkNetError, Stop, shrink, sublayers  # noqa: E402
-from tests.test_transformers import E, FFN, bert, gpt2, llama, logits  # noqa: E402
+from tests.test_transformers import E, FFN, bert, encoder, encoder_data, gpt2, llama, logits  # noqa: E402
 from tests.test_transformers import bert_data as _bert_data  # noqa: E402
 from tests.test_transformers import lm_data as _lm_data  # noqa: E402
 
@@ -283,3 +283,17 @@ def test_cost_is_the_branch_parameters_and_its_projections_flops():
     att, mlp = (sublayers.cost(model, u.branch, X) for u in gm.units[:2])
     assert att == {"params": 2 * E * E + 2 * E * KV, "flops": 2 * T * (2 * E * E + 2 * E * KV)}
     assert mlp == {"params": 3 * E * FFN, "flops": 2 * T * 3 * E * FFN}
+
+
+def test_torch_transformer_encoder_loses_sublayers_and_still_runs_on_its_own():
+    """nn.TransformerEncoder reads its layers' self_attn settings before running them: the stub keeps
+    them (its tensors read as None, so torch takes the plain path that calls the stub)."""
+    X, y = encoder_data()
+    model = encoder().double()
+    X = X.double()
+    result = shrinknet.prune(model, X, y, "brute-force", units=["blocks"], stop=Stop(n_units=3))
+    assert result.model.unit_names == ["0.layers.0.self_attn:sublayer", "0.layers.0.linear1:sublayer",
+                                       "0.layers.1.self_attn:sublayer", "0.layers.1.linear1:sublayer"]
+    small = shrink(model, result)
+    with torch.no_grad():
+        assert torch.allclose(small(X), result.model(X), **TOL)       # torch's own call, fast path allowed

@@ -125,10 +125,24 @@ class Removed(nn.Module):
     mean output) broadcast over the samples and positions of its input, as a tensor (``outputs`` 0) or
     a tuple of ``outputs`` entries, the tensor first and None after it."""
 
-    def __init__(self, dim: int, outputs: int = 0, fill: torch.Tensor | None = None):
+    def __init__(self, dim: int, outputs: int = 0, fill: torch.Tensor | None = None, like: nn.Module | None = None):
         super().__init__()
         self.dim, self.outputs = int(dim), int(outputs)
         self.register_buffer("fill", torch.zeros(self.dim) if fill is None else fill.detach().clone().reshape(self.dim))
+        # the replaced module's plain settings (batch_first, num_heads, ...): code around it may read them
+        # (nn.TransformerEncoder asks its layers' self_attn before it runs them); its tensors read as None
+        for name in dir(like) if like is not None else []:
+            if name.startswith("__") or name in ("training", "dim", "outputs", "fill", "T_destination",
+                                                  "call_super_init", "dump_patches"):
+                continue
+            try:
+                v = getattr(like, name)
+            except Exception:           # a property that needs state the stub has not
+                continue
+            if v is None or type(v) in (bool, int, float, str):
+                object.__setattr__(self, name, v)
+            elif isinstance(v, torch.Tensor):   # its weights are gone (and a fused path asking for them
+                object.__setattr__(self, name, None)    # then takes the plain one, which calls the stub)
 
     def forward(self, *args, **kwargs):
         x = kwargs.get("hidden_states")
@@ -153,10 +167,13 @@ def _structures(model: nn.Module, names, example_input) -> dict:
         seen.setdefault(name, (len(o) if isinstance(o, tuple) else 0, int(t.shape[-1])))
     for n in names:
         handles.append(mods[n].register_forward_hook(lambda m, a, o, n=n: note(n, o)))
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)     # torch's fused encoder path would skip the hooks
     try:
         with torch.no_grad():
             batch.call(model, example_input)
     finally:
+        torch.backends.mha.set_fastpath_enabled(was)
         for h in handles:
             h.remove()
     return seen
@@ -171,13 +188,14 @@ def cut(model: nn.Module, branch: Branch, example_input, fill: torch.Tensor | No
     """Replace ``branch``'s modules in ``model`` (in place) by :class:`Removed` stubs; the last returns
     ``fill`` (None: 0). ``example_input``: a batch the model takes, to read each module's output structure."""
     found = _structures(model, branch.replace, example_input)
-    ref = next(iter(dict(model.named_modules())[branch.replace[-1]].parameters()), None)
+    mods = dict(model.named_modules())
+    ref = next(iter(mods[branch.replace[-1]].parameters()), None)
     for k, name in enumerate(branch.replace):
         if name not in found:
             raise ShrinkNetError(f"shrink: module {name!r} of sublayer {branch.name!r} is never called")
         outputs, width = found[name]
         last = k == len(branch.replace) - 1
-        stub = Removed(width, outputs, fill if last else None)
+        stub = Removed(width, outputs, fill if last else None, like=mods[name])
         if ref is not None:
             stub = stub.to(dtype=ref.dtype, device=ref.device)
         _set(model, name, stub)
@@ -202,7 +220,7 @@ def restore(model: nn.Module, spec: dict, where: str) -> None:
                                  f"got {s!r}")
         if not name or name not in mods:
             raise ShrinkNetError(f"{where}: removed sublayer {name!r} is not a module of the template")
-        _set(model, name, Removed(s["dim"], s["outputs"]))
+        _set(model, name, Removed(s["dim"], s["outputs"], like=mods[name]))
 
 
 # ---- cost -----------------------------------------------------------------------------------------
