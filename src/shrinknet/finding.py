@@ -38,9 +38,11 @@ BATCH = 16384
 @dataclass
 class Unit:
     """One group of prunable units: the output features / channels of one module, or a transformer
-    structure (FFN neurons, attention heads) described by ``site``."""
-    name: str            # the producing module, or the attention / gated-MLP module (its name in named_modules())
-    kind: str            # "linear", "conv2d", or a site's kind: "ffn", "gated-ffn", "heads"
+    structure (FFN neurons, attention heads) described by ``site``, or one whole transformer sublayer
+    (one unit) described by ``branch``."""
+    name: str            # the producing module, or the attention / gated-MLP module (its name in named_modules());
+                         # a sublayer: its module's name + ":sublayer"
+    kind: str            # "linear", "conv2d", a site's kind ("ffn", "gated-ffn", "heads"), or "sublayer"
     size: int            # number of units
     gate_at: str         # the module whose output (or, for a site, whose input) the gate multiplies
     chain: tuple         # producer, then the BatchNorm / activation modules that belong to it
