@@ -21,8 +21,9 @@ Nothing imports this module at run time.
 LAYERS = [
     # errors and checks, OpenMP threads, the version, files, progress bars, memory, sums over ranks
     ("foundations", ["_errors", "_validation", "_threads", "_version", "_layers", "_io", "_progress", "_memory", "distributed"]),
-    # activations and losses, the inputs models take, rank statistics, transformer structures as units
-    ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "attention", "dependency"]),
+    # activations and losses, the inputs models take, rank statistics, transformer structures (heads,
+    # FFN neurons, whole sublayers) as units
+    ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "sublayers", "attention", "dependency"]),
     # what is computed from them: compensation, derivatives; checkpoint files
     ("derived", ["compensation", "derivatives", "checkpoint"]),
     # which units a model has (one trace), and the gated models: the oracle's MLP path reads the MLP,

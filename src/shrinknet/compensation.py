@@ -49,6 +49,11 @@ def check_consumers(mode: str, model) -> str:
         return mode
     mods = dict(model.model.named_modules())
     for u in model.units:
+        if getattr(u, "branch", None) is not None:
+            if mode != "mean":
+                raise ShrinkNetError(f"compensation {mode!r}: a whole sublayer ({u.name!r}) has no consumer to refit; "
+                                     f"expected 'none' or 'mean' (its mean output takes its place)")
+            continue
         if getattr(u, "site", None) is None:
             raise ShrinkNetError(f"compensation {mode!r}: works on shrinknet.MLP and on transformer units (FFN "
                                  f"neurons, attention heads), which feed one linear layer; expected 'none' for "
@@ -202,6 +207,8 @@ def remove_consumer(model, stats, layer: int, unit: int, mode: str, set_gate):
     ``set_gate(layer, unit, value)``; returns the undo."""
     m = model
     u = m.units[layer]
+    if getattr(u, "branch", None) is not None:      # a sublayer: what it returns becomes its mean output
+        return _remove_sublayer(m, stats, layer, unit, set_gate)
     cons = dict(m.model.named_modules())[u.site.consumer]
     W, b = weight_oi(cons), cons.bias
     saved = W.detach().clone(), b.detach().clone()
@@ -227,5 +234,22 @@ def remove_consumer(model, stats, layer: int, unit: int, mode: str, set_gate):
     def undo():
         with torch.no_grad():
             W.copy_(saved[0]), b.copy_(saved[1])
+        set_gate(layer, unit, old)
+    return undo
+
+
+@torch.no_grad()
+def _remove_sublayer(model, stats, layer: int, unit: int, set_gate):
+    """Switch sublayer group ``layer`` off with its branch's mean output (over samples and positions, from
+    ``stats``) as what it returns from now on (the model's ``fill`` buffer, which ``shrink`` gives the
+    stub); returns the undo."""
+    fill = model._buffers[f"fill{layer}"]
+    saved, old = fill.clone(), float(model.gates[layer][unit])
+    fill.copy_(stats[layer][0].to(fill.dtype))
+    set_gate(layer, unit, 0.0)
+
+    def undo():
+        with torch.no_grad():
+            fill.copy_(saved)
         set_gate(layer, unit, old)
     return undo

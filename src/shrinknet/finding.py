@@ -18,6 +18,7 @@ from torch import nn
 
 from . import blocks
 from . import inputs as batch
+from . import sublayers
 from ._validation import ShrinkNetError
 from .dependency import UNIT_TYPES, dependency_graph, group_of
 
@@ -37,13 +38,16 @@ BATCH = 16384
 @dataclass
 class Unit:
     """One group of prunable units: the output features / channels of one module, or a transformer
-    structure (FFN neurons, attention heads) described by ``site``."""
-    name: str            # the producing module, or the attention / gated-MLP module (its name in named_modules())
-    kind: str            # "linear", "conv2d", or a site's kind: "ffn", "gated-ffn", "heads"
+    structure (FFN neurons, attention heads) described by ``site``, or one whole transformer sublayer
+    (one unit) described by ``branch``."""
+    name: str            # the producing module, or the attention / gated-MLP module (its name in named_modules());
+                         # a sublayer: its module's name + ":sublayer"
+    kind: str            # "linear", "conv2d", a site's kind ("ffn", "gated-ffn", "heads"), or "sublayer"
     size: int            # number of units
     gate_at: str         # the module whose output (or, for a site, whose input) the gate multiplies
     chain: tuple         # producer, then the BatchNorm / activation modules that belong to it
     site: blocks.Site | None = None
+    branch: sublayers.Branch | None = None    # a whole transformer sublayer (kind "sublayer", one unit)
 
     @property
     def on_input(self) -> bool:
@@ -52,11 +56,13 @@ class Unit:
 
     @property
     def block(self) -> int:
+        if self.branch is not None:
+            return self.branch.dim     # a sublayer's output: the whole residual width
         return self.site.block if self.site is not None else 1
 
     @property
     def channel_dim(self) -> int:
-        if self.site is not None:
+        if self.site is not None or self.branch is not None:
             return -2            # unit outputs are read as (..., K, block)
         return 1 if self.kind == "conv2d" else -1
 
@@ -142,7 +148,8 @@ def traced_units(model: nn.Module, example_input, units=None):
     module), the FFN neurons of every block; in any other model None picks every Linear / Conv2d
     except the one that produces the output. A name may be a Linear / Conv2d / Conv1D (its output
     features), an attention module (its heads) or a gated MLP (its neurons); "heads" selects every
-    supported attention module."""
+    supported attention module; "blocks" every transformer sublayer (attention and MLP, one unit each,
+    :mod:`shrinknet.sublayers`), not together with other units."""
     heads, gated, unknown = blocks.find_sites(model)
     sites_by_name = {s.name: s for s in [*heads, *gated]}
     calls, out = _trace(model, example_input)
@@ -155,6 +162,7 @@ def traced_units(model: nn.Module, example_input, units=None):
     roots = blocks.block_roots(heads)
     ffn = [n for n in pairs if not heads or any(r == "" or n.startswith(r + ".") for r in roots)]
     owner = {r.name: s for s in [*heads, *gated] for r in s.producers} | {s.consumer: s for s in [*heads, *gated]}
+    branches = {b.name: b for b in sublayers.find(calls, heads, gated, {n: pairs[n] for n in ffn})}
     if units is None:
         if heads or gated:
             chosen = [s.name for s in gated] + ffn
@@ -188,16 +196,36 @@ def traced_units(model: nn.Module, example_input, units=None):
                                          f"not a supported attention implementation; name the supported ones instead "
                                          f"(e.g. {heads[0].name!r})")
                 chosen += [s.name for s in heads]
+            elif u == sublayers.SELECTOR:
+                if not branches:
+                    raise ShrinkNetError("units: 'blocks' selects a transformer's attention and MLP sublayers, but the "
+                                         "model has no supported attention module or gated MLP")
+                chosen += list(branches)
+            elif sublayers.is_name(u):
+                if u not in branches:
+                    raise ShrinkNetError(f"units: no sublayer named {u!r} (sublayers: "
+                                         f"{', '.join(list(branches)[:6]) or 'none'}{', ...' if len(branches) > 6 else ''})")
+                chosen.append(u)
             elif isinstance(u, str):
                 chosen.append(_check_name(u, mods, counts, calls, out, sites_by_name, owner, unknown))
             else:
                 raise ShrinkNetError(f"units: expected module names (str), 'heads' or types, got {u!r}")
         chosen = list(dict.fromkeys(chosen))
+        whole = [n for n in chosen if n in branches]
+        if whole and len(whole) < len(chosen):
+            other = next(n for n in chosen if n not in branches)
+            raise ShrinkNetError(f"units: whole sublayers ('blocks', e.g. {whole[0]!r}) cannot be pruned together with "
+                                 f"other units (e.g. {other!r}) in one run; expected 'blocks' alone, or heads / FFN "
+                                 f"neurons / layers without it")
     if not chosen:
         raise ShrinkNetError("units: expected at least one nn.Linear, nn.Conv2d or transformer block with hidden "
                              "units, got none")
     found = []
     for n in chosen:
+        if n in branches:
+            b = branches[n]
+            found.append(Unit(n, "sublayer", 1, b.gate_at, (b.gate_at,), None, b))
+            continue
         s = sites_by_name.get(n)
         if s is None and n in pairs:
             s = blocks.ffn_site(n, mods[n], pairs[n])
@@ -207,7 +235,8 @@ def traced_units(model: nn.Module, example_input, units=None):
             raise ShrinkNetError(f"units: module {u.gate_at!r} is called {counts.get(u.gate_at, 0)} times in one "
                                  f"forward pass; expected once (shared layers cannot be gated per use)")
     order = {n: i for i, (n, *_) in reversed(list(enumerate(calls)))}
-    return sorted(found, key=lambda u: order.get(u.site.producers[0].name if u.site else u.name, 0)), calls
+    first = (lambda u: u.branch.gate_at if u.branch else u.site.producers[0].name if u.site else u.name)
+    return sorted(found, key=lambda u: order.get(first(u), 0)), calls
 
 
 def _check_name(u, mods, counts, calls, out, sites, owner, unknown) -> str:

@@ -41,6 +41,7 @@ from torch import nn
 
 from . import blocks
 from . import inputs as batch
+from . import sublayers
 from .activations import output_activation as check_output
 from ._validation import ShrinkNetError, all_finite, as_tensor, check_materialized, strip_compiled, unwrap_compiled
 from .dependency import dependency_graph, group_of
@@ -188,6 +189,8 @@ class GatedModel(Gated):
         dev = batch.leaves(x)[0].device
         for l, u in enumerate(self.units):
             self.register_buffer(f"gate{l}", torch.ones(u.size, dtype=dt, device=dev))
+            if u.branch is not None:      # what the removed sublayer returns: 0, or its mean (compensation)
+                self.register_buffer(f"fill{l}", torch.zeros(u.branch.dim, dtype=dt, device=dev))
         self._finish()
 
     def _finish(self):
@@ -197,7 +200,9 @@ class GatedModel(Gated):
         self._handles = []
         mods = dict(self.model.named_modules())
         for l, u in enumerate(self.units):
-            if u.on_input:
+            if u.branch is not None:
+                self._handles.append(mods[u.gate_at].register_forward_hook(self._make_sublayer_hook(l)))
+            elif u.on_input:
                 self._handles.append(mods[u.gate_at].register_forward_pre_hook(self._make_pre_hook(l)))
             else:
                 self._handles.append(mods[u.gate_at].register_forward_hook(self._make_hook(l)))
@@ -218,6 +223,15 @@ class GatedModel(Gated):
             elif g.ndim == 2:             # out (B, ..., K): (B, 1.., K)
                 g = g.reshape(g.shape[0], *ones, g.shape[1])
             return out * g
+        return hook
+
+    def _make_sublayer_hook(self, l: int):
+        def hook(module, inputs, out):
+            fill = self._buffers[f"fill{l}"]
+            res = self._residual.get(l)
+            if res is not None:           # compensated: the mean of an active branch (0 once removed, when
+                fill = fill + res[0]      # its own fill holds what it returns; an active one's fill is 0)
+            return sublayers.gated(out, self._gate(l), fill)
         return hook
 
     def _make_pre_hook(self, l: int):
@@ -317,7 +331,10 @@ class GatedModel(Gated):
         mods = dict(self.model.named_modules())
         for l, u in enumerate(self.units):
             # registered before the gate hook, so it sees the un-gated output
-            if u.on_input:
+            if u.branch is not None:     # a sublayer: its branch's output, as (..., 1, D)
+                handles.append(mods[u.gate_at].register_forward_hook(
+                    lambda m, i, o, l=l: got.append((l, o.detach().unsqueeze(-2))), prepend=True))
+            elif u.on_input:
                 handles.append(mods[u.gate_at].register_forward_pre_hook(
                     lambda m, a, l=l, u=u: got.append((l, a[0].detach().unflatten(-1, (u.size, u.block)))),
                     prepend=True))
@@ -333,6 +350,11 @@ class GatedModel(Gated):
             for h in handles:
                 h.remove()
 
+    def fills(self) -> dict:
+        """{sublayer group's name: what its removed branch returns (D,)} for the sublayer groups (0, or its
+        mean after a removal with compensation "mean"); :func:`shrinknet.shrink` gives it to the stub."""
+        return {u.name: self._buffers[f"fill{l}"] for l, u in enumerate(self.units) if u.branch is not None}
+
     def _weight(self, name):
         W = blocks.weight_oi(dict(self.model.named_modules())[name]).detach()
         return W.reshape(W.shape[0], W.shape[1], -1)                   # (out, in, kernel positions)
@@ -346,6 +368,9 @@ class GatedModel(Gated):
             graph = None
             self._plans = []
             for u in self.units:
+                if u.branch is not None:             # a sublayer feeds the residual stream, no one consumer
+                    self._plans.append([{}])
+                    continue
                 if u.site is not None:
                     self._plans.append([{u.site.consumer: list(range(u.site.columns(j).start, u.site.columns(j).stop))}
                                         for j in range(u.size)])
@@ -359,6 +384,7 @@ class GatedModel(Gated):
         """(K, M): each unit's incoming weights (Linear row / Conv2d filter; a transformer unit's rows of
         its projections), inputs fed by removed units zeroed."""
         u = self.units[layer]
+        _no_fan(u, "fan_in")
         if u.site is not None:
             return blocks.fan_in(u.site, dict(self.model.named_modules()))
         plans = self.plans()
@@ -375,6 +401,7 @@ class GatedModel(Gated):
         """(K, M): each unit's outgoing weights (its columns in every consumer), weights into removed
         units zeroed, padded with zeros to one length."""
         u = self.units[layer]
+        _no_fan(u, "fan_out")
         if u.site is not None:
             return blocks.fan_out(u.site, dict(self.model.named_modules()))
         own = {u.name: k for k, u in enumerate(self.units) if u.site is None}
@@ -412,6 +439,9 @@ class GatedModel(Gated):
         new.units, new.batch_rows, new.downstream = list(self.units), self.batch_rows, list(self.downstream)
         for l, g in enumerate(self.gates):
             new.register_buffer(f"gate{l}", g.detach().clone().to(dtype=dtype or g.dtype, device=device or g.device))
+            f = self._buffers.get(f"fill{l}")
+            if f is not None:
+                new.register_buffer(f"fill{l}", f.detach().clone().to(dtype=dtype or f.dtype, device=device or f.device))
         new._finish()
         return new
 
@@ -428,6 +458,12 @@ class GatedModel(Gated):
 
     def extra_repr(self) -> str:
         return f"units={self.unit_names}, active={self.n_active()}/{sum(self.hidden_sizes)}"
+
+
+def _no_fan(u, what: str) -> None:
+    if u.branch is not None:
+        raise ShrinkNetError(f"{what}: {u.name!r} is a whole sublayer, whose branch reads and feeds the whole residual "
+                             f"stream; it has no incoming / outgoing weights of its own")
 
 
 def _replace_torch_attention(model: nn.Module) -> None:

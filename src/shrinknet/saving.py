@@ -34,6 +34,8 @@ from ._validation import (MissingDependencyError, ShrinkNetError, ShrinkNetFileN
                           check_materialized, check_path, require, unwrap_compiled)
 from .blocks import is_conv1d
 from .models import MLP, _digest
+from .sublayers import restore as _restore_stubs
+from .sublayers import stubs as _stubs
 
 FORMAT = "shrinknet-module"
 FORMAT_VERSION = "2"
@@ -148,6 +150,9 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     swapped = _swapped_attention(model)
     if swapped:
         meta["multihead_attention"] = json.dumps(swapped)
+    removed = _stubs(model)
+    if removed:                                    # removed sublayers: their stubs, rebuilt on load
+        meta["removed_sublayers"] = json.dumps(removed)
     spec = describe(model)
     if spec is not None:
         meta["architecture"] = json.dumps(spec)
@@ -235,6 +240,7 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
                              f"was changed or damaged after saving)")
     try:
         model = copy.deepcopy(template) if template is not None else build(json.loads(meta["architecture"]))
+        _restore_stubs(model, json.loads(meta.get("removed_sublayers", "{}")), f"model file {path}")
         floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
         if floats:
             model = model.to(max(set(floats), key=floats.count))   # the file's precision, not the builder's
@@ -368,6 +374,7 @@ def _skeleton(meta: dict, template, path, tied) -> nn.Module:
             e = torch.empty_like(t, device="meta")
             memo[id(t)] = nn.Parameter(e, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else e
         model = copy.deepcopy(template, memo)
+    _restore_stubs(model, json.loads(meta.get("removed_sublayers", "{}")), f"model file {path}")
     _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
     _resize(model, json.loads(meta["shapes"]), path)
     if tied is not None:

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import blocks
 from . import inputs as batch
+from . import sublayers
 from ._validation import HALF, ShrinkNetError, check_materialized, strip_compiled, unwrap_compiled
 from .dependency import dependency_graph, group_of, out_fn
 from .finding import find_units, plain_attention
@@ -129,7 +130,8 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
                 return shrink_mlp(model, keep)
             if example_input is None:
                 example_input = model.example
-            return shrink_module(model.bare_copy(), _coerce_keep(keep, model.unit_names), example_input, check=check)
+            return shrink_module(model.bare_copy(), _coerce_keep(keep, model.unit_names), example_input, check=check,
+                                 fills=model.fills())
         if keep is None:
             raise ShrinkNetError("keep: expected {module name: indices to keep} or a PruneResult, got None")
         if not isinstance(model, nn.Module):
@@ -147,9 +149,12 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
         return shrink_module(model, keep, example_input, check=check, sizes=sizes)
 
 
-def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, sizes: dict | None = None) -> nn.Module:
-    """:func:`shrink` for a model without gates: transformer units by their structure, others on
-    Torch-Pruning's dependency graph. ``sizes``: {unit name: its size where the keep came from}, checked."""
+def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, sizes: dict | None = None,
+                  fills: dict | None = None) -> nn.Module:
+    """:func:`shrink` for a model without gates: transformer units by their structure (whole sublayers
+    replaced by stubs, :mod:`shrinknet.sublayers`), others on Torch-Pruning's dependency graph. ``sizes``:
+    {unit name: its size where the keep came from}, checked; ``fills``: {sublayer: what its removed
+    branch returns} (default 0)."""
     p = next(iter(model.parameters()), None)
     x = batch.take(batch.check(example_input, "example_input", p.dtype if p is not None else torch.float32,
                                p.device if p is not None else None), slice(0, 1))
@@ -171,12 +176,17 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
             raise ShrinkNetError(f"model: {u.name!r} has {u.size} units, but the result was pruned on a model where it "
                                  f"had {want}; expected the model the result came from")
     # a transformer block without its heads or FFN neurons still passes its input on (residual)
-    kept = {u.name: _indices(keep[u.name], u.size, u.name, empty_ok=u.site is not None) for u in units}
+    kept = {u.name: _indices(keep[u.name], u.size, u.name, empty_ok=u.site is not None or u.branch is not None)
+            for u in units}
     removing = [u for u in units if len(kept[u.name]) < u.size]
     # transformer units are cut by their known structure; the others on the traced dependency graph
-    graph = dependency_graph(small, x) if any(u.site is None for u in removing) else None
+    graph = dependency_graph(small, x) if any(u.site is None and u.branch is None for u in removing) else None
     mods = dict(small.named_modules())
+    fills = {k: v for k, v in (fills or {}).items() if k in kept}
     for u in removing:
+        if u.branch is not None:
+            sublayers.cut(small, u.branch, x, fills.get(u.name))
+            continue
         if u.site is not None:
             blocks.cut(small, u.site, kept[u.name])
             continue
@@ -184,7 +194,7 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
         group_of(graph, small, u, removed)        # raises where a dependency cannot be handled
         graph.get_pruning_group(mods[u.name], out_fn(mods[u.name]), idxs=removed).prune()
     if check:
-        _check(model, small, units, kept, x)
+        _check(model, small, units, kept, x, fills)
     before, after = layer_shapes(model), layer_shapes(small)
     # each resized layer's shape as it was first (an earlier shrink's record kept): what save_model writes
     small.shrinknet_resized = {**{n: before.get(n) for n in after if after[n] != before.get(n)},
@@ -193,13 +203,15 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
 
 
 @torch.no_grad()
-def _check(model, small, units, kept, x):
+def _check(model, small, units, kept, x, fills=None):
     if any(p.dtype in HALF for p in model.parameters()):
         # half precision rounds to 3 significant digits, far coarser than the check's tolerance: float32 copies
         model, small = copy.deepcopy(model).float(), copy.deepcopy(small).float()
         x = batch.to(x, dtype=torch.float32)                    # (float inputs only: ids stay ids)
     gm = GatedModel(model, [u.name for u in units], x)
     for l, u in enumerate(units):
+        if u.branch is not None and u.name in (fills or {}):
+            getattr(gm, f"fill{l}").copy_(fills[u.name])
         g = torch.zeros(u.size, dtype=gm.gates[l].dtype)
         g[kept[u.name]] = 1.0
         gm.set_gates([*gm.gates[:l], g, *gm.gates[l + 1:]])

@@ -14,13 +14,15 @@ their ranking matters (``shrinknet.compare`` judges exactly that against the ora
     apoz                 1 - APoZ, the share of samples where the unit is not zero (Hu et al. 2016);
                          meant for ReLU nets, where APoZ is high for idle units (0 for sigmoid nets)
 
-Statistics are of the un-gated output, accumulated in float64.
+Statistics are of the un-gated output, accumulated in float64. For whole sublayers (``units=["blocks"]``)
+the weight norms and apoz mean nothing and are refused by name (:data:`shrinknet.sublayers.REFUSED`).
 """
 from __future__ import annotations
 
 import torch
 
 from .. import distributed as dist
+from ..sublayers import refuse
 from ._registry import mark_removed, register_criterion
 
 
@@ -35,6 +37,7 @@ def random_scores(ctx):
 
 def _norms(ctx, p: int, direction: str):
     m = ctx.model
+    refuse(f"l{p}-{direction}", m)                 # whole sublayers have no weights of their own
     fan = m.fan_in if direction == "in" else m.fan_out
     return mark_removed(m, [fan(l).abs().pow(p).sum(1).pow(1 / p).to(g.dtype) for l, g in enumerate(m.gates)])
 
@@ -84,4 +87,5 @@ def activation_variance(ctx):
 @register_criterion("apoz")
 def apoz(ctx):
     """1 - average percentage of zeros (for ReLU nets): idle units first."""
+    refuse("apoz", ctx.model)
     return _stat(ctx, lambda a: a["nz"] / a["n"])
