@@ -58,3 +58,18 @@ def test_a_group_with_nothing_left_costs_nothing_and_plain_modules_are_refused()
     assert unit_costs(m) == [UnitCost(0, 0)]
     with pytest.raises(shrinknet.ShrinkNetError, match="model: expected shrinknet.MLP or shrinknet.GatedModel"):
         unit_costs(torch.nn.Linear(2, 2))
+
+
+def test_a_sublayer_costs_its_branch_as_the_sublayer_kind_counts_it():
+    from tests.test_sublayers import lm_data, llama
+    from shrinknet import sublayers
+    X, _ = lm_data()
+    model = llama().double()
+    gm = shrinknet.GatedModel(model, units=["blocks"], example_input=X)
+    got = unit_costs(gm)
+    want = [sublayers.cost(model, u.branch, X) for u in gm.units]
+    assert [c.params for c in got] == [w["params"] for w in want]
+    # FLOPs as compare_models counts them: the projections, and in an attention sublayer also the
+    # scores and the weighted values (T x T x E multiply-adds each), which sublayers.cost leaves out
+    T, E = (X["input_ids"] if isinstance(X, dict) else X).shape[1], model.config.hidden_size
+    assert [c.flops for c in got] == [w["flops"] + (4 * T * T * E if k % 2 == 0 else 0) for k, w in enumerate(want)]

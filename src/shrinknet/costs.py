@@ -6,7 +6,8 @@ row and its consumers' columns, a Conv2d filter with its BatchNorm channel, an F
 column, an attention head's q/k/v rows and output columns) and counts what went: parameters
 (:func:`shrinknet.stats.n_params`) and FLOPs of one forward pass on one sample at the traced input
 shape (:func:`shrinknet.stats.flops`, 2 per multiply-add). Units of one group cost the same, so one
-cut per group is enough; costs are of the model as it is (its current gates), since a unit's cost
+cut per group is enough (a whole sublayer, ``units=["blocks"]``, is a group of one: its branch's
+parameters and projections); costs are of the model as it is (its current gates), since a unit's cost
 depends on how many of its inputs and consumers are still there.
 
     >>> costs = unit_costs(gated)              # [UnitCost(params=..., flops=...) per group]
@@ -51,23 +52,30 @@ def unit_costs(model: Gated, example_input=None) -> list[UnitCost]:
         else:
             example_input = torch.zeros(1, *model.input_shape, dtype=model.gates[0].dtype)
     active = {n: np.flatnonzero(g.detach().cpu().numpy() != 0) for n, g in zip(model.unit_names, model.gates)}
-    # a layer cannot be cut to nothing where that disconnects the net (a Linear / Conv2d, the MLP's
-    # layers): such a group is measured with one unit (its lowest) back, whose removal costs what
-    # any of its units costs
-    keep = {n: u if u.size else np.arange(1) for n, u in active.items()}
-    base = _measure(model, keep, example_input)
+    keep = dict(active)
+    try:
+        base = _measure(model, keep, example_input)
+    except ShrinkNetError:
+        # a layer cannot be cut to nothing where that disconnects the net (a Linear / Conv2d, the MLP's
+        # layers): such a group is measured with one unit (its lowest) back
+        keep = {n: u if u.size else np.arange(1) for n, u in active.items()}
+        base = _measure(model, keep, example_input)
     out = []
-    for name, units in keep.items():
+    for l, (name, units) in enumerate(keep.items()):
         if active[name].size == 0:
             out.append(UnitCost(0, 0))
             continue
-        if units.size == 1:
-            others = np.setdiff1d(np.arange(model.hidden_sizes[model.unit_names.index(name)]), units)
-            more = _measure(model, {**keep, name: np.sort(np.append(units, others[:1]))}, example_input)
-            out.append(UnitCost(more[0] - base[0], more[1] - base[1]))
+        try:
+            params, fl = _measure(model, {**keep, name: units[1:]}, example_input)
+            out.append(UnitCost(base[0] - params, base[1] - fl))
             continue
-        params, fl = _measure(model, {**keep, name: units[1:]}, example_input)
-        out.append(UnitCost(base[0] - params, base[1] - fl))
+        except ShrinkNetError:
+            if units.size != 1:
+                raise
+        # its last unit, which cannot go alone: what one more of its units would add, its twin's cost
+        others = np.setdiff1d(np.arange(model.hidden_sizes[l]), units)
+        more = _measure(model, {**keep, name: np.sort(np.append(units, others[:1]))}, example_input)
+        out.append(UnitCost(more[0] - base[0], more[1] - base[1]))
     return out
 
 
