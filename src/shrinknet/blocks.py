@@ -14,16 +14,18 @@ head_dim for a head), so its gate multiplies that block of the consumer's input:
 head's context output before the output projection. Removing it takes the producers' rows and the
 consumer's columns (:func:`cut`), and updates the head counts the module keeps.
 
-Supported attention modules, recognised by structure (so other models built the same way work too):
-``q_proj / k_proj / v_proj / o_proj`` (Hugging Face LLaMA, Mistral, Qwen, ViT, ...; and
+Attention modules are recognised by structure, in the styles of :data:`ATTENTION_STYLES` (so other
+models built the same way work too; :func:`register_attention_style` adds one): ``q_proj / k_proj /
+v_proj / o_proj`` (Hugging Face LLaMA, Mistral, Qwen, ViT, ...; and
 :class:`shrinknet.attention.MultiheadAttention`, which replaces ``nn.MultiheadAttention``, with
 ``out_proj``), ``self.query / key / value`` with ``output.dense`` (Hugging Face BERT, RoBERTa; ViT
 before transformers 5 as ``attention.query``), and ``c_attn`` / ``c_proj`` ``Conv1D`` (Hugging Face
-GPT-2).
+GPT-2). Finding, cutting and saving all read that one registry.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -82,44 +84,126 @@ def _child(m, *path):
     return m
 
 
-def attention_site(name: str, m: nn.Module) -> Site | None:
-    """The heads of attention module ``m`` (named ``name``), or None if ``m`` is not one we know."""
-    join = (lambda *p: ".".join([name, *p]) if name else ".".join(p))
+def _join(name: str):
+    return lambda *p: ".".join([name, *p]) if name else ".".join(p)
+
+
+def _qkv_site(name: str, m: nn.Module) -> Site | None:
+    join = _join(name)
     out = _child(m, "o_proj") or _child(m, "out_proj")
     q, k, v = (_child(m, p) for p in ("q_proj", "k_proj", "v_proj"))
-    if all(isinstance(t, nn.Linear) for t in (q, k, v, out)):
-        d = int(getattr(m, "head_dim", 0) or 0)
-        if not d:
-            return None
-        H, K = q.out_features // d, k.out_features // d
-        if H * d != q.out_features or K * d != k.out_features or K == 0 or H % K:
-            return None
-        oname = "o_proj" if _child(m, "o_proj") is not None else "out_proj"
-        G = H // K
-        return Site("heads", name, K, G * d, (Rows(join("q_proj"), G * d), Rows(join("k_proj"), d),
-                                              Rows(join("v_proj"), d)), join(oname),
-                    {"module": name, "heads": H, "kv": K, "head_dim": d, "style": "qkv"})
+    if not all(isinstance(t, nn.Linear) for t in (q, k, v, out)):
+        return None
+    d = int(getattr(m, "head_dim", 0) or 0)
+    if not d:
+        return None
+    H, K = q.out_features // d, k.out_features // d
+    if H * d != q.out_features or K * d != k.out_features or K == 0 or H % K:
+        return None
+    oname = "o_proj" if _child(m, "o_proj") is not None else "out_proj"
+    G = H // K
+    return Site("heads", name, K, G * d, (Rows(join("q_proj"), G * d), Rows(join("k_proj"), d),
+                                          Rows(join("v_proj"), d)), join(oname),
+                {"module": name, "heads": H, "kv": K, "head_dim": d, "style": "qkv"})
+
+
+def _bert_site(name: str, m: nn.Module) -> Site | None:
+    join = _join(name)
     inner = "self" if _child(m, "self") is not None else "attention"     # BERT / ViT before transformers 5
     sa, dense = _child(m, inner), _child(m, "output", "dense")
-    if sa is not None and isinstance(dense, nn.Linear) and all(
+    if sa is None or not isinstance(dense, nn.Linear) or not all(
             isinstance(_child(sa, p), nn.Linear) for p in ("query", "key", "value")):
-        d = int(getattr(sa, "attention_head_size", 0) or 0)
-        H = sa.query.out_features // d if d else 0
-        if not H or H * d != sa.query.out_features:
-            return None
-        rows = tuple(Rows(join(inner, p), d) for p in ("query", "key", "value"))
-        return Site("heads", name, H, d, rows, join("output", "dense"),
-                    {"module": join(inner), "heads": H, "kv": H, "head_dim": d, "style": "bert"})
+        return None
+    d = int(getattr(sa, "attention_head_size", 0) or 0)
+    H = sa.query.out_features // d if d else 0
+    if not H or H * d != sa.query.out_features:
+        return None
+    rows = tuple(Rows(join(inner, p), d) for p in ("query", "key", "value"))
+    return Site("heads", name, H, d, rows, join("output", "dense"),
+                {"module": join(inner), "heads": H, "kv": H, "head_dim": d, "style": "bert"})
+
+
+def _gpt2_site(name: str, m: nn.Module) -> Site | None:
+    join = _join(name)
     c_attn, c_proj = _child(m, "c_attn"), _child(m, "c_proj")
-    if is_conv1d(c_attn) and is_conv1d(c_proj) and hasattr(m, "split_size"):
-        d, E = int(m.head_dim), int(m.split_size)
-        if getattr(m, "is_cross_attention", False) or n_out(c_attn) != 3 * E or E % d:
-            return None
-        H = E // d
-        rows = tuple(Rows(join("c_attn"), d, s * E) for s in range(3))
-        return Site("heads", name, H, d, rows, join("c_proj"),
-                    {"module": name, "heads": H, "kv": H, "head_dim": d, "style": "gpt2"})
+    if not (is_conv1d(c_attn) and is_conv1d(c_proj) and hasattr(m, "split_size")):
+        return None
+    d, E = int(m.head_dim), int(m.split_size)
+    if getattr(m, "is_cross_attention", False) or n_out(c_attn) != 3 * E or E % d:
+        return None
+    H = E // d
+    rows = tuple(Rows(join("c_attn"), d, s * E) for s in range(3))
+    return Site("heads", name, H, d, rows, join("c_proj"),
+                {"module": name, "heads": H, "kv": H, "head_dim": d, "style": "gpt2"})
+
+
+@dataclass(frozen=True)
+class AttentionStyle:
+    """One way attention modules are built, the one place that says so: finding (``site``), cutting
+    and saving (``counts``) all read it.
+
+    ``site(name, module)`` gives the module's heads as a :class:`Site` (producers' rows, the
+    consumer's columns, ``heads["module"]``: the module that keeps the head counts) or None where the
+    module is not of this style; ``counts(H, K, d)`` gives the integer head counts that module keeps
+    for H query heads and K key/value heads of size d (a cut sets those it has; a saved file records
+    them); ``describe`` says what the style recognises, for errors."""
+    name: str
+    describe: str
+    site: Callable
+    counts: Callable
+
+
+#: the attention styles heads are found in, by name, tried in this order
+ATTENTION_STYLES: dict[str, AttentionStyle] = {}
+
+
+def register_attention_style(style: AttentionStyle) -> AttentionStyle:
+    """Add an attention style (see :class:`AttentionStyle`); its heads are then units everywhere."""
+    ATTENTION_STYLES[style.name] = style
+    return style
+
+
+def _hf_counts(H: int, K: int, d: int) -> dict:
+    return {"num_heads": H, "num_attention_heads": H, "num_key_value_heads": K, "all_head_size": H * d}
+
+
+register_attention_style(AttentionStyle(
+    "qkv", "q_proj/k_proj/v_proj/o_proj modules (LLaMA-style, grouped key/value heads too; ViT; "
+    "nn.MultiheadAttention through shrinknet's drop-in, with out_proj)", _qkv_site, _hf_counts))
+register_attention_style(AttentionStyle("bert", "BERT-style self.query/key/value with output.dense", _bert_site,
+                                        _hf_counts))
+register_attention_style(AttentionStyle("gpt2", "GPT-2 c_attn/c_proj (Conv1D)", _gpt2_site,
+                                        lambda H, K, d: {"num_heads": H, "split_size": H * d}))
+
+def head_attrs() -> frozenset:
+    """Every integer attribute any style keeps its head counts in."""
+    return frozenset(a for s in ATTENTION_STYLES.values() for a in s.counts(1, 1, 1))
+
+
+def attention_site(name: str, m: nn.Module) -> Site | None:
+    """The heads of attention module ``m`` (named ``name``), or None if ``m`` is of no known style."""
+    for style in ATTENTION_STYLES.values():
+        site = style.site(name, m)
+        if site is not None:
+            return site
     return None
+
+
+def supported_attention() -> str:
+    """The attention styles, as errors name them."""
+    return "; ".join(s.describe for s in ATTENTION_STYLES.values())
+
+
+def head_counts(model: nn.Module) -> dict[str, dict[str, int]]:
+    """{module: its integer head counts} for every module that keeps the head counts of a known
+    attention style (what a saved file records and a load restores)."""
+    mods, out = dict(model.named_modules()), {}
+    for site in find_sites(model)[0]:
+        h = site.heads
+        m = mods[h["module"]]
+        out[h["module"]] = {a: getattr(m, a) for a in ATTENTION_STYLES[h["style"]].counts(1, 1, 1)
+                            if type(getattr(m, a, None)) is int}
+    return {n: c for n, c in out.items() if c}
 
 
 def looks_like_attention(m: nn.Module) -> bool:
@@ -242,17 +326,12 @@ def cut(model: nn.Module, site: Site, keep: list[int]) -> None:
 def _set_heads(mods: dict, site: Site, k: int) -> None:
     """Update the head counts an attention module keeps, so its forward pass still runs."""
     h = site.heads
-    G = h["heads"] // h["kv"]
-    H = k * G
     m = mods[h["module"]]
-    if h["style"] == "gpt2":
-        m.num_heads, m.split_size = H, H * h["head_dim"]
-        return
-    for attr, value in (("num_heads", H), ("num_attention_heads", H), ("num_key_value_heads", k),
-                        ("all_head_size", H * h["head_dim"])):
-        if isinstance(getattr(m, attr, None), int):
+    for attr, value in ATTENTION_STYLES[h["style"]].counts(k * (h["heads"] // h["kv"]), k, h["head_dim"]).items():
+        if type(getattr(m, attr, None)) is int:
             setattr(m, attr, value)
 
 
-__all__ = ["Site", "attention_site", "cut", "fan_in", "fan_out", "ffn_site", "find_sites", "gated_ffn_site",
+__all__ = ["ATTENTION_STYLES", "AttentionStyle", "Site", "head_attrs", "attention_site", "head_counts",
+           "register_attention_style", "supported_attention", "cut", "fan_in", "fan_out", "ffn_site", "find_sites", "gated_ffn_site",
            "is_conv1d", "is_dense"]

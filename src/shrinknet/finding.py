@@ -249,8 +249,7 @@ def _check_name(u, mods, counts, calls, out, sites, owner, unknown) -> str:
                              f"{', '.join(names[:12]) or 'none'}{', ...' if len(names) > 12 else ''})")
     if u in unknown:
         raise ShrinkNetError(f"units: attention module {u!r} ({type(mods[u]).__name__}) is not a supported attention "
-                             f"implementation (supported: q_proj/k_proj/v_proj/o_proj modules, BERT-style "
-                             f"self/output, GPT-2 c_attn/c_proj, nn.MultiheadAttention)")
+                             f"implementation (supported: {blocks.supported_attention()})")
     if u in owner:
         s = owner[u]
         what = "attention module" if s.kind == "heads" else "gated MLP"

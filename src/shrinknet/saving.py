@@ -32,6 +32,7 @@ from torch import nn
 from ._io import atomic_target, check_target
 from ._validation import (MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, all_finite, as_tensor,
                           check_materialized, check_path, require, unwrap_compiled)
+from . import blocks
 from .blocks import is_conv1d
 from .models import MLP, _digest
 from .sublayers import restore as _restore_stubs
@@ -93,8 +94,6 @@ def build(spec) -> nn.Module:
     return getattr(nn, kind)(**kwargs)
 
 
-#: integer attributes by which attention modules keep their head counts (shrinking changes them)
-_HEAD_ATTRS = ("num_heads", "num_attention_heads", "num_key_value_heads", "all_head_size", "split_size")
 
 
 def layer_shapes(model: nn.Module) -> dict:
@@ -105,14 +104,9 @@ def layer_shapes(model: nn.Module) -> dict:
     for n, m in model.named_modules():
         if is_conv1d(m):
             out[n] = {"nf": int(m.nf), "nx": int(m.nx)}
-        heads = {a: getattr(m, a) for a in _HEAD_ATTRS if type(getattr(m, a, None)) is int}
-        if heads and _is_attention(m):
-            out[n] = {**out.get(n, {}), **heads}
+    for n, heads in blocks.head_counts(model).items():      # (the attention styles say which and where)
+        out[n] = {**out.get(n, {}), **heads}
     return out
-
-
-def _is_attention(m) -> bool:
-    return type(m).__name__.endswith("Attention")
 
 
 def _swapped_attention(model: nn.Module) -> list[str]:
@@ -419,9 +413,10 @@ def _resize(model: nn.Module, shapes: dict, path) -> None:
     """Give each named Linear / Conv2d / Conv1D / BatchNorm the stored shape (fresh parameters of that
     shape), and each attention module its stored head counts."""
     mods = dict(model.named_modules())
+    keeps_heads = set(blocks.head_counts(model))
     for name, attrs in shapes.items():
         m = mods.get(name)
-        if m is not None and _is_attention(m) and set(attrs) <= set(_HEAD_ATTRS):
+        if m is not None and name in keeps_heads and set(attrs) <= blocks.head_attrs():
             for a, v in attrs.items():
                 if type(getattr(m, a, None)) is not int:
                     raise ShrinkNetError(f"model file {path}: attention module {name!r} of the template has no "
