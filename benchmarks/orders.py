@@ -21,8 +21,10 @@ Only public calls are used (``prune``, ``score``, ``Stop``, ``MLP``, ``available
 ``PruneResult`` fields), so the script runs unchanged on a tree before and after a refactor; run it on
 both and ``--compare`` the two files. Threads are fixed (``--threads``, default 2) and recorded; the
 package's own thread policy (``shrinknet._threads``: MKL's strict mode) is kept by importing shrinknet
-before torch, and the results do not depend on the thread count (checked: 1 and 2 give the same file).
-The file holds no timings, so two runs of one tree give byte-identical files.
+before torch. Record both trees with the same thread count: on 8e7d144 orders and errors are the same with 1
+and 2 threads, but a few float32 scores of non-MLP models (brute-force-subset on the transformers, fisher and
+taylor1 on the ViT example's model) move in their last bits. The file holds no timings, so two runs of one
+tree give byte-identical files.
 """
 from __future__ import annotations
 
@@ -314,65 +316,62 @@ def record_scores(make, criterion) -> dict:
     return {"scores": [_hexes(np.asarray(a, dtype=np.float64).ravel().tolist()) for a in s]}
 
 
-def n_units(make) -> int:
-    model, X, T, kw = make()
-    r = shrinknet.prune(model, X, T, "random", "single", stop=0, progress=False, **kw)
-    return int(sum(r.hidden_sizes))
-
-
-def plan(only=None):
-    """(key, function, arguments) of every recording, in a fixed order."""
-    crits = shrinknet.available_criteria()
-    jobs = []
-    for name, (make, frac, chosen, modes) in MODELS.items():
-        if only and not any(name.startswith(o) for o in only):
-            continue
-        names = [c for c in crits if chosen is None or c in chosen]
-        for c in names:
-            jobs.append((f"{name}/{c}/score", record_scores, (make, c)))
-        for c in names:
-            for schedule in SCHEDULES:
-                for comp in ("none", *(modes if c in COMPENSATED else ())):
-                    jobs.append((f"{name}/{c}/{schedule}/{comp}", record_run, (make, c, schedule, (name, frac, c), comp)))
-    return jobs
-
-
 def _stop(name, fields, criterion):
     if MODELS[name][2] is not None and criterion == "brute-force":
         return shrinknet.Stop(n_neurons=EXAMPLE_ORACLE_STEPS)
     return None if fields is None else shrinknet.Stop(**fields)
 
 
-def _tree_commit() -> str | None:
+def plan(only=None):
+    """(model, key, function, arguments) of every recording, in a fixed order."""
+    crits = shrinknet.available_criteria()
+    jobs = []
+    for name, (make, stop, chosen, modes) in MODELS.items():
+        if only and not any(name.startswith(o) for o in only):
+            continue
+        names = [c for c in crits if chosen is None or c in chosen]
+        for c in names:
+            jobs.append((name, f"{name}/{c}/score", record_scores, (make, c)))
+        for c in names:
+            for schedule in SCHEDULES:
+                for comp in ("none", *(modes if c in COMPENSATED else ())):
+                    jobs.append((name, f"{name}/{c}/{schedule}/{comp}", record_run,
+                                 (make, c, schedule, _stop(name, stop, c), comp)))
+    return jobs
+
+
+def _git(*args) -> str | None:
     src = Path(shrinknet.__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _tree() -> dict:
+    """Which source was measured: the checkout's HEAD, the last commit that changed src/, and whether
+    src/ has changes not committed (None where the package is not in a git checkout)."""
+    status = _git("status", "--porcelain", "--", ".")
+    return {"head": _git("rev-parse", "--short", "HEAD"), "src_commit": _git("log", "-1", "--format=%h", "--", "."),
+            "src_modified": None if status is None else bool(status)}
 
 
 def record(only=None, threads=2, log=sys.stderr) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    units = {}
+    units = {}                              # model -> its number of units (for the record)
     runs = {}
     t_all = time.perf_counter()
-    for key, fn, args in plan(only):
-        if fn is record_run:
-            make, c, schedule, (name, frac, _), comp = args
-            if name not in units:
-                units[name] = n_units(make)
-            args = (make, c, schedule, _stop(name, frac, c), comp)
+    for name, key, fn, args in plan(only):
         t0 = time.perf_counter()
-        runs[key] = fn(*args)
-        dt = time.perf_counter() - t0
-        what = runs[key].get("exception") or f"{len(runs[key].get('removed', []))} removed" \
-            if "scores" not in runs[key] else "scores"
-        print(f"{dt:7.2f} s  {key}  ({what})", file=log, flush=True)
+        rec = runs[key] = fn(*args)
+        if "hidden_sizes" in rec:
+            units.setdefault(name, sum(rec["hidden_sizes"]))
+        what = rec.get("exception") or ("scores" if "scores" in rec else f"{len(rec['removed'])} removed")
+        print(f"{time.perf_counter() - t0:7.2f} s  {key}  ({what})", file=log, flush=True)
     print(f"total {time.perf_counter() - t_all:.1f} s, {len(runs)} recordings", file=log, flush=True)
-    meta = {"shrinknet": shrinknet.__version__, "tree": _tree_commit(), "source": str(Path(shrinknet.__file__).parent),
+    meta = {"shrinknet": shrinknet.__version__, "tree": _tree(), "source": str(Path(shrinknet.__file__).parent),
             "backend": shrinknet.backend(), "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "threads": threads,
             "env": {k: os.environ.get(k) for k in ("MKL_CBWR", "OMP_WAIT_POLICY", "OMP_NUM_THREADS",
@@ -395,6 +394,9 @@ def first_difference(a, b):
         if isinstance(x, list) and isinstance(y, list):
             for i, (u, v) in enumerate(zip(x, y)):
                 if u != v:
+                    if f == "scores" and isinstance(u, list) and isinstance(v, list) and len(u) == len(v):
+                        j = next(j for j, (p, q) in enumerate(zip(u, v)) if p != q)
+                        return f, (i, j), u[j], v[j]
                     return f, i, u, v
             return f, min(len(x), len(y)), f"{len(x)} entries", f"{len(y)} entries"
         return f, None, x, y
@@ -412,6 +414,9 @@ def compare(path_a, path_b, out=sys.stdout, verbose=False) -> int:
     for k in sorted(set(A["meta"]) | set(B["meta"])):
         if k != "source" and A["meta"].get(k) != B["meta"].get(k):
             print(f"meta {k}: {_show(A['meta'].get(k))} | {_show(B['meta'].get(k))}", file=out)
+    if A["meta"].get("threads") != B["meta"].get("threads"):
+        print("warning: recorded with different thread counts; some float32 scores of non-MLP models depend on it",
+              file=out)
     same = differ = 0
     for key in list(ra) + [k for k in rb if k not in ra]:
         if key not in ra or key not in rb:
@@ -428,7 +433,7 @@ def compare(path_a, path_b, out=sys.stdout, verbose=False) -> int:
         differ += 1
         f, i, u, v = d
         at = "" if i is None else f" at step {i + 1}" if f in ("removed", "errors", "predicted", "accuracies") \
-            else f" at group {i}"
+            else f" of group {i[0]}, unit {i[1]}" if isinstance(i, tuple) else f" of group {i}"
         print(f"DIFF {key}: {f}{at}: A {_show(u)} | B {_show(v)}", file=out)
     print(f"{same} identical, {differ} different ({path_a} vs {path_b})", file=out)
     return 1 if differ else 0
