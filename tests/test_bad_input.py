@@ -148,6 +148,8 @@ API = [
      "path: expected a file in a folder this user can write to, got /proc/self/model.safetensors"),
     ("save_model to None", lambda: shrinknet.save_model(_cnn(), None), r"path: expected a file path .*, got None"),
     ("load_model(None)", lambda: shrinknet.load_model(None), r"path: expected a file path .*, got None"),
+    ("load_model of a folder", lambda: shrinknet.load_model(_folder()), "model file: expected a file, got the folder"),
+    ("MLP.load of a folder", lambda: shrinknet.MLP.load(_folder()), "model file: expected a file, got the folder"),
     ("load_model('')", lambda: shrinknet.load_model(""), r"path: expected a file path .*, got ''"),
     ("MLP.save to an existing folder", lambda: _mlp().save(_folder()), "path: expected a file name, got the existing"),
     ("MLP.load(None)", lambda: MLP.load(None), r"path: expected a file path .*, got None"),

@@ -171,7 +171,8 @@ def read_meta(path) -> dict:
     from safetensors import safe_open
     path = check_path(path)
     if not path.is_file():
-        raise ShrinkNetFileNotFoundError(f"model file {path}: not found")
+        raise (ShrinkNetError(f"model file: expected a file, got the folder {path}") if path.is_dir() else
+               ShrinkNetFileNotFoundError(f"model file {path}: not found"))
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})

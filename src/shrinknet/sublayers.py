@@ -106,8 +106,8 @@ def refuse(criterion: str, model) -> None:
     if names:
         raise ShrinkNetError(f"criterion: {criterion!r} scores a unit by its own weights or zeros, which a whole "
                              f"sublayer ({names[0]!r}) does not have: {why}; expected one that acts through the "
-                             f"gate (brute-force, taylor1, taylor2, taylor2-exact, fisher, random, mean-activation, "
-                             f"activation-variance)")
+                             f"gate (brute-force and its approximations, the taylor1 / taylor2 family incl. taylor2-sampled, "
+                             f"fisher, random, mean-activation, activation-variance)")
 
 
 # ---- gating -------------------------------------------------------------------------------------
