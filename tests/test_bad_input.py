@@ -249,7 +249,7 @@ def _file(tmp_path, kind):
                    r"\(e.g. bias stored as \(2,\), bias described as \(60000,\)")
     if kind == "a folder":
         p.mkdir()
-        return p, "not found"
+        return p, "expected a file, got the folder"
     if kind == "another format":
         save_file({"w": torch.zeros(2)}, str(p), metadata={"format": "keras"})
         return p, "expected format 'shrinknet-module' or 'shrinknet-mlp', got 'keras'"
