@@ -466,6 +466,25 @@ def _no_fan(u, what: str) -> None:
                              f"stream; it has no incoming / outgoing weights of its own")
 
 
+def training_flags(model: nn.Module) -> dict[str, bool]:
+    """{module name: its training flag} for ``model`` and every submodule (a ``torch.compile`` wrapper's
+    ``_orig_mod`` left out of the names, as shrinknet's copies leave the wrapper out)."""
+    return {".".join(p for p in name.split(".") if p != "_orig_mod"): m.training
+            for name, m in model.named_modules()}
+
+
+def restore_training(model: nn.Module, flags: dict[str, bool]) -> nn.Module:
+    """Give ``model`` and each submodule the training flag ``flags`` has for its name (from
+    :func:`training_flags` of the model it was copied from); a module the flags do not name (a stub,
+    a module swapped in) takes its parent's. Returns ``model``."""
+    def walk(m: nn.Module, name: str, parent: bool) -> None:
+        m.training = flags.get(name, parent)
+        for child, sub in m.named_children():
+            walk(sub, f"{name}.{child}" if name else child, m.training)
+    walk(model, "", flags.get("", model.training))
+    return model
+
+
 def _replace_torch_attention(model: nn.Module) -> None:
     """nn.MultiheadAttention computes its output projection through a functional call that no hook
     sees, with heads tied to its width: swap in the equivalent module whose heads can be gated."""
@@ -474,4 +493,5 @@ def _replace_torch_attention(model: nn.Module) -> None:
         replace_torch_attention(model)
 
 
-__all__ = ["Gated", "GatedModel", "Unit", "find_units", "plain_attention", "rows_per_pass"]
+__all__ = ["Gated", "GatedModel", "Unit", "find_units", "plain_attention", "restore_training", "rows_per_pass",
+           "training_flags"]

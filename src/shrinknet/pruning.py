@@ -18,10 +18,10 @@ from . import _progress
 from . import distributed as dist
 from . import inputs as batch
 from .checkpoint import Checkpoint, data_digest, digest
-from ._validation import ShrinkNetError, check_choice, check_fraction
+from ._validation import ShrinkNetError, check_choice, check_fraction, unwrap_compiled
 from .context import PruningContext
 from .criteria import check_scores, get_criterion, ranked
-from .gating import Gated, GatedModel
+from .gating import Gated, GatedModel, restore_training, training_flags
 from .results import PruneResult
 
 SCHEDULES = ("single", "iterative")
@@ -255,6 +255,13 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
             ckpt.close()
     p = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
     res.model = ctx.model.clone(dtype=p.dtype if p is not None else None, device="cpu")
+    if isinstance(model, torch.nn.Module):          # each submodule in the mode the user's model has it
+        if isinstance(res.model, GatedModel):
+            own = model.model if isinstance(model, GatedModel) else unwrap_compiled(model)
+            restore_training(res.model.model, training_flags(own))
+            res.model.training = model.training
+        else:
+            res.model.train(model.training)
     if inplace:
         model.load_state_dict(res.model.state_dict())
     return res

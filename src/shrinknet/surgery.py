@@ -27,7 +27,7 @@ from . import sublayers
 from ._validation import HALF, ShrinkNetError, check_materialized, strip_compiled, unwrap_compiled
 from .dependency import dependency_graph, group_of, out_fn
 from .finding import find_units, plain_attention
-from .gating import Gated, GatedModel, _replace_torch_attention
+from .gating import Gated, GatedModel, _replace_torch_attention, restore_training, training_flags
 from .results import PruneResult
 from .saving import layer_shapes
 
@@ -159,9 +159,9 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
     x = batch.take(batch.check(example_input, "example_input", p.dtype if p is not None else torch.float32,
                                p.device if p is not None else None), slice(0, 1))
     keep = _coerce_keep(keep, None)
-    was_training = model.training
     if any(unwrap_compiled(m) is not m for m in model.modules()):     # torch.compile'd parts: the modules they wrap
         model = strip_compiled(copy.deepcopy(model))
+    modes = training_flags(model)          # each module's own: a wrapper in train mode around an eval model
     small = copy.deepcopy(model).eval()
     _replace_torch_attention(small)      # nn.MultiheadAttention's heads are tied to its width
     try:
@@ -199,7 +199,7 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
     # each resized layer's shape as it was first (an earlier shrink's record kept): what save_model writes
     small.shrinknet_resized = {**{n: before.get(n) for n in after if after[n] != before.get(n)},
                                **getattr(model, "shrinknet_resized", {})}
-    return small.train(was_training)
+    return restore_training(small, modes)
 
 
 @torch.no_grad()
