@@ -146,3 +146,18 @@ def test_n_groups_counts_every_group():
     gm = shrinknet.GatedModel(net, units=["0", "2"], example_input=X[:1])
     assert gm.n_groups == gm.n_hidden_layers == 2
     assert shrinknet.MLP([3, 4, 5, 2]).n_groups == 2
+
+
+def test_mlp_unit_outputs_over_chunks_equal_its_kept_pass():
+    from shrinknet.oracle.cache import build
+    m = shrinknet.MLP([4, 6, 5, 3], "tanh", "sigmoid", seed=1, dtype=torch.float64)
+    m.set_gate(0, 2, 0.0)                                   # a removed unit's output still shows, un-gated
+    X = torch.randn(10, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    kept = build(m, X).act
+    got = {}
+    for l, a in m.unit_outputs([(X[:7], None), (X[7:], None)]):
+        got.setdefault(l, []).append(a)
+    assert sorted(got) == [0, 1]
+    for l in (0, 1):
+        torch.testing.assert_close(torch.cat(got[l]), kept[l], rtol=0, atol=0)
+    assert kept[0][:, 2].abs().sum() > 0 and kept[1].abs().sum() > 0

@@ -448,9 +448,4 @@ def _check_output(z, model) -> None:
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
 
 
-def check_x(model: Gated, X, dtype, device, name: str = "X"):
-    """X checked against a gated model's inputs, as its evaluator takes them."""
-    return evaluator_for(model).check_x(model, X, dtype, device, name)
-
-
 __all__ = ["PruningContext", "as_gated", "default_loss", "evaluate"]
