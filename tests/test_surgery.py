@@ -97,6 +97,52 @@ def test_a_sequential_mlp_pruned_on_the_mlp_path_shrinks_by_its_own_names():
     assert torch.allclose(small(X), res.model.logits(X), atol=1e-10)
 
 
+def test_the_index_form_of_keep_shrinks_every_model_kind_as_the_name_form():
+    net = tiny_cnn()
+    X, y = image_data(n=30)
+    res = shrinknet.prune(net, X, y, "taylor2", loss="cross-entropy", stop=shrinknet.Stop(n_units=6))
+    keep = res.keep()
+    assert list(keep) == [0, 1, 2] and keep.names == res.unit_names == ["0", "4", "9"]
+    by_index, by_name = shrink(net, keep), shrink(net, res.keep_by_name(), X[:1])
+    assert [p.shape for p in by_index.parameters()] == [p.shape for p in by_name.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(by_index.state_dict().values(), by_name.state_dict().values()))
+    assert torch.allclose(by_index(X), res.model(X), atol=1e-10)
+    # a plain dict by index: group l is the l-th of the model's default unit groups (here 0, 4, 9)
+    plain = {0: keep[0], 1: keep[1], 2: keep[2]}
+    assert torch.equal(shrink(net, plain, X[:1])(X), by_index(X))
+
+
+def test_the_index_form_of_keep_on_a_transformer_names_its_heads():
+    from tests.test_transformers import MODELS
+    spec = MODELS["bert"]
+    model = spec["make"]()
+    X, y = spec["data"]()
+    res = shrinknet.prune(model, X, y, "l2-out", units=["heads", *spec["ffn"]], stop=shrinknet.Stop(n_units=7))
+    small = shrink(model, res.keep(), X)
+    ref = shrink(model, res)
+    with torch.no_grad():
+        assert torch.equal(small(**X).logits, ref(**X).logits)
+    assert [p.shape for p in small.parameters()] == [p.shape for p in ref.parameters()]
+
+
+def test_a_sequential_pruned_as_an_mlp_shrinks_back_to_a_sequential():
+    m = random_net([6, 5], "relu", "identity")
+    drop = nn.Dropout(0.3)
+    seq = nn.Sequential(m.layers[0], nn.ReLU(), drop, m.layers[1], nn.ReLU(), m.layers[2]).eval()
+    seq[3].bias = None                                    # a layer without bias stays without
+    X, T = random_data()
+    res = shrinknet.prune(seq, X, T, "brute-force", stop=5)
+    assert isinstance(res.model, shrinknet.MLP)
+    for keep in (res, res.keep()):
+        small = shrink(res.model, keep)
+        assert type(small) is nn.Sequential and [type(c) for c in small] == [type(c) for c in seq]
+        assert small[0].out_features + small[3].out_features == 6 and small[3].bias is None
+        assert small[2].p == 0.3 and not small.training and not small[2].training
+        assert torch.allclose(small(X), res.model.logits(X), atol=1e-10)
+    # the user's own Sequential, given to shrink with the result: the same model
+    assert torch.allclose(shrink(seq, res)(X), small(X), atol=1e-10)
+
+
 @pytest.mark.parametrize("keep, message", [
     ({"0": []}, "expected at least one unit to keep"),
     ({"0": [0, 9]}, r"expected distinct indices in \[0, 4\)"),

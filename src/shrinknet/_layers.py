@@ -23,7 +23,8 @@ LAYERS = [
     ("foundations", ["_errors", "_validation", "_threads", "_version", "_layers", "_io", "_progress", "_memory", "distributed"]),
     # activations and losses, the inputs models take, rank statistics, transformer structures (heads,
     # FFN neurons, whole sublayers) as units
-    ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "sublayers", "attention", "dependency"]),
+    ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "sublayers", "attention", "causal_attention",
+                 "dependency"]),
     # what is computed from them: compensation, derivatives; checkpoint files
     ("derived", ["compensation", "derivatives", "checkpoint"]),
     # which units a model has (one trace), and the gated models: the oracle's MLP path reads the MLP,

@@ -175,6 +175,23 @@ register_attention_style(AttentionStyle("bert", "BERT-style self.query/key/value
 register_attention_style(AttentionStyle("gpt2", "GPT-2 c_attn/c_proj (Conv1D)", _gpt2_site,
                                         lambda H, K, d: {"num_heads": H, "split_size": H * d}))
 
+
+def _nanogpt_site(name: str, m: nn.Module) -> Site | None:
+    # shrinknet.causal_attention.CausalSelfAttention, the drop-in for nanoGPT's module (which sizes its
+    # heads from its input width, so it cannot lose one): q, k, v blocks of c_attn's rows, head-major
+    if getattr(type(m), "shrinknet_style", None) != "nanogpt":
+        return None
+    join = _join(name)
+    H, d = int(m.n_head), int(m.head_dim)
+    rows = tuple(Rows(join("c_attn"), d, s * H * d) for s in range(3))
+    return Site("heads", name, H, d, rows, join("c_proj"),
+                {"module": name, "heads": H, "kv": H, "head_dim": d, "style": "nanogpt"})
+
+
+register_attention_style(AttentionStyle("nanogpt", "nanoGPT's CausalSelfAttention (c_attn/c_proj nn.Linear, "
+                                        "n_head) through shrinknet's drop-in", _nanogpt_site,
+                                        lambda H, K, d: {"n_head": H}))
+
 def head_attrs() -> frozenset:
     """Every integer attribute any style keeps its head counts in."""
     return frozenset(a for s in ATTENTION_STYLES.values() for a in s.counts(1, 1, 1))

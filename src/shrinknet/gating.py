@@ -487,10 +487,14 @@ def restore_training(model: nn.Module, flags: dict[str, bool]) -> nn.Module:
 
 def _replace_torch_attention(model: nn.Module) -> None:
     """nn.MultiheadAttention computes its output projection through a functional call that no hook
-    sees, with heads tied to its width: swap in the equivalent module whose heads can be gated."""
+    sees, and nanoGPT's attention sizes its heads from its input width; both tie their heads to their
+    width: swap in the equivalent modules whose heads can be gated."""
+    from .causal_attention import looks_like_nanogpt, replace_causal_attention
     if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
         from .attention import replace_torch_attention
         replace_torch_attention(model)
+    if any(looks_like_nanogpt(m) for m in model.modules()):
+        replace_causal_attention(model, strict=False)     # one that computes something else stays
 
 
 __all__ = ["Gated", "GatedModel", "Unit", "find_units", "plain_attention", "restore_training", "rows_per_pass",

@@ -13,6 +13,8 @@ copies and runs the same with and without autograd.
 """
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 from pathlib import Path
@@ -213,6 +215,8 @@ class MLP(Gated):
                              [m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
                               for m in linears], kinds.pop(), tail, dtype=dt)
         mlp._names = [n for n, c in seq.named_children() if isinstance(c, nn.Linear)][:-1]
+        # the user's own module, its weights left out: shrinknet.shrink gives a Sequential back
+        mlp.__dict__["_sequential"] = _without_weights(seq)
         return mlp
 
     def to_numpy(self):
@@ -226,6 +230,8 @@ class MLP(Gated):
         m.load_state_dict(self.state_dict())
         if "_names" in self.__dict__:
             m._names = list(self._names)
+        if "_sequential" in self.__dict__:
+            m.__dict__["_sequential"] = self._sequential
         return m.to(device=device) if device is not None else m
 
     def extra_repr(self) -> str:
@@ -281,6 +287,40 @@ class MLP(Gated):
             raise ShrinkNetError(f"model file {path}: inconsistent contents ({e})") from None
         m.check_finite()
         return m
+
+
+def _without_weights(seq: nn.Sequential) -> nn.Sequential:
+    """A copy of ``seq`` whose Linear layers hold meta tensors (shapes only): the structure, modes and
+    bias flags :meth:`as_sequential` rebuilds from, at no memory cost."""
+    memo = {}
+    for c in seq.children():
+        if isinstance(c, nn.Linear):
+            for t in c.parameters():
+                memo[id(t)] = nn.Parameter(torch.empty_like(t, device="meta"), requires_grad=t.requires_grad)
+    return copy.deepcopy(seq, memo)
+
+
+def as_sequential(mlp: MLP) -> nn.Module:
+    """``mlp`` as the ``nn.Sequential`` it was read from (:meth:`MLP.from_sequential`): the Sequential's
+    own modules (activations, dropout, flags) around Linear layers with ``mlp``'s weights; ``mlp``
+    itself where it was not read from one. A layer built without a bias stays so while its bias is 0."""
+    seq = mlp.__dict__.get("_sequential")
+    if seq is None:
+        return mlp
+    seq = copy.deepcopy(seq)
+    names = [n for n, c in seq.named_children() if isinstance(c, nn.Linear)]
+    for n, lin in zip(names, mlp.layers):
+        old = getattr(seq, n)
+        bias = old.bias is not None or bool(lin.bias.detach().any())
+        new = nn.Linear(lin.in_features, lin.out_features, bias=bias, device=lin.weight.device, dtype=lin.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(lin.weight)
+            new.weight.requires_grad_(old.weight.requires_grad)
+            if bias:
+                new.bias.copy_(lin.bias)
+                new.bias.requires_grad_(old.bias.requires_grad if old.bias is not None else True)
+        setattr(seq, n, new.train(old.training))
+    return seq
 
 
 def _digest(tensors: dict) -> str:

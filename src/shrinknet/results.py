@@ -15,6 +15,21 @@ from .context import as_gated
 from ._validation import ShrinkNetError, ShrinkNetFileNotFoundError, check_path
 
 
+class Keep(dict):
+    """{unit group index: indices kept}, what :meth:`PruneResult.keep` returns: a dict, with the name of
+    each group (``names[l]``, the module :func:`shrinknet.shrink` cuts) and a sample the pruned model
+    took (``example``, to trace it) beside it."""
+
+    def __init__(self, items=(), names=(), example=None):
+        super().__init__(items)
+        self.names = list(names)
+        self.example = example          # one sample the pruned model took, to trace it (or None)
+
+    def by_name(self) -> dict[str, list[int]]:
+        """The same keep sets keyed by group name."""
+        return {self.names[l]: v for l, v in self.items()}
+
+
 @dataclass
 class PruneResult:
     """What :func:`shrinknet.prune` did, step by step.
@@ -89,14 +104,19 @@ class PruneResult:
         """After each step, removed neurons as a percentage of the initially active ones."""
         return [100.0 * (i + 1) / max(1, self.initially_active) for i in range(self.n_removed)]
 
-    def keep(self) -> dict[int, list[int]]:
-        """Hidden layer -> indices of the units still active at the end."""
-        return {l: [int(i) for i in np.flatnonzero(np.asarray(g) != 0)] for l, g in enumerate(self.gates)}
+    def keep(self) -> "Keep":
+        """Hidden layer (unit group) index -> indices of the units still active at the end: a plain dict
+        that also carries the groups' names, so that ``shrink(model, result.keep())`` works for every
+        model (see :class:`Keep`)."""
+        example = getattr(self.model, "example", None)
+        if example is None and self.input_shape is not None:
+            example = torch.zeros(1, *self.input_shape)
+        return Keep({l: [int(i) for i in np.flatnonzero(np.asarray(g) != 0)] for l, g in enumerate(self.gates)},
+                    self.unit_names or [f"layers.{l}" for l in range(len(self.gates))], example)
 
     def keep_by_name(self) -> dict[str, list[int]]:
         """Unit group name (module name) -> indices still active: the ``keep`` of :func:`shrinknet.shrink`."""
-        names = self.unit_names or [f"layers.{l}" for l in range(len(self.gates))]
-        return {names[l]: idx for l, idx in self.keep().items()}
+        return self.keep().by_name()
 
     def apply(self, model):
         """A gated copy of ``model`` with this result's final gates (the pruned model): an MLP, or for

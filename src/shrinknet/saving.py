@@ -115,6 +115,22 @@ def _swapped_attention(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, MultiheadAttention)]
 
 
+def _swapped_causal(model: nn.Module) -> list[str]:
+    """Modules that are shrinknet's CausalSelfAttention (standing in for nanoGPT's)."""
+    from .causal_attention import CausalSelfAttention
+    return [n for n, m in model.named_modules() if isinstance(m, CausalSelfAttention)]
+
+
+def _swap_causal(model: nn.Module, names, path) -> None:
+    """Put shrinknet's CausalSelfAttention where the saved model had it in place of nanoGPT's."""
+    if names:
+        from .causal_attention import as_template
+        try:
+            as_template(model, names)
+        except (ShrinkNetError, AttributeError) as e:
+            raise ShrinkNetError(f"model file {path}: {e}") from None
+
+
 def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     """Write ``model`` (any nn.Module, e.g. one :func:`shrinknet.shrink` returned) to a .safetensors
     file: its state dict and the shapes of its layers; atomic. ``example_input`` records the input
@@ -144,6 +160,9 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     swapped = _swapped_attention(model)
     if swapped:
         meta["multihead_attention"] = json.dumps(swapped)
+    causal = _swapped_causal(model)
+    if causal:
+        meta["causal_attention"] = json.dumps(causal)
     removed = _stubs(model)
     if removed:                                    # removed sublayers: their stubs, rebuilt on load
         meta["removed_sublayers"] = json.dumps(removed)
@@ -240,6 +259,7 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
         if floats:
             model = model.to(max(set(floats), key=floats.count))   # the file's precision, not the builder's
         _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
+        _swap_causal(model, json.loads(meta.get("causal_attention", "[]")), path)
         _resize(model, shapes, path)
         if tied is None:        # a file from before ties were recorded stores both: tie what the template ties
             tied = {a: s for a, s in _ties(template if template is not None else model).items()
@@ -371,6 +391,7 @@ def _skeleton(meta: dict, template, path, tied) -> nn.Module:
         model = copy.deepcopy(template, memo)
     _restore_stubs(model, json.loads(meta.get("removed_sublayers", "{}")), f"model file {path}")
     _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
+    _swap_causal(model, json.loads(meta.get("causal_attention", "[]")), path)
     _resize(model, json.loads(meta["shapes"]), path)
     if tied is not None:
         _tie(model, tied, path)

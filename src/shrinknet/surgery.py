@@ -28,7 +28,8 @@ from ._validation import HALF, ShrinkNetError, check_materialized, strip_compile
 from .dependency import dependency_graph, group_of, out_fn
 from .finding import find_units, plain_attention
 from .gating import Gated, GatedModel, _replace_torch_attention, restore_training, training_flags
-from .results import PruneResult
+from .models import as_sequential
+from .results import Keep, PruneResult
 from .saving import layer_shapes
 
 #: relative tolerance of the check that the shrunk model computes what the gated one does
@@ -36,14 +37,18 @@ CHECK_RTOL = 1e-4
 
 
 def _coerce_keep(keep, names_by_index):
+    """``keep`` keyed by module name: a PruneResult's final keep, or a dict keyed by name or by unit
+    group index (``result.keep()``: its own names, else ``names_by_index``)."""
     if isinstance(keep, PruneResult):
         return keep.keep_by_name()
     if not isinstance(keep, dict) or not keep:
         raise ShrinkNetError(f"keep: expected a non-empty dict {{module name: indices to keep}} or a PruneResult, "
                              f"got {type(keep).__name__}")
+    if isinstance(keep, Keep) and names_by_index is None:
+        names_by_index = keep.names
     out = {}
     for k, v in keep.items():
-        if isinstance(k, (int, np.integer)) and names_by_index is not None:
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and names_by_index is not None:
             if not 0 <= k < len(names_by_index):
                 raise ShrinkNetError(f"keep: layer index {k} out of range (0..{len(names_by_index) - 1})")
             k = names_by_index[int(k)]
@@ -84,6 +89,9 @@ def shrink_mlp(model, keep):
         Ws[l + 1] = Ws[l + 1][:, r] * gates[l][r]      # gains other than 0/1 fold into the next layer
     out = type(model).from_numpy(Ws, bs, model.hidden_activation, model.output_activation,
                                  dtype=model.layers[0].weight.dtype)
+    if "_sequential" in model.__dict__:           # read from the user's nn.Sequential: give one back
+        out.__dict__["_sequential"] = model._sequential
+        return as_sequential(out.to(model.layers[0].weight.device))
     return out.to(model.layers[0].weight.device)
 
 
@@ -95,8 +103,11 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
     model : nn.Module, GatedModel or MLP
         Not modified. A GatedModel gives its bare model (its gates only supply the default `keep`).
     keep : dict or PruneResult
-        {module name: indices of its output units (Linear features / Conv2d channels) to keep};
-        modules not named keep all their units. A PruneResult stands for the units it left active.
+        {module name: indices of its output units (Linear features / Conv2d channels, heads, FFN
+        neurons) to keep}; modules not named keep all their units. A PruneResult stands for the units
+        it left active; ``result.keep()`` (keyed by unit group index) and ``result.keep_by_name()`` do
+        too. In a dict keyed by index made by hand, group l is the l-th of the model's default unit
+        groups (those ``prune`` takes with ``units=None``).
     example_input : tensor, optional
         A batch the model accepts, to trace it (one sample is enough). Taken from the GatedModel or
         PruneResult when not given.
@@ -106,8 +117,9 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
 
     Returns
     -------
-    nn.Module of the model's own class (an MLP for an MLP), in the model's train / eval mode and
-    dtype (a bfloat16 / float16 model stays so; the check compares in float32). A ``torch.compile``'d
+    nn.Module of the model's own class (an MLP for an MLP; the ``nn.Sequential`` an MLP was read from
+    for a result's model pruned on the MLP path), each submodule in its own train / eval mode, in
+    the model's dtype (a bfloat16 / float16 model stays so; the check compares in float32). A ``torch.compile``'d
     model gives the smaller module it wrapped (compile that again). The layers it resized, with their
     shapes before, are in the new model's ``shrinknet_resized`` (what :func:`shrinknet.save_model`
     records, so that loading refuses a template other than the original architecture).
@@ -142,6 +154,8 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
                 example_input = kept.example
             elif isinstance(keep, PruneResult) and keep.input_shape is not None:
                 example_input = torch.zeros(1, *keep.input_shape)
+            elif isinstance(keep, Keep) and keep.example is not None:
+                example_input = keep.example
             else:
                 raise ShrinkNetError("example_input: expected a batch the model accepts (a tensor, or a tuple or dict "
                                      "of tensors; one sample is enough) to trace its layers, got None")
@@ -158,12 +172,16 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
     p = next(iter(model.parameters()), None)
     x = batch.take(batch.check(example_input, "example_input", p.dtype if p is not None else torch.float32,
                                p.device if p is not None else None), slice(0, 1))
-    keep = _coerce_keep(keep, None)
     if any(unwrap_compiled(m) is not m for m in model.modules()):     # torch.compile'd parts: the modules they wrap
         model = strip_compiled(copy.deepcopy(model))
     modes = training_flags(model)          # each module's own: a wrapper in train mode around an eval model
     small = copy.deepcopy(model).eval()
     _replace_torch_attention(small)      # nn.MultiheadAttention's heads are tied to its width
+    names = None
+    if (isinstance(keep, dict) and not isinstance(keep, Keep)
+            and any(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keep)):
+        names = [u.name for u in find_units(small, x)]     # group l: the l-th of the model's default units
+    keep = _coerce_keep(keep, names)
     try:
         units = find_units(small, x, list(keep))
     except ShrinkNetError as e:          # the names came from `keep`: say so
