@@ -257,8 +257,8 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
                        "test": None if test_data is None else data_digest(*test_data), "criterion": crit.name,
                        "schedule": schedule, "loss": ctx.loss, "compensation": ctx.compensation,
                        "units": list(work.unit_names), "output_activation": work.output_activation}
-        if uniform:
-            fingerprint["uniform"] = True
+        # (None, not False, where not uniform: a folder written before the option existed still resumes)
+        fingerprint["uniform"] = True if uniform else None
     try:
         with torch.inference_mode(False):
             res = _run(ctx, crit, schedule, stop, classes, test_data, progress, ckpt, fingerprint, rounds)
@@ -306,6 +306,8 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
             bar.update(res.n_removed)
         while not done and res.n_removed < limit:
             if rounds is not None:
+                if limit - res.n_removed < min(len(c) for c in rounds):
+                    break                           # no whole round fits: nothing to score
                 if order is None or schedule == "iterative":
                     order = ranked(check_scores(crit.scores(ctx), work, crit.name))
                 picks = _uniform.next_round(order, work.gates, rounds)
