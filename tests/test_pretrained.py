@@ -385,3 +385,15 @@ def test_uniform_is_a_bool_and_needs_equal_starting_counts():
         net.gates[0][1] = 0.0
     with pytest.raises(ShrinkNetError, match="start with 3 and 4 units active; expected equal counts"):
         shrinknet.prune(net, X, T, "l2-out", uniform=True)
+
+
+def test_the_command_line_prunes_uniformly(tmp_path):
+    from shrinknet.cli import main
+    model = tmp_path / "m.safetensors"
+    assert main(["--quiet", "train", "--data", "diamond", "--hidden", "6", "6", "--epochs", "2", "--out", str(model)]) == 0
+    for cmd in ("prune", "shrink"):
+        out = tmp_path / cmd
+        assert main(["--quiet", cmd, str(model), "--data", "diamond", "--criterion", "taylor1", "--n-neurons", "5",
+                     "--uniform", "--out", str(out)]) == 0
+        r = shrinknet.PruneResult.load_json(out / "result.json")
+        assert r.n_removed == 4 and sorted(layer for layer, _ in r.removed) == [0, 0, 1, 1]

@@ -311,7 +311,8 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
                 if order is None or schedule == "iterative":
                     order = ranked(check_scores(crit.scores(ctx), work, crit.name))
                 picks = _uniform.next_round(order, work.gates, rounds)
-                steps = _round(ctx, res, picks, stop, classes, test) if 0 < len(picks) <= limit - res.n_removed else None
+                fits = 0 < len(picks) <= limit - res.n_removed
+                steps = _round(ctx, res, picks, stop, classes, test) if fits else None
                 for step in steps or []:
                     if ckpt is not None:
                         ckpt.append(step)
