@@ -397,3 +397,25 @@ def test_the_command_line_prunes_uniformly(tmp_path):
                      "--uniform", "--out", str(out)]) == 0
         r = shrinknet.PruneResult.load_json(out / "result.json")
         assert r.n_removed == 4 and sorted(layer for layer, _ in r.removed) == [0, 0, 1, 1]
+
+
+def test_uniform_sizes_transformers_refuses_in_a_config_give_a_per_layer_folder(tmp_path):
+    """LlamaConfig wants hidden_size to be a multiple of the head count, even with its own head_dim: 3 heads
+    of 4 in a width of 16 cannot be said by the config, so the folder records them per layer."""
+    cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=4, intermediate_size=24, max_position_embeddings=16,
+                                   use_cache=False)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(cfg).eval()
+    X, y = MODELS["llama"]["data"]()
+    heads = MODELS["llama"]["heads"]
+    r = shrinknet.prune(model, X, y, _scores({heads[0]: {2: 0.0}, heads[1]: {0: 0.5}}), units=["heads"],
+                        stop=Stop(n_units=2), uniform=True, progress=False)
+    small = shrinknet.shrink(model, r)
+    assert [small.get_submodule(h).q_proj.out_features for h in heads] == [12, 12]
+    folder = shrinknet.save_pretrained(small, tmp_path / "small")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["shrinknet"]["shapes"][f"{heads[0]}.q_proj"] == {"in_features": 16, "out_features": 12}
+    assert config["num_attention_heads"] == 4 and "shrinknet.from_pretrained" in config["intermediate_size"]
+    back = shrinknet.from_pretrained(folder)
+    assert torch.allclose(logits(back, X), logits(small, X), rtol=1e-5, atol=1e-5)
