@@ -7,7 +7,6 @@ help it): plain ``transformers.AutoModelFor....from_pretrained`` for the uniform
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch

@@ -17,7 +17,9 @@ transformers stores them; each tensor in the model's own precision), the tokeniz
   naming :func:`shrinknet.from_pretrained`: transformers' config check refuses it, with that sentence.
 
 A folder is plain exactly when a model built from the edited config has the shrunk model's tensors
-and head counts: that is checked (on the meta device, no memory) before anything is written.
+and head counts: that is checked (on the meta device, no memory) before anything is written. Sizes
+that transformers' own config checks refuse make a per-layer folder too (``LlamaConfig`` wants
+``hidden_size`` to be a multiple of the head count, even with a ``head_dim`` of its own).
 
     >>> shrinknet.save_pretrained(small, "small/", source="original/")     # tokenizer and generation config
     >>> small = shrinknet.from_pretrained("small/")
