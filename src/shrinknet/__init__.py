@@ -23,6 +23,7 @@ _LAZY = {"CompareResult": "compare", "compare": "compare", "compare_criteria": "
          "Criterion": "criteria", "available_criteria": "criteria", "describe_criteria": "criteria",
          "register_criterion": "criteria", "Gated": "gating", "GatedModel": "gating", "MLP": "models",
          "backend": "oracle.kernel", "Stop": "pruning", "prune": "pruning", "score": "pruning",
+         "from_pretrained": "pretrained", "save_pretrained": "pretrained",
          "PruneResult": "results", "export_onnx": "saving", "load_model": "saving", "save_model": "saving",
          "ModelStats": "stats", "ShrinkReport": "stats", "compare_models": "stats", "model_stats": "stats",
          "shrink": "surgery"}
@@ -60,5 +61,6 @@ sys.modules[__name__].__class__ = _Package
 __all__ = ["CompareResult", "Criterion", "Gated", "GatedModel", "MLP", "MissingDependencyError", "ModelStats",
            "PruneResult", "PruningContext", "ShrinkNetError", "ShrinkNetFileNotFoundError", "ShrinkNetWriteError",
            "ShrinkReport", "Stop", "UnitCost", "available_criteria", "backend", "compare", "compare_criteria",
-           "compare_models", "describe_criteria", "evaluate", "export_onnx", "load_model", "model_stats", "prune",
-           "register_criterion", "save_model", "score", "shrink", "unit_costs"]
+           "compare_models", "describe_criteria", "evaluate", "export_onnx", "from_pretrained", "load_model",
+           "model_stats", "prune", "register_criterion", "save_model", "save_pretrained", "score", "shrink",
+           "unit_costs"]

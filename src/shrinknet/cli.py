@@ -108,6 +108,10 @@ def _shared(p, compensation_help: str) -> None:
     p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
 
 
+UNIFORM_HELP = ("keep the same number of units in every layer of a kind (removals in rounds of one per layer); a "
+                "transformer so pruned reloads from its config alone")
+
+
 def _add_prune(sub):
     p = sub.add_parser("prune", help="prune a saved model and write the results (JSON, CSV, PNG)",
                        description="Remove hidden neurons one at a time without retraining. With no "
@@ -130,6 +134,7 @@ def _add_prune(sub):
     p.add_argument("--max-error-increase", type=_number, default=None,
                    help="stop before the error exceeds (1 + this) x its start (e.g. 0.1 = +10%%)")
     p.add_argument("--float64", action="store_true", help="compute in float64 (default: the model's dtype)")
+    p.add_argument("--uniform", action="store_true", help=UNIFORM_HELP)
     p.add_argument("--out", required=True, help="folder for result.json, steps.csv, curves.png, pruned.safetensors")
 
 
@@ -159,6 +164,7 @@ def _add_shrink(sub):
                    help="training samples the criteria are computed on (seeded; default: 5000, 0 = all)")
     p.add_argument("--device", default="cpu", help="torch device to prune on, e.g. cuda (default: cpu); the "
                    "smaller model is written for the CPU")
+    p.add_argument("--uniform", action="store_true", help=UNIFORM_HELP)
     p.add_argument("--onnx", action="store_true", help="also export the smaller model to ONNX (needs shrinknet[onnx])")
     p.add_argument("--out", required=True, help="folder for small.safetensors, report.json, result.json, steps.csv")
 
@@ -283,7 +289,7 @@ def cmd_prune(a, progress: bool) -> None:
     with resumable(out, "shrinknet prune") as partial:
         r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_loss(a, m), test=other,
                   compensation=a.compensation, device=a.device, dtype=torch.float64 if a.float64 else None,
-                  progress=progress, checkpoint=partial / "prune")
+                  progress=progress, checkpoint=partial / "prune", uniform=a.uniform)
         r.save_json(out / "result.json")
         r.save_csv(out / "steps.csv")
         if no_plot is None:
@@ -343,7 +349,8 @@ def cmd_shrink(a, progress: bool) -> None:
     out = Path(a.out)
     with resumable(out, "shrinknet shrink") as partial:
         r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_loss(a, model),
-                  units=a.units, device=a.device, progress=progress, checkpoint=partial / "prune")
+                  units=a.units, device=a.device, progress=progress, checkpoint=partial / "prune",
+                  uniform=a.uniform)
         small = shrink(model, r, Xtr[:1])
         report = compare_models(model, small, Xtr[:1], data=(Xte, Tte), kept=r)
         files = save_shrunk(small, out, Xtr[:1], report, onnx=a.onnx)

@@ -17,6 +17,7 @@ import torch
 from . import _progress
 from . import distributed as dist
 from . import inputs as batch
+from . import uniform as _uniform
 from .checkpoint import Checkpoint, data_digest, digest
 from ._validation import ShrinkNetError, check_choice, check_fraction, unwrap_compiled
 from .context import PruningContext
@@ -156,7 +157,7 @@ def _show_batches(ctx, bar, progress) -> None:
 
 def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", stop=None, loss: str | None = None, *,
           test=None, compensation: str = "none", inplace: bool = False, units=None, output_activation=None,
-          dtype=None, device=None, progress: bool | None = None, checkpoint=None) -> PruneResult:
+          dtype=None, device=None, progress: bool | None = None, checkpoint=None, uniform: bool = False) -> PruneResult:
     """Remove hidden units one at a time, lowest criterion score first.
 
     Parameters
@@ -207,6 +208,12 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         how many were replayed); a changed model, data set, criterion or option is refused. The
         stopping options may differ: a later stop extends a finished run. See
         :mod:`shrinknet.checkpoint`.
+    uniform : bool
+        Keep the same number of units in every group of one kind and size (every block's FFN neurons,
+        every attention module's heads or key/value groups): removals go in rounds of one unit per
+        group, each group's lowest-ranked, the round's kind that of the lowest-ranked unit of all (see
+        :mod:`shrinknet.uniform`). A Hugging Face model so pruned reloads from its config alone
+        (:func:`shrinknet.save_pretrained`). Heads of BERT- / GPT-2-style attention are refused.
 
     Returns
     -------
@@ -218,11 +225,14 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
     ckpt = None if checkpoint is None else Checkpoint(checkpoint)
     if ckpt is not None and dist.world_size() > 1:
         raise ShrinkNetError("checkpoint: not supported under torch.distributed yet; expected checkpoint=None")
+    if not isinstance(uniform, bool):
+        raise ShrinkNetError(f"uniform: expected True or False, got {uniform!r}")
     if inplace and not isinstance(model, Gated):
         raise ShrinkNetError(f"inplace=True: expected a shrinknet.MLP or GatedModel, got {type(model).__name__}")
     ctx = PruningContext.start(model, X, T, loss, units=units, output_activation=output_activation, dtype=dtype,
                                device=device, compensation=compensation)
     crit = get_criterion(criterion)
+    rounds = _uniform.check(ctx.model) if uniform else None
     classes = ctx.classes()
     if stop.max_accuracy_drop is not None and not classes:
         raise ShrinkNetError("stop.max_accuracy_drop: needs class targets (one-hot rows or 0/1), got other targets")
@@ -247,9 +257,11 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
                        "test": None if test_data is None else data_digest(*test_data), "criterion": crit.name,
                        "schedule": schedule, "loss": ctx.loss, "compensation": ctx.compensation,
                        "units": list(work.unit_names), "output_activation": work.output_activation}
+        # (None, not False, where not uniform: a folder written before the option existed still resumes)
+        fingerprint["uniform"] = True if uniform else None
     try:
         with torch.inference_mode(False):
-            res = _run(ctx, crit, schedule, stop, classes, test_data, progress, ckpt, fingerprint)
+            res = _run(ctx, crit, schedule, stop, classes, test_data, progress, ckpt, fingerprint, rounds)
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -268,9 +280,9 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
 
 
 def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, test, progress, ckpt=None,
-         fingerprint=None) -> PruneResult:
+         fingerprint=None, rounds=None) -> PruneResult:
     """The elimination loop: rank, remove the first, measure, until a stop is met (after replaying the
-    steps a checkpoint holds)."""
+    steps a checkpoint holds). ``rounds``: uniform pruning's classes of groups (:mod:`shrinknet.uniform`)."""
     work, t0 = ctx.model, time.perf_counter()
     res = _start(ctx, crit, schedule, classes, test)
     records = [] if ckpt is None else ckpt.open({**fingerprint, "initial_error": res.initial_error,
@@ -279,17 +291,36 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
     limit = stop.limit(work.n_active())
     res.stop_reason = "every hidden neuron removed" if limit == work.n_active() else "neuron count reached"
     order, pos = None, 0
-    best = crit.best if schedule == "iterative" else None
+    best = crit.best if schedule == "iterative" and rounds is None else None
     with _progress.bar(total=limit, desc=f"{crit.name} ({schedule})", progress=progress, unit="unit") as bar:
         _show_batches(ctx, bar, progress)
         done = False
         if records:
             if schedule == "single":        # the one ranking is of the model before any removal
                 order = ranked(check_scores(crit.scores(ctx), work, crit.name))
+            if rounds is not None:                  # whole rounds only
+                records = _uniform.whole_rounds(records, rounds, limit, lambda s: violation(
+                    stop, res.initial_error, res.initial_accuracy, s["error"], s.get("accuracy")), ckpt.folder)
             done = _replay(ctx, res, records, stop, limit, ckpt)
             pos = res.resumed_steps = res.n_removed
             bar.update(res.n_removed)
         while not done and res.n_removed < limit:
+            if rounds is not None:
+                if limit - res.n_removed < min(len(c) for c in rounds):
+                    break                           # no whole round fits: nothing to score
+                if order is None or schedule == "iterative":
+                    order = ranked(check_scores(crit.scores(ctx), work, crit.name))
+                picks = _uniform.next_round(order, work.gates, rounds)
+                fits = 0 < len(picks) <= limit - res.n_removed
+                steps = _round(ctx, res, picks, stop, classes, test) if fits else None
+                for step in steps or []:
+                    if ckpt is not None:
+                        ckpt.append(step)
+                    _record(res, step)
+                    bar.update(1)
+                if steps is None:
+                    break
+                continue
             pick = best(ctx) if best is not None else None
             if pick is None:
                 if order is None or schedule == "iterative":
@@ -341,6 +372,26 @@ def _step(ctx: PruningContext, res: PruneResult, pick, stop: Stop, classes: bool
     if test is not None:
         step["test_error"], step["test_accuracy"] = ctx.measure(*test, classes=classes)
     return step
+
+
+def _round(ctx: PruningContext, res: PruneResult, picks, stop: Stop, classes: bool, test) -> list | None:
+    """A uniform round: remove the picks one by one, measuring after each; the steps, or None (all of the
+    round undone and ``res.stop_reason`` set) where any of them breaks the stop's limits."""
+    undo, steps = [], []
+    for l, u, pred in picks:
+        undo.append(ctx.remove(l, u))
+        E, acc = ctx.measure(classes=classes)
+        reason = violation(stop, res.initial_error, res.initial_accuracy, E, acc)
+        if reason:
+            for f in reversed(undo):
+                f()
+            res.stop_reason = reason
+            return None
+        step = {"layer": int(l), "unit": int(u), "predicted": float(pred), "error": E, "accuracy": acc}
+        if test is not None:
+            step["test_error"], step["test_accuracy"] = ctx.measure(*test, classes=classes)
+        steps.append(step)
+    return steps
 
 
 def _record(res: PruneResult, step: dict) -> None:
