@@ -12,7 +12,9 @@ A transformer's prunable structures sit between a set of *producers* and one lin
 Each unit owns a contiguous block of the consumer's input features (1 for a neuron, heads x
 head_dim for a head), so its gate multiplies that block of the consumer's input: for a head, the
 head's context output before the output projection. Removing it takes the producers' rows and the
-consumer's columns (:func:`cut`), and updates the head counts the module keeps.
+consumer's columns (:func:`cut`); the heads kind (:mod:`shrinknet.units.heads`) also updates the head
+counts the module keeps (:func:`set_head_counts`). How each kind of unit uses these sites (found,
+gated, cut, saved, costed) is in :mod:`shrinknet.units`.
 
 Attention modules are recognised by structure, in the styles of :data:`ATTENTION_STYLES` (so other
 models built the same way work too; :func:`register_attention_style` adds one): ``q_proj / k_proj /

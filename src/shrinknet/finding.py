@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy as _copy
+
 import torch
 from torch import nn
 
@@ -21,7 +22,7 @@ from ._validation import ShrinkNetError
 from .dependency import UNIT_TYPES, dependency_graph, group_of
 from .units import KINDS, Trace, Unit, kind_of
 from .units.ffn import weight_in  # noqa: F401  (its older place)
-from .units.linear import ACT_TYPES, NORM_TYPES, chain_end as _chain_end, is_act as _is_act  # noqa: F401
+from .units.linear import ACT_TYPES, NORM_TYPES, chain_end as _chain_end  # noqa: F401
 from .units.linear import is_unit_type as _is_unit_type
 
 #: what ``units=None`` picks in a transformer (a model with a supported attention module or gated MLP)
