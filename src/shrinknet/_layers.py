@@ -21,10 +21,13 @@ Nothing imports this module at run time.
 LAYERS = [
     # errors and checks, OpenMP threads, the version, files, progress bars, memory, sums over ranks
     ("foundations", ["_errors", "_validation", "_threads", "_version", "_layers", "_io", "_progress", "_memory", "distributed"]),
-    # activations and losses, the inputs models take, rank statistics, transformer structures (heads,
-    # FFN neurons, whole sublayers) as units
-    ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "sublayers", "attention", "causal_attention",
+    # activations and losses, the inputs models take, rank statistics, transformer structures (attention
+    # styles, the sites of heads and FFN neurons), the dependency graph
+    ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "attention", "causal_attention",
                  "dependency"]),
+    # the unit kinds, one module each (found, gated, cut, saved, costed), and their registry: what finding,
+    # gating, surgery, saving and costs dispatch to (sublayers: the older name of units.sublayer)
+    ("units", ["units.*", "sublayers"]),
     # what is computed from them: compensation, derivatives; checkpoint files
     ("derived", ["compensation", "derivatives", "checkpoint"]),
     # which units a model has (one trace), and the gated models: the oracle's MLP path reads the MLP,

@@ -12,7 +12,9 @@ A transformer's prunable structures sit between a set of *producers* and one lin
 Each unit owns a contiguous block of the consumer's input features (1 for a neuron, heads x
 head_dim for a head), so its gate multiplies that block of the consumer's input: for a head, the
 head's context output before the output projection. Removing it takes the producers' rows and the
-consumer's columns (:func:`cut`), and updates the head counts the module keeps.
+consumer's columns (:func:`cut`); the heads kind (:mod:`shrinknet.units.heads`) also updates the head
+counts the module keeps (:func:`set_head_counts`). How each kind of unit uses these sites (found,
+gated, cut, saved, costed) is in :mod:`shrinknet.units`.
 
 Attention modules are recognised by structure, in the styles of :data:`ATTENTION_STYLES` (so other
 models built the same way work too; :func:`register_attention_style` adds one): ``q_proj / k_proj /
@@ -310,13 +312,15 @@ def _keep_in(m, idx: torch.Tensor):
             m.in_features = int(idx.numel())
 
 
-def cut(model: nn.Module, site: Site, keep: list[int]) -> None:
-    """Remove every unit of ``site`` not in ``keep`` from ``model`` in place."""
+def cut(model: nn.Module, site: Site, keep: list[int], *, silent: bool = False) -> int:
+    """Remove every unit of ``site`` not in ``keep`` from ``model`` in place: its producers' rows and its
+    consumer's columns; the number of units left. ``silent``: where ``keep`` is empty, keep unit 0 with
+    its consumer's columns zeroed instead (what attention code that cannot run with no heads needs: it
+    computes the same as removing them all). What else a kind keeps of the size (an attention module's
+    head counts, :func:`set_head_counts`) is its unit kind's business (:mod:`shrinknet.units`)."""
     mods = dict(model.named_modules())
     keep = sorted(int(j) for j in keep)
-    # attention code cannot run with no heads (its reshapes need one): keep head 0 and make it
-    # silent, which computes the same as removing them all
-    silent = not keep and site.kind == "heads"
+    silent = silent and not keep
     if silent:
         keep = [0]
     by_module: dict[str, list] = {}
@@ -332,16 +336,12 @@ def cut(model: nn.Module, site: Site, keep: list[int]) -> None:
     if silent:
         with torch.no_grad():
             weight_oi(mods[site.consumer]).zero_()
-    if site.kind == "heads":
-        _set_heads(mods, site, len(keep))
-    elif site.kind == "gated-ffn":
-        mlp = mods[site.name] if site.name else model
-        if hasattr(mlp, "intermediate_size"):
-            mlp.intermediate_size = len(keep)
+    return len(keep)
 
 
-def _set_heads(mods: dict, site: Site, k: int) -> None:
-    """Update the head counts an attention module keeps, so its forward pass still runs."""
+def set_head_counts(mods: dict, site: Site, k: int) -> None:
+    """Update the head counts an attention module keeps for ``k`` key/value heads left, so its forward
+    pass still runs (its style says which)."""
     h = site.heads
     m = mods[h["module"]]
     for attr, value in ATTENTION_STYLES[h["style"]].counts(k * (h["heads"] // h["kv"]), k, h["head_dim"]).items():
@@ -350,5 +350,5 @@ def _set_heads(mods: dict, site: Site, k: int) -> None:
 
 
 __all__ = ["ATTENTION_STYLES", "AttentionStyle", "Site", "head_attrs", "attention_site", "head_counts",
-           "register_attention_style", "supported_attention", "cut", "fan_in", "fan_out", "ffn_site", "find_sites", "gated_ffn_site",
+           "register_attention_style", "set_head_counts", "supported_attention", "cut", "fan_in", "fan_out", "ffn_site", "find_sites", "gated_ffn_site",
            "is_conv1d", "is_dense"]

@@ -8,7 +8,8 @@ column, an attention head's q/k/v rows and output columns) and counts what went:
 shape (:func:`shrinknet.stats.flops`, 2 per multiply-add). Units of one group cost the same, so one
 cut per group is enough (a whole sublayer, ``units=["blocks"]``, is a group of one: its branch's
 parameters and projections); costs are of the model as it is (its current gates), since a unit's cost
-depends on how many of its inputs and consumers are still there.
+depends on how many of its inputs and consumers are still there. Each group's count is its unit kind's
+(:meth:`shrinknet.units.UnitKind.cost`; an MLP's neurons count as Linear features).
 
     >>> costs = unit_costs(gated)              # [UnitCost(params=..., flops=...) per group]
 """
@@ -23,6 +24,7 @@ from ._validation import ShrinkNetError
 from .gating import Gated, GatedModel
 from .stats import flops, n_params
 from .surgery import shrink
+from .units import KINDS, kind_of
 
 
 @dataclass(frozen=True)
@@ -60,22 +62,14 @@ def unit_costs(model: Gated, example_input=None) -> list[UnitCost]:
         # layers): such a group is measured with one unit (its lowest) back
         keep = {n: u if u.size else np.arange(1) for n, u in active.items()}
         base = _measure(model, keep, example_input)
+    kinds = [kind_of(u) for u in model.units] if isinstance(model, GatedModel) else [KINDS["linear"]] * len(keep)
     out = []
-    for l, (name, units) in enumerate(keep.items()):
+    for l, name in enumerate(keep):
         if active[name].size == 0:
             out.append(UnitCost(0, 0))
             continue
-        try:
-            params, fl = _measure(model, {**keep, name: units[1:]}, example_input)
-            out.append(UnitCost(base[0] - params, base[1] - fl))
-            continue
-        except ShrinkNetError:
-            if units.size != 1:
-                raise
-        # its last unit, which cannot go alone: what one more of its units would add, its twin's cost
-        others = np.setdiff1d(np.arange(model.hidden_sizes[l]), units)
-        more = _measure(model, {**keep, name: np.sort(np.append(units, others[:1]))}, example_input)
-        out.append(UnitCost(more[0] - base[0], more[1] - base[1]))
+        out.append(UnitCost(*kinds[l].cost(lambda k: _measure(model, k, example_input), keep, name,
+                                           model.hidden_sizes[l], base)))
     return out
 
 

@@ -1,70 +1,38 @@
 """Which units a model has: one trace of a forward pass, read for the modules that produce units.
 
 A unit group is the output features of an ``nn.Linear`` (or Hugging Face ``Conv1D``), the output
-channels of an ``nn.Conv2d``, or a transformer structure (:mod:`shrinknet.blocks`: FFN neurons, attention
-heads). :func:`traced_units` runs the model once on one sample, records every leaf module call in
-order, and resolves the user's ``units`` against it: where each group's gate sits (after a directly
-consuming BatchNorm and activation module), which Linear pairs are a transformer's FFN, which layer
-produces the output. The same trace sizes the passes (:func:`rows_per_pass`, :func:`downstream_sizes`).
+channels of an ``nn.Conv2d``, a transformer structure (FFN neurons, attention heads) or a whole
+sublayer: one of the unit kinds of :mod:`shrinknet.units`. :func:`traced_units` runs the model once on
+one sample, records every leaf module call in order, and resolves the user's ``units`` against it: the
+kinds answer the selectors ("heads", "ffn", "blocks") and say which group a name is and where its gate
+sits; this module checks names, picks the default and orders the groups. The same trace sizes the
+passes (:func:`rows_per_pass`, :func:`downstream_sizes`).
 """
 from __future__ import annotations
 
 import contextlib
 import copy as _copy
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import blocks
 from . import inputs as batch
-from . import sublayers
 from ._validation import ShrinkNetError
 from .dependency import UNIT_TYPES, dependency_graph, group_of
+from .units import KINDS, Trace, Unit, kind_of
+from .units.ffn import weight_in  # noqa: F401  (its older place)
+from .units.linear import ACT_TYPES, NORM_TYPES, chain_end as _chain_end  # noqa: F401
+from .units.linear import is_unit_type as _is_unit_type
 
-#: per-channel modules that belong to the unit when they directly consume its output
-NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
-#: elementwise activation modules that belong to the unit when they directly consume it
-ACT_TYPES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus,
-             nn.Mish, nn.Hardswish, nn.Hardtanh)
+#: what ``units=None`` picks in a transformer (a model with a supported attention module or gated MLP)
+TRANSFORMER_DEFAULT = "ffn"
 #: activation values (summed over all layers) one forward pass may hold: sets the rows per pass. Small
 #: enough that big tensors are not handed back to the OS after every pass (which made a CNN's taylor2
 #: several times slower; docs/PERFORMANCE.md), large enough for few passes on MLPs.
 ACTIVATION_BUDGET = 1 << 24
 #: fallback / ceiling of samples per forward pass
 BATCH = 16384
-
-
-@dataclass
-class Unit:
-    """One group of prunable units: the output features / channels of one module, or a transformer
-    structure (FFN neurons, attention heads) described by ``site``, or one whole transformer sublayer
-    (one unit) described by ``branch``."""
-    name: str            # the producing module, or the attention / gated-MLP module (its name in named_modules());
-                         # a sublayer: its module's name + ":sublayer"
-    kind: str            # "linear", "conv2d", a site's kind ("ffn", "gated-ffn", "heads"), or "sublayer"
-    size: int            # number of units
-    gate_at: str         # the module whose output (or, for a site, whose input) the gate multiplies
-    chain: tuple         # producer, then the BatchNorm / activation modules that belong to it
-    site: blocks.Site | None = None
-    branch: sublayers.Branch | None = None    # a whole transformer sublayer (kind "sublayer", one unit)
-
-    @property
-    def on_input(self) -> bool:
-        """Whether the gate multiplies ``gate_at``'s input (a block of columns per unit) rather than its output."""
-        return self.site is not None
-
-    @property
-    def block(self) -> int:
-        if self.branch is not None:
-            return self.branch.dim     # a sublayer's output: the whole residual width
-        return self.site.block if self.site is not None else 1
-
-    @property
-    def channel_dim(self) -> int:
-        if self.site is not None or self.branch is not None:
-            return -2            # unit outputs are read as (..., K, block)
-        return 1 if self.kind == "conv2d" else -1
 
 
 @contextlib.contextmanager
@@ -77,15 +45,6 @@ def plain_attention():
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(was)
-
-
-def _is_unit_type(m) -> bool:
-    return isinstance(m, UNIT_TYPES) or blocks.is_conv1d(m)
-
-
-def _is_act(m) -> bool:
-    # Hugging Face's activation modules (GELUActivation, NewGELUActivation, ...) are elementwise too
-    return isinstance(m, ACT_TYPES) or type(m).__module__.startswith("transformers.activations")
 
 
 def _trace(model: nn.Module, x):
@@ -110,31 +69,6 @@ def _trace(model: nn.Module, x):
     return calls, out
 
 
-def _ffn_pairs(calls, sites) -> dict[str, str]:
-    """{producer: consumer} for the plain FFN blocks of a transformer: a Linear / Conv1D followed by
-    another whose input has the first one's output shape, with only elementwise modules (activations,
-    dropout) called in between, neither of them part of an attention or gated-MLP site. (An
-    activation written as a function call is not seen, and elementwise too.)"""
-    taken = {r.name for s in sites for r in s.producers} | {s.consumer for s in sites}
-    pairs = {}
-    for k, (n, m, _, o) in enumerate(calls):
-        if not blocks.is_dense(m) or n in taken or not isinstance(o, torch.Tensor):
-            continue
-        for n2, m2, i2, _ in calls[k + 1:]:
-            if blocks.is_dense(m2):
-                if (n2 not in taken and isinstance(i2, torch.Tensor) and tuple(i2.shape) == tuple(o.shape)
-                        and weight_in(m2) == blocks.n_out(m)):
-                    pairs[n] = n2
-                break
-            if not (_is_act(m2) or isinstance(m2, (nn.Dropout, nn.Identity))):
-                break
-    return pairs
-
-
-def weight_in(m) -> int:
-    return int(m.nx if blocks.is_conv1d(m) else m.in_features)
-
-
 def find_units(model: nn.Module, example_input, units=None) -> list[Unit]:
     """Resolve ``units`` to :class:`Unit` records, in execution order (see :func:`traced_units`)."""
     return traced_units(model, example_input, units)[0]
@@ -149,27 +83,21 @@ def traced_units(model: nn.Module, example_input, units=None):
     except the one that produces the output. A name may be a Linear / Conv2d / Conv1D (its output
     features), an attention module (its heads) or a gated MLP (its neurons); "heads" selects every
     supported attention module; "blocks" every transformer sublayer (attention and MLP, one unit each,
-    :mod:`shrinknet.sublayers`), not together with other units."""
+    :mod:`shrinknet.units.sublayer`), not together with other units."""
     heads, gated, unknown = blocks.find_sites(model)
-    sites_by_name = {s.name: s for s in [*heads, *gated]}
     calls, out = _trace(model, example_input)
-    mods = dict(model.named_modules())
-    counts: dict[str, int] = {}
-    for name, *_ in calls:
-        counts[name] = counts.get(name, 0) + 1
-    pairs = _ffn_pairs(calls, [*heads, *gated]) if heads or gated else {}
-    # a block's FFN lies inside the module that holds its attention (not e.g. BERT's pooler)
-    roots = blocks.block_roots(heads)
-    ffn = [n for n in pairs if not heads or any(r == "" or n.startswith(r + ".") for r in roots)]
+    trace = Trace(model, calls, out, heads, gated, unknown)
+    mods, counts = trace.mods, trace.counts
+    sites_by_name = {s.name: s for s in [*heads, *gated]}
     owner = {r.name: s for s in [*heads, *gated] for r in s.producers} | {s.consumer: s for s in [*heads, *gated]}
-    branches = {b.name: b for b in sublayers.find(calls, heads, gated, {n: pairs[n] for n in ffn})}
+    kinds = list(KINDS.values())
     if units is None:
-        if heads or gated:
-            chosen = [s.name for s in gated] + ffn
+        if trace.transformer:
+            chosen = _selected(TRANSFORMER_DEFAULT, trace, kinds)
         else:
             cand = [n for n, m, _, _ in calls if _is_unit_type(m)]
             chosen = list(dict.fromkeys(cand[:-1]))   # the last Linear/Conv2d called produces the output
-            chosen = _independent(model, example_input, [_unit(n, calls) for n in chosen])
+            chosen = _independent(model, example_input, [_resolve(n, trace, kinds) for n in chosen])
     else:
         if isinstance(units, (str, type)):
             units = [units]
@@ -181,62 +109,42 @@ def traced_units(model: nn.Module, example_input, units=None):
                                          f"got type {u.__name__}")
                 hits = [n for n, m, _, _ in calls if isinstance(m, u) and n not in owner]
                 chosen += [n for n in hits if not _feeds_output(n, calls, out)]
-            elif u == "ffn":
-                if not (heads or gated):
-                    raise ShrinkNetError("units: 'ffn' selects a transformer's FFN neurons, but the model has no "
-                                         "supported attention module or gated MLP; name its Linear layers instead")
-                chosen += [s.name for s in gated] + ffn
-            elif u == "heads":
-                if not heads:
-                    extra = f" (attention modules of kinds it does not support: {', '.join(unknown[:5])})" if unknown else ""
-                    raise ShrinkNetError(f"units: 'heads' selects attention heads, but the model has no supported "
-                                         f"attention module{extra}")
-                if unknown:
-                    raise ShrinkNetError(f"units: attention module {unknown[0]!r} ({type(mods[unknown[0]]).__name__}) is "
-                                         f"not a supported attention implementation; name the supported ones instead "
-                                         f"(e.g. {heads[0].name!r})")
-                chosen += [s.name for s in heads]
-            elif u == sublayers.SELECTOR:
-                if not branches:
-                    raise ShrinkNetError("units: 'blocks' selects a transformer's attention and MLP sublayers, but the "
-                                         "model has no supported attention module or gated MLP")
-                chosen += list(branches)
-            elif sublayers.is_name(u):
-                if u not in branches:
-                    raise ShrinkNetError(f"units: no sublayer named {u!r} (sublayers: "
-                                         f"{', '.join(list(branches)[:6]) or 'none'}{', ...' if len(branches) > 6 else ''})")
-                chosen.append(u)
+            elif isinstance(u, str) and any(u in k.selectors for k in kinds):      # "ffn", "heads", "blocks"
+                chosen += _selected(u, trace, kinds)
+            elif isinstance(u, str) and any(k.claims(u) for k in kinds):         # e.g. "<module>:sublayer"
+                chosen.append(next(k for k in kinds if k.claims(u)).check_name(u, trace))
             elif isinstance(u, str):
                 chosen.append(_check_name(u, mods, counts, calls, out, sites_by_name, owner, unknown))
             else:
                 raise ShrinkNetError(f"units: expected module names (str), 'heads' or types, got {u!r}")
         chosen = list(dict.fromkeys(chosen))
-        whole = [n for n in chosen if n in branches]
-        if whole and len(whole) < len(chosen):
-            other = next(n for n in chosen if n not in branches)
-            raise ShrinkNetError(f"units: whole sublayers ('blocks', e.g. {whole[0]!r}) cannot be pruned together with "
-                                 f"other units (e.g. {other!r}) in one run; expected 'blocks' alone, or heads / FFN "
-                                 f"neurons / layers without it")
+    found = [_resolve(n, trace, kinds) for n in chosen]
+    if units is not None:
+        for k in kinds:
+            k.check_together(found)
     if not chosen:
         raise ShrinkNetError("units: expected at least one nn.Linear, nn.Conv2d or transformer block with hidden "
                              "units, got none")
-    found = []
-    for n in chosen:
-        if n in branches:
-            b = branches[n]
-            found.append(Unit(n, "sublayer", 1, b.gate_at, (b.gate_at,), None, b))
-            continue
-        s = sites_by_name.get(n)
-        if s is None and n in pairs:
-            s = blocks.ffn_site(n, mods[n], pairs[n])
-        found.append(_unit(n, calls) if s is None else Unit(n, s.kind, s.size, s.consumer, (n,), s))
     for u in found:
         if counts.get(u.gate_at, 0) != 1:
             raise ShrinkNetError(f"units: module {u.gate_at!r} is called {counts.get(u.gate_at, 0)} times in one "
                                  f"forward pass; expected once (shared layers cannot be gated per use)")
     order = {n: i for i, (n, *_) in reversed(list(enumerate(calls)))}
-    first = (lambda u: u.branch.gate_at if u.branch else u.site.producers[0].name if u.site else u.name)
-    return sorted(found, key=lambda u: order.get(first(u), 0)), calls
+    return sorted(found, key=lambda u: order.get(kind_of(u).first_module(u), 0)), calls
+
+
+def _selected(selector: str, trace, kinds) -> list[str]:
+    """The groups ``selector`` picks: those of every kind that answers it, in the kinds' order."""
+    return [n for k in kinds if selector in k.selectors for n in k.select(selector, trace)]
+
+
+def _resolve(name: str, trace, kinds) -> Unit:
+    """The :class:`Unit` record of group ``name``: from the first kind that knows it."""
+    for k in kinds:
+        u = k.unit(name, trace)
+        if u is not None:
+            return u
+    raise ShrinkNetError(f"units: module {name!r} is no unit group of a known kind ({', '.join(KINDS)})")
 
 
 def _check_name(u, mods, counts, calls, out, sites, owner, unknown) -> str:
@@ -252,7 +160,7 @@ def _check_name(u, mods, counts, calls, out, sites, owner, unknown) -> str:
                              f"implementation (supported: {blocks.supported_attention()})")
     if u in owner:
         s = owner[u]
-        what = "attention module" if s.kind == "heads" else "gated MLP"
+        what = KINDS[s.kind].noun
         raise ShrinkNetError(f"units: module {u!r} is a projection of {what} {s.name!r}, whose units span several "
                              f"projections; name {s.name!r} instead")
     if not _is_unit_type(mods[u]):
@@ -314,26 +222,6 @@ def _feeds_output(name, calls, out) -> bool:
         if n == name:
             return _chain_end(calls, n, o)[1] is out
     return False
-
-
-def _chain_end(calls, name, out):
-    """Follow `out` through a directly consuming BatchNorm, then a directly consuming activation."""
-    chain, cur = [name], out
-    for test in (lambda m: isinstance(m, NORM_TYPES), _is_act):
-        for n, m, i, o in calls:
-            if i is cur and test(m) and n not in chain:
-                chain.append(n)
-                cur = o
-                break
-    return chain, cur
-
-
-def _unit(name, calls) -> Unit:
-    _, mod, _, out = next(c for c in calls if c[0] == name)
-    chain, _ = _chain_end(calls, name, out)
-    kind = "conv2d" if isinstance(mod, nn.Conv2d) else "linear"
-    size = mod.out_channels if kind == "conv2d" else blocks.n_out(mod)
-    return Unit(name, kind, int(size), chain[-1], tuple(chain))
 
 
 def _check_batch_first(model: nn.Module, x, units) -> None:

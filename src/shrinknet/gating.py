@@ -41,12 +41,12 @@ from torch import nn
 
 from . import blocks
 from . import inputs as batch
-from . import sublayers
 from .activations import output_activation as check_output
 from ._validation import ShrinkNetError, all_finite, as_tensor, check_materialized, strip_compiled, unwrap_compiled
 from .dependency import dependency_graph, group_of
 from .finding import (ACT_TYPES, NORM_TYPES, Unit, _check_batch_first, downstream_sizes, find_units,  # noqa: F401
                       plain_attention, rows_per_pass, traced_units)
+from .units import KINDS, kind_of
 
 
 class Gated(nn.Module):
@@ -189,8 +189,9 @@ class GatedModel(Gated):
         dev = batch.leaves(x)[0].device
         for l, u in enumerate(self.units):
             self.register_buffer(f"gate{l}", torch.ones(u.size, dtype=dt, device=dev))
-            if u.branch is not None:      # what the removed sublayer returns: 0, or its mean (compensation)
-                self.register_buffer(f"fill{l}", torch.zeros(u.branch.dim, dtype=dt, device=dev))
+            fill = kind_of(u).fill_size(u)
+            if fill:                      # what a removed group returns (a sublayer: 0, or its mean output)
+                self.register_buffer(f"fill{l}", torch.zeros(fill, dtype=dt, device=dev))
         self._finish()
 
     def _finish(self):
@@ -200,9 +201,8 @@ class GatedModel(Gated):
         self._handles = []
         mods = dict(self.model.named_modules())
         for l, u in enumerate(self.units):
-            if u.branch is not None:
-                self._handles.append(mods[u.gate_at].register_forward_hook(self._make_sublayer_hook(l)))
-            elif u.on_input:
+            # the unit's kind says how the gate multiplies: gate_at's input (a pre-hook) or its output
+            if kind_of(u).on_input:
                 self._handles.append(mods[u.gate_at].register_forward_pre_hook(self._make_pre_hook(l)))
             else:
                 self._handles.append(mods[u.gate_at].register_forward_hook(self._make_hook(l)))
@@ -212,44 +212,19 @@ class GatedModel(Gated):
         return self._buffers[f"gate{l}"] if g is None else g
 
     def _make_hook(self, l: int):
-        dim = self.units[l].channel_dim
+        u, fill = self.units[l], f"fill{l}"
+        gate = kind_of(u).gate
 
         def hook(module, inputs, out):
-            g = self._gate(l)
-            # gate (K,) or per-sample (B, K), broadcast along the unit's channel dimension
-            ones = [1] * (out.ndim - 2)
-            if dim == 1:                  # out (B, K, H, W): (K, 1, 1) or (B, K, 1, 1)
-                g = g.reshape(*g.shape, *ones)
-            elif g.ndim == 2:             # out (B, ..., K): (B, 1.., K)
-                g = g.reshape(g.shape[0], *ones, g.shape[1])
-            return out * g
-        return hook
-
-    def _make_sublayer_hook(self, l: int):
-        def hook(module, inputs, out):
-            fill = self._buffers[f"fill{l}"]
-            res = self._residual.get(l)
-            if res is not None:           # compensated: the mean of an active branch (0 once removed, when
-                fill = fill + res[0]      # its own fill holds what it returns; an active one's fill is 0)
-            return sublayers.gated(out, self._gate(l), fill)
+            return gate(u, out, self._gate(l), self._residual.get(l), self._buffers.get(fill))
         return hook
 
     def _make_pre_hook(self, l: int):
-        block = self.units[l].block
+        u, fill = self.units[l], f"fill{l}"
+        gate = kind_of(u).gate
 
         def hook(module, args):
-            x, g = args[0], self._gate(l)
-            # each unit owns `block` consecutive input columns (a head: head_dim of them per query head)
-            if block > 1:
-                g = g.repeat_interleave(block, dim=-1)
-            if g.ndim == 2:               # per-sample rows: (B, 1.., D)
-                g = g.reshape(g.shape[0], *([1] * (x.ndim - 2)), g.shape[1])
-            res = self._residual.get(l)
-            if res is None:
-                return (x * g, *args[1:])
-            mean, M = res                 # compensated: a gate moves the columns by their residual r
-            r = x - mean if M is None else x @ M[:-1] + M[-1]
-            return (x - (1 - g) * r, *args[1:])
+            return (gate(u, args[0], self._gate(l), self._residual.get(l), self._buffers.get(fill)), *args[1:])
         return hook
 
     def detach_hooks(self) -> nn.Module:
@@ -330,17 +305,14 @@ class GatedModel(Gated):
         got, handles = [], []
         mods = dict(self.model.named_modules())
         for l, u in enumerate(self.units):
-            # registered before the gate hook, so it sees the un-gated output
-            if u.branch is not None:     # a sublayer: its branch's output, as (..., 1, D)
-                handles.append(mods[u.gate_at].register_forward_hook(
-                    lambda m, i, o, l=l: got.append((l, o.detach().unsqueeze(-2))), prepend=True))
-            elif u.on_input:
+            # registered before the gate hook, so it sees the un-gated output; its kind says how to read it
+            see = kind_of(u).observe
+            if u.on_input:
                 handles.append(mods[u.gate_at].register_forward_pre_hook(
-                    lambda m, a, l=l, u=u: got.append((l, a[0].detach().unflatten(-1, (u.size, u.block)))),
-                    prepend=True))
+                    lambda m, a, l=l, u=u, see=see: got.append((l, see(u, a[0].detach()))), prepend=True))
             else:
                 handles.append(mods[u.gate_at].register_forward_hook(
-                    lambda m, i, o, l=l: got.append((l, o.detach())), prepend=True))
+                    lambda m, i, o, l=l, u=u, see=see: got.append((l, see(u, o.detach()))), prepend=True))
         try:
             for Xb, _ in chunks:
                 got.clear()
@@ -351,9 +323,9 @@ class GatedModel(Gated):
                 h.remove()
 
     def fills(self) -> dict:
-        """{sublayer group's name: what its removed branch returns (D,)} for the sublayer groups (0, or its
-        mean after a removal with compensation "mean"); :func:`shrinknet.shrink` gives it to the stub."""
-        return {u.name: self._buffers[f"fill{l}"] for l, u in enumerate(self.units) if u.branch is not None}
+        """{group's name: what its removed units return (D,)} for the groups whose kind keeps one (a sublayer:
+        0, or its mean after a removal with compensation "mean"); :func:`shrinknet.shrink` gives it to the cut."""
+        return {u.name: self._buffers[f"fill{l}"] for l, u in enumerate(self.units) if f"fill{l}" in self._buffers}
 
     def _weight(self, name):
         W = blocks.weight_oi(dict(self.model.named_modules())[name]).detach()
@@ -368,12 +340,9 @@ class GatedModel(Gated):
             graph = None
             self._plans = []
             for u in self.units:
-                if u.branch is not None:             # a sublayer feeds the residual stream, no one consumer
-                    self._plans.append([{}])
-                    continue
-                if u.site is not None:
-                    self._plans.append([{u.site.consumer: list(range(u.site.columns(j).start, u.site.columns(j).stop))}
-                                        for j in range(u.size)])
+                plan = kind_of(u).plan(u)            # a kind that knows its consumers' columns says so
+                if plan is not None:
+                    self._plans.append(plan)
                     continue
                 if graph is None:
                     graph = dependency_graph(m, self.example)
@@ -384,9 +353,9 @@ class GatedModel(Gated):
         """(K, M): each unit's incoming weights (Linear row / Conv2d filter; a transformer unit's rows of
         its projections), inputs fed by removed units zeroed."""
         u = self.units[layer]
-        _no_fan(u, "fan_in")
-        if u.site is not None:
-            return blocks.fan_in(u.site, dict(self.model.named_modules()))
+        W = kind_of(u).fan_in(u, dict(self.model.named_modules()))
+        if W is not None:                      # a kind that knows its incoming weights says so
+            return W
         plans = self.plans()
         W = self._weight(self.units[layer].name)
         live = torch.ones(W.shape[1], dtype=torch.bool, device=W.device)
@@ -401,10 +370,10 @@ class GatedModel(Gated):
         """(K, M): each unit's outgoing weights (its columns in every consumer), weights into removed
         units zeroed, padded with zeros to one length."""
         u = self.units[layer]
-        _no_fan(u, "fan_out")
-        if u.site is not None:
-            return blocks.fan_out(u.site, dict(self.model.named_modules()))
-        own = {u.name: k for k, u in enumerate(self.units) if u.site is None}
+        W = kind_of(u).fan_out(u, dict(self.model.named_modules()))
+        if W is not None:
+            return W
+        own = {u.name: k for k, u in enumerate(self.units) if not u.on_input}
         rows = []
         for plan in self.plans()[layer]:
             parts = []
@@ -460,12 +429,6 @@ class GatedModel(Gated):
         return f"units={self.unit_names}, active={self.n_active()}/{sum(self.hidden_sizes)}"
 
 
-def _no_fan(u, what: str) -> None:
-    if u.branch is not None:
-        raise ShrinkNetError(f"{what}: {u.name!r} is a whole sublayer, whose branch reads and feeds the whole residual "
-                             f"stream; it has no incoming / outgoing weights of its own")
-
-
 def training_flags(model: nn.Module) -> dict[str, bool]:
     """{module name: its training flag} for ``model`` and every submodule (a ``torch.compile`` wrapper's
     ``_orig_mod`` left out of the names, as shrinknet's copies leave the wrapper out)."""
@@ -486,15 +449,10 @@ def restore_training(model: nn.Module, flags: dict[str, bool]) -> nn.Module:
 
 
 def _replace_torch_attention(model: nn.Module) -> None:
-    """nn.MultiheadAttention computes its output projection through a functional call that no hook
-    sees, and nanoGPT's attention sizes its heads from its input width; both tie their heads to their
-    width: swap in the equivalent modules whose heads can be gated."""
-    from .causal_attention import looks_like_nanogpt, replace_causal_attention
-    if any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
-        from .attention import replace_torch_attention
-        replace_torch_attention(model)
-    if any(looks_like_nanogpt(m) for m in model.modules()):
-        replace_causal_attention(model, strict=False)     # one that computes something else stays
+    """Make a working copy ready for every unit kind (in place): e.g. nn.MultiheadAttention, whose output
+    projection no hook sees, replaced by the equivalent module whose heads can be gated (the heads kind)."""
+    for kind in KINDS.values():
+        kind.prepare(model)
 
 
 __all__ = ["Gated", "GatedModel", "Unit", "find_units", "plain_attention", "restore_training", "rows_per_pass",

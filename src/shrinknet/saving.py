@@ -32,11 +32,8 @@ from torch import nn
 from ._io import atomic_target, check_target
 from ._validation import (MissingDependencyError, ShrinkNetError, ShrinkNetFileNotFoundError, all_finite, as_tensor,
                           check_materialized, check_path, require, unwrap_compiled)
-from . import blocks
-from .blocks import is_conv1d
 from .models import MLP, _digest
-from .sublayers import restore as _restore_stubs
-from .sublayers import stubs as _stubs
+from .units import KINDS
 
 FORMAT = "shrinknet-module"
 FORMAT_VERSION = "2"
@@ -54,9 +51,6 @@ _LAYERS = {
     "MaxPool2d": ("kernel_size", "stride", "padding"), "AvgPool2d": ("kernel_size", "stride", "padding"),
     "AdaptiveAvgPool2d": ("output_size",),
 }
-#: layers whose shape a shrink changes, and the attributes that say it
-_SHAPED = {nn.Linear: ("in_features", "out_features"), nn.Conv2d: ("in_channels", "out_channels"),
-           nn.BatchNorm1d: ("num_features",), nn.BatchNorm2d: ("num_features",)}
 
 
 def _arg(mod, a):
@@ -97,38 +91,25 @@ def build(spec) -> nn.Module:
 
 
 def layer_shapes(model: nn.Module) -> dict:
-    """{module name: its shape attributes} for every module a shrink may resize (Linear, Conv2d,
-    BatchNorm, Conv1D, an attention module's head counts)."""
-    out = {n: {a: getattr(m, a) for a in attrs} for n, m in model.named_modules()
-           for t, attrs in _SHAPED.items() if type(m) is t}
-    for n, m in model.named_modules():
-        if is_conv1d(m):
-            out[n] = {"nf": int(m.nf), "nx": int(m.nx)}
-    for n, heads in blocks.head_counts(model).items():      # (the attention styles say which and where)
-        out[n] = {**out.get(n, {}), **heads}
+    """{module name: its shape attributes} for every module a shrink may resize, as the unit kinds say
+    (Linear, Conv2d, BatchNorm, Conv1D, an attention module's head counts)."""
+    out = {}
+    for kind in KINDS.values():
+        for n, attrs in kind.shapes(model).items():
+            out[n] = {**out.get(n, {}), **attrs}
     return out
 
 
-def _swapped_attention(model: nn.Module) -> list[str]:
-    """Modules that are shrinknet's MultiheadAttention (standing in for torch's, which cannot lose heads)."""
-    from .attention import MultiheadAttention
-    return [n for n, m in model.named_modules() if isinstance(m, MultiheadAttention)]
+def _kinds_meta(model: nn.Module) -> dict:
+    """{metadata key: JSON} of what the unit kinds record of ``model`` (removed sublayers' stubs, the
+    modules where shrinknet's MultiheadAttention stands in for torch's, ...)."""
+    return {k: json.dumps(v) for kind in KINDS.values() for k, v in kind.save_meta(model).items()}
 
 
-def _swapped_causal(model: nn.Module) -> list[str]:
-    """Modules that are shrinknet's CausalSelfAttention (standing in for nanoGPT's)."""
-    from .causal_attention import CausalSelfAttention
-    return [n for n, m in model.named_modules() if isinstance(m, CausalSelfAttention)]
-
-
-def _swap_causal(model: nn.Module, names, path) -> None:
-    """Put shrinknet's CausalSelfAttention where the saved model had it in place of nanoGPT's."""
-    if names:
-        from .causal_attention import as_template
-        try:
-            as_template(model, names)
-        except (ShrinkNetError, AttributeError) as e:
-            raise ShrinkNetError(f"model file {path}: {e}") from None
+def _restore_kinds(model: nn.Module, meta: dict, where: str) -> None:
+    """Rebuild in ``model`` (in place) what the unit kinds recorded in a file's metadata."""
+    for kind in KINDS.values():
+        kind.load_meta(model, meta, where)
 
 
 def save_model(model: nn.Module, path, *, example_input=None) -> Path:
@@ -157,15 +138,7 @@ def save_model(model: nn.Module, path, *, example_input=None) -> Path:
     config = _config_sizes(model)
     if config:
         meta["config"] = json.dumps(config)
-    swapped = _swapped_attention(model)
-    if swapped:
-        meta["multihead_attention"] = json.dumps(swapped)
-    causal = _swapped_causal(model)
-    if causal:
-        meta["causal_attention"] = json.dumps(causal)
-    removed = _stubs(model)
-    if removed:                                    # removed sublayers: their stubs, rebuilt on load
-        meta["removed_sublayers"] = json.dumps(removed)
+    meta.update(_kinds_meta(model))                # e.g. removed sublayers: their stubs, rebuilt on load
     spec = describe(model)
     if spec is not None:
         meta["architecture"] = json.dumps(spec)
@@ -254,12 +227,10 @@ def load_model(path, template: nn.Module | None = None) -> nn.Module:
                              f"was changed or damaged after saving)")
     try:
         model = copy.deepcopy(template) if template is not None else build(json.loads(meta["architecture"]))
-        _restore_stubs(model, json.loads(meta.get("removed_sublayers", "{}")), f"model file {path}")
+        _restore_kinds(model, meta, f"model file {path}")
         floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
         if floats:
             model = model.to(max(set(floats), key=floats.count))   # the file's precision, not the builder's
-        _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
-        _swap_causal(model, json.loads(meta.get("causal_attention", "[]")), path)
         _resize(model, shapes, path)
         if tied is None:        # a file from before ties were recorded stores both: tie what the template ties
             tied = {a: s for a, s in _ties(template if template is not None else model).items()
@@ -389,9 +360,7 @@ def _skeleton(meta: dict, template, path, tied) -> nn.Module:
             e = torch.empty_like(t, device="meta")
             memo[id(t)] = nn.Parameter(e, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else e
         model = copy.deepcopy(template, memo)
-    _restore_stubs(model, json.loads(meta.get("removed_sublayers", "{}")), f"model file {path}")
-    _swap_attention(model, json.loads(meta.get("multihead_attention", "[]")), path)
-    _swap_causal(model, json.loads(meta.get("causal_attention", "[]")), path)
+    _restore_kinds(model, meta, f"model file {path}")
     _resize(model, json.loads(meta["shapes"]), path)
     if tied is not None:
         _tie(model, tied, path)
@@ -417,58 +386,16 @@ def _check_shapes(model: nn.Module, stored: dict, path, tied: dict, template: bo
                          + ")")
 
 
-def _swap_attention(model: nn.Module, names, path) -> None:
-    """Put shrinknet's MultiheadAttention where the saved model had it in place of torch's."""
-    if not names:
-        return
-    from .attention import MultiheadAttention
-    mods = dict(model.named_modules())
-    for name in names:
-        m = mods.get(str(name))
-        if not isinstance(m, nn.MultiheadAttention):
-            raise ShrinkNetError(f"model file {path}: module {name!r} is not an nn.MultiheadAttention of the template")
-        parent, _, child = str(name).rpartition(".")
-        setattr(mods[parent] if parent else model, child, MultiheadAttention.from_torch(m))
-
-
 def _resize(model: nn.Module, shapes: dict, path) -> None:
-    """Give each named Linear / Conv2d / Conv1D / BatchNorm the stored shape (fresh parameters of that
-    shape), and each attention module its stored head counts."""
+    """Give each named module the stored shape, as its unit kind says (a Linear / Conv2d / Conv1D /
+    BatchNorm fresh parameters of that shape, an attention module its head counts)."""
     mods = dict(model.named_modules())
-    keeps_heads = set(blocks.head_counts(model))
+    resizers = [r for r in (kind.resizer(model, path) for kind in KINDS.values()) if r is not None]
     for name, attrs in shapes.items():
         m = mods.get(name)
-        if m is not None and name in keeps_heads and set(attrs) <= blocks.head_attrs():
-            for a, v in attrs.items():
-                if type(getattr(m, a, None)) is not int:
-                    raise ShrinkNetError(f"model file {path}: attention module {name!r} of the template has no "
-                                         f"head count {a!r}")
-                setattr(m, a, int(v))
-            continue
-        if m is None or (type(m) not in _SHAPED and not is_conv1d(m)):
+        if m is None or not any(resize(name, m, attrs) for resize in resizers):
             raise ShrinkNetError(f"model file {path}: layer {name!r} is not a Linear / Conv2d / Conv1D / BatchNorm of "
                                  f"the template")
-        for a, v in attrs.items():
-            setattr(m, a, int(v))
-        with torch.no_grad():
-            if is_conv1d(m):
-                m.weight = nn.Parameter(m.weight.new_empty(m.nx, m.nf))
-                m.bias = nn.Parameter(m.bias.new_empty(m.nf))
-            elif isinstance(m, nn.Linear):
-                m.weight = nn.Parameter(m.weight.new_empty(m.out_features, m.in_features))
-                if m.bias is not None:
-                    m.bias = nn.Parameter(m.bias.new_empty(m.out_features))
-            elif isinstance(m, nn.Conv2d):
-                m.weight = nn.Parameter(m.weight.new_empty(m.out_channels, m.in_channels // m.groups,
-                                                           *m.kernel_size))
-                if m.bias is not None:
-                    m.bias = nn.Parameter(m.bias.new_empty(m.out_channels))
-            else:
-                k = m.num_features
-                if m.affine:
-                    m.weight, m.bias = nn.Parameter(m.weight.new_empty(k)), nn.Parameter(m.bias.new_empty(k))
-                if m.track_running_stats:
-                    m.running_mean, m.running_var = m.running_mean.new_empty(k), m.running_var.new_empty(k)
 
 
 def check_onnx() -> None:

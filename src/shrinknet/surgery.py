@@ -21,16 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import blocks
 from . import inputs as batch
-from . import sublayers
 from ._validation import HALF, ShrinkNetError, check_materialized, strip_compiled, unwrap_compiled
-from .dependency import dependency_graph, group_of, out_fn
+from .dependency import dependency_graph
 from .finding import find_units, plain_attention
 from .gating import Gated, GatedModel, _replace_torch_attention, restore_training, training_flags
 from .models import as_sequential
 from .results import Keep, PruneResult
 from .saving import layer_shapes
+from .units import kind_of
 
 #: relative tolerance of the check that the shrunk model computes what the gated one does
 CHECK_RTOL = 1e-4
@@ -165,10 +164,10 @@ def shrink(model, keep=None, example_input=None, *, check: bool = True) -> nn.Mo
 
 def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, sizes: dict | None = None,
                   fills: dict | None = None) -> nn.Module:
-    """:func:`shrink` for a model without gates: transformer units by their structure (whole sublayers
-    replaced by stubs, :mod:`shrinknet.sublayers`), others on Torch-Pruning's dependency graph. ``sizes``:
-    {unit name: its size where the keep came from}, checked; ``fills``: {sublayer: what its removed
-    branch returns} (default 0)."""
+    """:func:`shrink` for a model without gates: each group cut by its unit kind (:mod:`shrinknet.units`:
+    transformer units by their structure, whole sublayers replaced by stubs, Linear / Conv2d layers on
+    Torch-Pruning's dependency graph). ``sizes``: {unit name: its size where the keep came from}, checked;
+    ``fills``: {group: what its removed units return} (a sublayer's; default 0)."""
     p = next(iter(model.parameters()), None)
     x = batch.take(batch.check(example_input, "example_input", p.dtype if p is not None else torch.float32,
                                p.device if p is not None else None), slice(0, 1))
@@ -194,23 +193,14 @@ def shrink_module(model: nn.Module, keep, example_input, *, check: bool = True, 
             raise ShrinkNetError(f"model: {u.name!r} has {u.size} units, but the result was pruned on a model where it "
                                  f"had {want}; expected the model the result came from")
     # a transformer block without its heads or FFN neurons still passes its input on (residual)
-    kept = {u.name: _indices(keep[u.name], u.size, u.name, empty_ok=u.site is not None or u.branch is not None)
-            for u in units}
+    kept = {u.name: _indices(keep[u.name], u.size, u.name, empty_ok=kind_of(u).may_empty) for u in units}
     removing = [u for u in units if len(kept[u.name]) < u.size]
-    # transformer units are cut by their known structure; the others on the traced dependency graph
-    graph = dependency_graph(small, x) if any(u.site is None and u.branch is None for u in removing) else None
-    mods = dict(small.named_modules())
+    # each group is cut by its kind: transformer units by their known structure, layers on the traced
+    # dependency graph (built once, where a kind needs it)
+    graph = dependency_graph(small, x) if any(kind_of(u).needs_graph for u in removing) else None
     fills = {k: v for k, v in (fills or {}).items() if k in kept}
     for u in removing:
-        if u.branch is not None:
-            sublayers.cut(small, u.branch, x, fills.get(u.name))
-            continue
-        if u.site is not None:
-            blocks.cut(small, u.site, kept[u.name])
-            continue
-        removed = sorted(set(range(u.size)) - set(kept[u.name]))
-        group_of(graph, small, u, removed)        # raises where a dependency cannot be handled
-        graph.get_pruning_group(mods[u.name], out_fn(mods[u.name]), idxs=removed).prune()
+        kind_of(u).cut(small, u, kept[u.name], graph=graph, example_input=x, fill=fills.get(u.name))
     if check:
         _check(model, small, units, kept, x, fills)
     before, after = layer_shapes(model), layer_shapes(small)
@@ -228,7 +218,7 @@ def _check(model, small, units, kept, x, fills=None):
         x = batch.to(x, dtype=torch.float32)                    # (float inputs only: ids stay ids)
     gm = GatedModel(model, [u.name for u in units], x)
     for l, u in enumerate(units):
-        if u.branch is not None and u.name in (fills or {}):
+        if u.name in (fills or {}) and f"fill{l}" in gm._buffers:
             getattr(gm, f"fill{l}").copy_(fills[u.name])
         g = torch.zeros(u.size, dtype=gm.gates[l].dtype)
         g[kept[u.name]] = 1.0
