@@ -395,7 +395,7 @@ def _bad(tmp_path, kind):
         np.savez(tmp_path / "d.npz", input_ids=np.array([_Touch(marker)], dtype=object))
         return [folder, "--data", tmp_path / "d.npz"], "no pickled objects"
     if kind == "no data":
-        return [folder], "--data: a model folder needs calibration data"
+        return [folder], "--data: a model folder needs its own calibration data"
     if kind == "text for a classifier":
         vfolder, _ = vit(tmp_path / "vit")
         return [vfolder, "--data", train], "a text file is data for a language model"

@@ -135,7 +135,7 @@ def _folder_options(p, units: bool) -> None:
 def _shared(p, compensation_help: str) -> None:
     """The options `prune` and `compare` share: the model, its data, the loss, compensation, device."""
     p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors), or " + FOLDER_HELP)
-    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--data", default=DATA, help=DATA_HELP)
     p.add_argument("--loss", default="auto", choices=["auto", "sse", "cross-entropy"], help=LOSS_HELP)
     p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"], help=compensation_help)
     p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
@@ -175,7 +175,7 @@ def _add_shrink(sub):
                        "with a report. The model file is one written by 'shrinknet train' or by "
                        "shrinknet.save_model(model, path, example_input=...) (see examples/).")
     p.add_argument("model", help="model file (.safetensors), or " + FOLDER_HELP)
-    p.add_argument("--data", default=None, help=DATA_HELP)
+    p.add_argument("--data", default=DATA, help=DATA_HELP)
     p.add_argument("--loss", default="auto", choices=["auto", "sse", "cross-entropy"], help=LOSS_HELP)
     p.add_argument("--criterion", default=None, help="criterion name (see 'shrinknet criteria'; default: taylor2, "
                    "for a model folder fisher)")
@@ -424,9 +424,9 @@ def _model_or_folder(a) -> None:
     options only a model folder takes when given a model file."""
     a.folder = Path(a.model).is_dir()
     if a.folder:
-        if a.data is None:
-            raise ShrinkNetError(f"--data: a model folder needs calibration data: expected a text file or an .npz / "
-                                 f".safetensors file of its inputs and labels (see 'shrinknet {a.cmd} --help')")
+        if a.data == DATA and not Path(DATA).exists():      # the model files' default data set
+            raise ShrinkNetError(f"--data: a model folder needs its own calibration data: expected a text file or an "
+                                 f".npz / .safetensors file of its inputs and labels, got the default data set {DATA!r}")
         if a.cmd == "shrink" and a.onnx:
             raise ShrinkNetError("--onnx: expected a model file; a model folder is written as a folder (model/)")
         return
@@ -435,7 +435,6 @@ def _model_or_folder(a) -> None:
     if given:
         raise ShrinkNetError(f"{given[0]}: only a model folder takes it; {a.model} is a model file, expected no "
                              f"{given[0]} (its data set has its own test split)")
-    a.data = DATA if a.data is None else a.data
     if a.cmd == "shrink":
         a.criterion = "taylor2" if a.criterion is None else a.criterion
         a.eval_samples = 5000 if a.eval_samples is None else a.eval_samples
