@@ -153,8 +153,8 @@ def _add_prune(sub):
     p.add_argument("--eval-on", default="train", choices=["train", "test"],
                    help="which split the criterion and the error are computed on (default: train, as in "
                    "the paper); the other split is tracked as 'test'")
-    p.add_argument("--criterion", default="brute-force",
-                   help="criterion name (see 'shrinknet criteria'; default: brute-force)")
+    p.add_argument("--criterion", default=None,
+                   help="criterion name (see 'shrinknet criteria'; default: brute-force, for a model folder fisher)")
     p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
                    help="iterative re-ranking after every removal (default) or a single overall ranking")
     p.add_argument("--n-neurons", type=_whole, default=None, help="stop after removing this many neurons")
@@ -435,8 +435,9 @@ def _model_or_folder(a) -> None:
     if given:
         raise ShrinkNetError(f"{given[0]}: only a model folder takes it; {a.model} is a model file, expected no "
                              f"{given[0]} (its data set has its own test split)")
+    if a.cmd in ("prune", "shrink") and a.criterion is None:
+        a.criterion = "taylor2" if a.cmd == "shrink" else "brute-force"
     if a.cmd == "shrink":
-        a.criterion = "taylor2" if a.criterion is None else a.criterion
         a.eval_samples = 5000 if a.eval_samples is None else a.eval_samples
     if a.cmd == "compare" and a.criteria is None:
         a.criteria = CRITERIA
@@ -501,6 +502,7 @@ def _prune_folder(a, stop, no_plot, progress: bool) -> None:
     from .pruning import prune
 
     fm, calib, test, words = _folder_inputs(a)
+    a.criterion = a.criterion or "fisher"
     if a.eval_on == "test" and test is None:
         raise ShrinkNetError("--eval-on test: expected --test-data with a model folder, got none")
     ev, other = (calib, test) if a.eval_on == "train" else (test, calib)
