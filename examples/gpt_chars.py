@@ -21,12 +21,12 @@ entropy of the character frequencies (3.33 nats); the full run ends at 1.93.
 The trained weights go to ``--cache`` as a safetensors file whose name carries a hash of the
 configuration and training settings, so a rerun with the same ones loads it.
 
-``--save-folder DIR`` also writes the trained model as a Hugging Face model folder (``save_pretrained``:
+``--save-folder DIR`` writes the trained model as a Hugging Face model folder (``save_pretrained``:
 config.json, model.safetensors, generation_config.json) with a character tokenizer beside it (a
 ``tokenizers`` WordLevel model over the 80 characters, one token per character, wrapped in
 ``PreTrainedTokenizerFast``), and the corpus as two text files beside the folder: ``DIR-train.txt`` (the
 first 90 %, where the training windows come from) and ``DIR-test.txt`` (the first 128,001 characters of
-the last 10 %: 2,000 windows of 64). The command line prunes that folder (see the README):
+the last 10 %: 2,000 windows of 64), and stops there: the command line prunes that folder (see the README):
 
     python examples/gpt_chars.py --save-folder gpt-chars
     shrinknet shrink gpt-chars --data gpt-chars-train.txt --test-data gpt-chars-test.txt \\
@@ -181,8 +181,9 @@ def main(argv=None) -> dict:
     ap = parser(__doc__, QUICK, "the weights, the windows and the batch order", 128, "--max-loss-increase", 0.05,
                 "stop before the calibration loss rises by more than this fraction")
     ap.add_argument("--save-folder", default=None, metavar="DIR",
-                    help="also save the trained model as a Hugging Face model folder with a character tokenizer, "
-                    "and the text as DIR-train.txt / DIR-test.txt beside it, for 'shrinknet shrink DIR ...'")
+                    help="save the trained model as a Hugging Face model folder with a character tokenizer, and the "
+                    "text as DIR-train.txt / DIR-test.txt beside it, for 'shrinknet shrink DIR ...', then stop "
+                    "(no pruning here)")
     a = parse(ap, argv)
 
     cfg = Config(**QUICK) if a.quick else Config()
@@ -197,9 +198,10 @@ def main(argv=None) -> dict:
           f"validation loss {loss:.4f} nats/char (perplexity {ppl:.2f}) on {Yv.numel():,} characters; "
           f"unigram entropy {h:.4f} (perplexity {math.exp(h):.2f})")
     print("sample:", repr(sample(model, chars, "\n", 160, seed=a.seed)))
-    if a.save_folder:
-        print(f"saved the model folder {save_folder(model, chars, text, a.save_folder, cfg.block)} and its "
-              f"text files beside it")
+    if a.save_folder:                              # for the command line: save, and leave the pruning to it
+        folder = save_folder(model, chars, text, a.save_folder, cfg.block)
+        print(f"saved the model folder {folder}/ and {folder}-train.txt, {folder}-test.txt beside it")
+        return {"val_loss": loss, "perplexity": ppl, "model": model, "folder": folder}
 
     # taylor2 is left out of the comparison: its Gauss-Newton curvature takes one backward pass per
     # position and character (64 x 80 per batch) on a language model's outputs

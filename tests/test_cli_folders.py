@@ -169,6 +169,8 @@ def test_a_uniform_ffn_shrink_reloads_with_plain_transformers(tmp_path):
         torch.testing.assert_close(back(input_ids=X).logits, small(input_ids=X).logits, **TOL)
     tok = transformers.AutoTokenizer.from_pretrained(out / "model")
     assert tok("To be")["input_ids"] == [CHARS.index(c) for c in "To be"]
+    ids = back.generate(X[:1, :4], max_new_tokens=3, do_sample=False)            # the generation config came along
+    assert ids.shape == (1, 7) and torch.equal(ids[:, :4], X[:1, :4])
 
 
 def test_a_non_uniform_shrink_is_refused_by_plain_from_pretrained_not_loaded_wrong(tmp_path):

@@ -506,6 +506,8 @@ def _prune_folder(a, stop, no_plot, progress: bool) -> None:
     if a.eval_on == "test" and test is None:
         raise ShrinkNetError("--eval-on test: expected --test-data with a model folder, got none")
     ev, other = (calib, test) if a.eval_on == "train" else (test, calib)
+    if a.eval_on == "test":                            # the criteria see the test data; the report too
+        words["calibration"] = f"{len(test[1])} samples of --test-data {a.test_data} (--eval-on test)"
     out = Path(a.out)
     with resumable(out, "shrinknet prune") as partial:
         r = prune(fm.model, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_folder_loss(a),
