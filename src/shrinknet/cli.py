@@ -198,7 +198,8 @@ def _add_shrink(sub):
                    "smaller model is written for the CPU")
     p.add_argument("--onnx", action="store_true", help="also export the smaller model to ONNX (needs shrinknet[onnx])")
     p.add_argument("--out", required=True, help="folder for small.safetensors, report.json, result.json, steps.csv "
-                   "(a model folder: model/, a folder from_pretrained reloads, in place of small.safetensors)")
+                   "(a model folder: model/, a model folder with the smaller weights and the tokenizer, in place of "
+                   "small.safetensors)")
 
 
 def _add_demo(sub):
@@ -426,7 +427,8 @@ def _model_or_folder(a) -> None:
     if a.folder:
         if a.data == DATA and not Path(DATA).exists():      # the model files' default data set
             raise ShrinkNetError(f"--data: a model folder needs its own calibration data: expected a text file or an "
-                                 f".npz / .safetensors file of its inputs and labels, got the default data set {DATA!r}")
+                                 f".npz / .safetensors file of its inputs and labels, got the default data set "
+                                 f"{DATA!r}")
         if a.cmd == "shrink" and a.onnx:
             raise ShrinkNetError("--onnx: expected a model file; a model folder is written as a folder (model/)")
         return
@@ -468,6 +470,7 @@ def _folder_inputs(a):
     X, T = folders.subset(X, T, n)
     test = None if a.test_data is None else folders.load_data(a.test_data, fm, seq_len=seq, tokenizer=tok,
                                                              name="--test-data")
+
     def what(path):
         return "windows" if fm.language_model and Path(path).suffix not in (".npz", ".safetensors") else "samples"
     words = {"calibration": f"{len(T)} {what(a.data)} of {a.data}",
@@ -492,7 +495,8 @@ def _quality_table(kind: str, before: dict, after: dict) -> str:
                      f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pt"))
     head = ("", "before", "after", "after/before")
     w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) for r in [head, *rows])
+    return "\n".join("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+                     for r in [head, *rows])
 
 
 def _prune_folder(a, stop, no_plot, progress: bool) -> None:
@@ -541,10 +545,7 @@ def _shrink_folder(a, stop, progress: bool) -> None:
     from .stats import compare_models
     from .surgery import shrink
 
-    if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None and a.max_error_increase is None:
-        raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons, --max-accuracy-drop or "
-                             "--max-error-increase); without one every unit would go")
-    fm, (X, T), test, words = _folder_inputs(a)
+    fm, (X, T), test, words = _folder_inputs(a)    # (cmd_shrink has checked that a stop is given)
     criterion = a.criterion or "fisher"
     out = Path(a.out)
     with resumable(out, "shrinknet shrink") as partial:

@@ -189,7 +189,8 @@ def load_tokenizer(folder):
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise ShrinkNetError(f"model folder {folder}: no tokenizer (none of {', '.join(TOKENIZER_FILES[:4])}, ...), "
                              f"which a text file needs; expected the tokenizer saved beside the model "
-                             f"(tokenizer.save_pretrained(folder)), or --data as an .npz / .safetensors file of token ids")
+                             f"(tokenizer.save_pretrained(folder)), or --data as an .npz / .safetensors file of "
+                             f"token ids")
     tc = folder / "tokenizer_config.json"
     if tc.is_file() and _read_json(tc, f"model folder {folder}/tokenizer_config.json").get("auto_map"):
         raise ShrinkNetError(f"model folder {folder}: its tokenizer_config.json names code in the folder (auto_map), "
@@ -505,5 +506,6 @@ def _plain_reload_fits(small, folder: Path) -> bool:
     return {k: tuple(v.shape) for k, v in probe.state_dict().items()} == want
 
 
-__all__ = ["KINDS", "Folder", "char_tokenizer", "is_folder", "read_config", "load_model", "load_tokenizer", "load_data", "text_windows",
+__all__ = ["KINDS", "Folder", "char_tokenizer", "is_folder", "read_config", "load_model", "load_tokenizer", "load_data",
+           "text_windows",
            "mask_tokens", "array_data", "shift", "subset", "quality", "write_folder", "max_positions", "input_names"]
