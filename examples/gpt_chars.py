@@ -20,6 +20,17 @@ entropy of the character frequencies (3.33 nats); the full run ends at 1.93.
 
 The trained weights go to ``--cache`` as a safetensors file whose name carries a hash of the
 configuration and training settings, so a rerun with the same ones loads it.
+
+``--save-folder DIR`` writes the trained model as a Hugging Face model folder (``save_pretrained``:
+config.json, model.safetensors, generation_config.json) with a character tokenizer beside it (a
+``tokenizers`` WordLevel model over the 80 characters, one token per character, wrapped in
+``PreTrainedTokenizerFast``), and the corpus as two text files beside the folder: ``DIR-train.txt`` (the
+first 90 %, where the training windows come from) and ``DIR-test.txt`` (the first 128,001 characters of
+the last 10 %: 2,000 windows of 64), and stops there: the command line prunes that folder (see the README):
+
+    python examples/gpt_chars.py --save-folder gpt-chars
+    shrinknet shrink gpt-chars --data gpt-chars-train.txt --test-data gpt-chars-test.txt \\
+        --max-error-increase 0.05 --out gpt-chars-small
 """
 from __future__ import annotations
 
@@ -150,9 +161,30 @@ def load_or_train(cfg: Config, seed: int, cache: str | Path, vocab: int, train_d
     return model, seconds
 
 
+def save_folder(model, chars: list[str], text: str, folder: str | Path, block: int, val_fraction: float = 0.1,
+                n_test: int = 2_000) -> Path:
+    """``model`` as a Hugging Face model folder with its character tokenizer, and the corpus split as
+    :func:`char_dataset` splits it into ``FOLDER-train.txt`` and ``FOLDER-test.txt`` (``n_test`` windows of
+    ``block`` characters, each labelled with the next ones) beside it."""
+    from shrinknet.folders import char_tokenizer
+
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    char_tokenizer(chars).save_pretrained(folder)
+    cut = int(len(text) * (1 - val_fraction))
+    folder.with_name(folder.name + "-train.txt").write_text(text[:cut], encoding="utf-8")
+    folder.with_name(folder.name + "-test.txt").write_text(text[cut:cut + n_test * block + 1], encoding="utf-8")
+    return folder
+
+
 def main(argv=None) -> dict:
-    a = parse(parser(__doc__, QUICK, "the weights, the windows and the batch order", 128, "--max-loss-increase", 0.05,
-               "stop before the calibration loss rises by more than this fraction"), argv)
+    ap = parser(__doc__, QUICK, "the weights, the windows and the batch order", 128, "--max-loss-increase", 0.05,
+                "stop before the calibration loss rises by more than this fraction")
+    ap.add_argument("--save-folder", default=None, metavar="DIR",
+                    help="save the trained model as a Hugging Face model folder with a character tokenizer, and the "
+                    "text as DIR-train.txt / DIR-test.txt beside it, for 'shrinknet shrink DIR ...', then stop "
+                    "(no pruning here)")
+    a = parse(ap, argv)
 
     cfg = Config(**QUICK) if a.quick else Config()
     text = load_corpus()
@@ -166,6 +198,10 @@ def main(argv=None) -> dict:
           f"validation loss {loss:.4f} nats/char (perplexity {ppl:.2f}) on {Yv.numel():,} characters; "
           f"unigram entropy {h:.4f} (perplexity {math.exp(h):.2f})")
     print("sample:", repr(sample(model, chars, "\n", 160, seed=a.seed)))
+    if a.save_folder:                              # for the command line: save, and leave the pruning to it
+        folder = save_folder(model, chars, text, a.save_folder, cfg.block)
+        print(f"saved the model folder {folder}/ and {folder}-train.txt, {folder}-test.txt beside it")
+        return {"val_loss": loss, "perplexity": ppl, "model": model, "folder": folder}
 
     # taylor2 is left out of the comparison: its Gauss-Newton curvature takes one backward pass per
     # position and character (64 x 80 per batch) on a language model's outputs

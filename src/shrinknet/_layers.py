@@ -42,8 +42,9 @@ LAYERS = [
     ("context", ["context"]),
     # the criteria (their registry and the built-ins) and results
     ("criteria", ["criteria.*", "results"]),
-    # what a user calls on a model: prune / score, shrink, stats, save / load, figures
-    ("operations", ["pruning", "surgery", "stats", "saving", "plots", "costs", "uniform", "pretrained"]),
+    # what a user calls on a model: prune / score, shrink, stats, save / load, figures; Hugging Face model
+    # folders (saved and reloaded; read for the command line)
+    ("operations", ["pruning", "surgery", "stats", "saving", "plots", "costs", "uniform", "pretrained", "folders"]),
     # criteria compared with the oracle
     ("compare", ["compare"]),
     # the package's __init__: the public names

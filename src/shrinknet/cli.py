@@ -4,6 +4,7 @@
     shrinknet train --data mnist --hidden 100 --out model.safetensors
     shrinknet prune model.safetensors --data mnist --criterion brute-force --fraction 0.5 --out pruned/
     shrinknet shrink model.safetensors --data mnist --criterion taylor2 --fraction 0.5 --out small/
+    shrinknet shrink gpt-folder/ --data train.txt --test-data test.txt --max-error-increase 0.05 --out small-gpt/
 
 Parsing, --help and a refused option load neither torch nor the paper's packages: each command
 imports what it needs when it runs.
@@ -19,11 +20,12 @@ from pathlib import Path
 
 from . import __version__
 from ._errors import MissingDependencyError, ShrinkNetError
-from ._io import resumable
+from ._io import resumable, write_text
 
 #: optional packages and the extra that installs each (a last resort for an import the code did not guard)
 _EXTRAS = {"matplotlib": "paper", "pandas": "paper", "scipy": "paper", "sklearn": "paper", "mlxtend": "paper",
-           "PIL": "paper", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx"}
+           "PIL": "paper", "onnx": "onnx", "onnxscript": "onnx", "onnxruntime": "onnx", "transformers": "hf",
+           "tokenizers": "hf"}
 
 
 #: every command's default data set: installed with shrinknet[paper] (fashion-mnist needs a system package)
@@ -99,13 +101,45 @@ def _add_train(sub):
     p.add_argument("--out", required=True, help="where to write the model (.safetensors)")
 
 
+#: what a model folder is, and its options (shrinknet.folders does the work)
+FOLDER_HELP = ("a Hugging Face model folder written by save_pretrained (config.json and safetensors weights; a "
+               "causal LM, masked LM, sequence or image classifier of transformers; code in the folder is never run)")
+DATA_HELP = (f"data set name or .npz file (default: {DATA}); for a model folder: a text file (language models: cut "
+             f"into windows of --seq-len tokens by the folder's tokenizer; a masked LM's get 15%% of their tokens "
+             f"masked, seeded) or an .npz / .safetensors file whose keys are the model's input names (input_ids, "
+             f"attention_mask, pixel_values, ...) and labels, as the model takes them")
+UNITS_HELP = ("'ffn' (FFN neurons), 'heads' (attention heads), 'blocks' (whole attention / MLP sublayers, alone) or "
+              "module names (default: ffn heads)")
+FOLDER_SAMPLES = 128
+#: compare's criteria: for a model file (the paper's and cheap ones) and for a model folder (no per-output passes)
+CRITERIA = ["taylor1", "taylor2", "taylor2-exact", "taylor1-abs", "l1-out", "l2-in", "mean-activation", "random"]
+FOLDER_CRITERIA = ["taylor1", "taylor2-sampled", "fisher", "mean-activation", "random"]
+
+
+def _folder_options(p, units: bool) -> None:
+    """The options only a model folder takes: test data, window length (and for prune / compare, which
+    have no --units and --eval-samples yet, those)."""
+    p.add_argument("--test-data", default=None, metavar="PATH",
+                   help="model folder only: held-out data in --data's forms, on which the report gives perplexity "
+                   "(language models) or accuracy before and after (default: the calibration data)")
+    p.add_argument("--seq-len", type=_whole, default=None,
+                   help="model folder only: tokens per window cut from a text file (default: 128, or the model's "
+                   "longest context if shorter)")
+    if units:
+        p.add_argument("--units", nargs="+", default=None, metavar="UNIT", help="model folder only: " + UNITS_HELP)
+        p.add_argument("--eval-samples", type=_whole, default=None,
+                       help=f"model folder only: samples of --data the criteria are computed on (seeded; default: "
+                       f"{FOLDER_SAMPLES}, 0 = all)")
+
+
 def _shared(p, compensation_help: str) -> None:
     """The options `prune` and `compare` share: the model, its data, the loss, compensation, device."""
-    p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors)")
-    p.add_argument("--data", default=DATA, help=f"data set name or .npz file (default: {DATA})")
+    p.add_argument("model", help="model file written by 'shrinknet train' (.safetensors), or " + FOLDER_HELP)
+    p.add_argument("--data", default=DATA, help=DATA_HELP)
     p.add_argument("--loss", default="auto", choices=["auto", "sse", "cross-entropy"], help=LOSS_HELP)
     p.add_argument("--compensation", default="none", choices=["none", "mean", "lstsq"], help=compensation_help)
     p.add_argument("--device", default="cpu", help="torch device to compute on, e.g. cuda (default: cpu)")
+    _folder_options(p, units=True)
 
 
 UNIFORM_HELP = ("keep the same number of units in every layer of a kind (removals in rounds of one per layer); a "
@@ -123,8 +157,8 @@ def _add_prune(sub):
     p.add_argument("--eval-on", default="train", choices=["train", "test"],
                    help="which split the criterion and the error are computed on (default: train, as in "
                    "the paper); the other split is tracked as 'test'")
-    p.add_argument("--criterion", default="brute-force",
-                   help="criterion name (see 'shrinknet criteria'; default: brute-force)")
+    p.add_argument("--criterion", default=None,
+                   help="criterion name (see 'shrinknet criteria'; default: brute-force, for a model folder fisher)")
     p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
                    help="iterative re-ranking after every removal (default) or a single overall ranking")
     p.add_argument("--n-neurons", type=_whole, default=None, help="stop after removing this many neurons")
@@ -145,28 +179,33 @@ def _add_shrink(sub):
                        "retraining, then build the smaller model and write it (.safetensors, optionally .onnx) "
                        "with a report. The model file is one written by 'shrinknet train' or by "
                        "shrinknet.save_model(model, path, example_input=...) (see examples/).")
-    p.add_argument("model", help="model file (.safetensors)")
-    p.add_argument("--data", default=DATA, help=f"data set name or .npz file (default: {DATA})")
+    p.add_argument("model", help="model file (.safetensors), or " + FOLDER_HELP)
+    p.add_argument("--data", default=DATA, help=DATA_HELP)
     p.add_argument("--loss", default="auto", choices=["auto", "sse", "cross-entropy"], help=LOSS_HELP)
-    p.add_argument("--criterion", default="taylor2", help="criterion name (see 'shrinknet criteria'; default: taylor2)")
+    p.add_argument("--criterion", default=None, help="criterion name (see 'shrinknet criteria'; default: taylor2, "
+                   "for a model folder fisher)")
     p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
                    help="re-rank after every removal (default) or rank once")
     p.add_argument("--units", nargs="+", default=None, metavar="MODULE",
                    help="names of the Linear / Conv2d modules whose outputs may be removed (default: every one "
-                   "but the output layer)")
+                   "but the output layer); for a model folder: " + UNITS_HELP)
     p.add_argument("--fraction", type=_number, default=None, help="stop after removing this fraction (0..1) of the units")
     p.add_argument("--n-neurons", type=_whole, default=None, help="stop after removing this many units")
     p.add_argument("--max-accuracy-drop", type=_number, default=None,
                    help="stop before accuracy (on the evaluation samples) falls more than this below the start")
     p.add_argument("--max-error-increase", type=_number, default=None,
                    help="stop before the error (on the evaluation samples) exceeds (1 + this) x its start")
-    p.add_argument("--eval-samples", type=_whole, default=5000,
-                   help="training samples the criteria are computed on (seeded; default: 5000, 0 = all)")
+    p.add_argument("--eval-samples", type=_whole, default=None,
+                   help=f"training samples the criteria are computed on (seeded; default: 5000, for a model folder "
+                   f"{FOLDER_SAMPLES}; 0 = all)")
+    _folder_options(p, units=False)
     p.add_argument("--device", default="cpu", help="torch device to prune on, e.g. cuda (default: cpu); the "
                    "smaller model is written for the CPU")
     p.add_argument("--uniform", action="store_true", help=UNIFORM_HELP)
     p.add_argument("--onnx", action="store_true", help="also export the smaller model to ONNX (needs shrinknet[onnx])")
-    p.add_argument("--out", required=True, help="folder for small.safetensors, report.json, result.json, steps.csv")
+    p.add_argument("--out", required=True, help="folder for small.safetensors, report.json, result.json, steps.csv "
+                   "(a model folder: model/, a model folder with the smaller weights and the tokenizer, in place of "
+                   "small.safetensors)")
 
 
 def _add_demo(sub):
@@ -205,9 +244,9 @@ def _add_compare(sub):
                        "run each criterion's own pruning path. Writes compare.csv, summary.csv, paths.csv, "
                        "compare.png and paths.png.")
     _shared(p, "score and remove with this compensation on (default: none)")
-    p.add_argument("--criteria", nargs="+", default=["taylor1", "taylor2", "taylor2-exact", "taylor1-abs",
-                                                     "l1-out", "l2-in", "mean-activation", "random"],
-                   help="criteria to judge (default: the paper's Taylor estimates and common cheap ones)")
+    p.add_argument("--criteria", nargs="+", default=None,
+                   help="criteria to judge (default: the paper's Taylor estimates and common cheap ones: "
+                   f"{' '.join(CRITERIA)}; for a model folder {' '.join(FOLDER_CRITERIA)})")
     p.add_argument("--steps", type=_whole, default=None, help="compare at the first N oracle steps only")
     p.add_argument("--out", required=True, help="output folder")
 
@@ -282,6 +321,8 @@ def cmd_prune(a, progress: bool) -> None:
         no_plot = None
     except MissingDependencyError as e:             # the core alone: everything but the figure
         no_plot = e
+    if a.folder:                                       # a Hugging Face model folder
+        return _prune_folder(a, stop, no_plot, progress)
     m = MLP.load(a.model)
     d = load(a.data)
     ev, other = ((d.X_train, d.T_train), (d.X_test, d.T_test))[:: 1 if a.eval_on == "train" else -1]
@@ -323,8 +364,10 @@ def cmd_shrink(a, progress: bool) -> None:
     if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None and a.max_error_increase is None:
         raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons, --max-accuracy-drop or "
                              "--max-error-increase); without one every unit would go")
-    if a.eval_samples < 0:
+    if a.eval_samples is not None and a.eval_samples < 0:
         raise ShrinkNetError(f"--eval-samples: expected a count >= 0 (0 = all), got {a.eval_samples}")
+    if a.folder:                                       # a Hugging Face model folder
+        return _shrink_folder(a, Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase), progress)
     if a.onnx:
         check_onnx()                                  # before the work, not after it
     meta = read_meta(a.model)
@@ -371,6 +414,8 @@ def cmd_compare(a, progress: bool) -> None:
     from .paper.data import load
     from .models import MLP
 
+    if a.folder:                                       # a Hugging Face model folder
+        return _compare_folder(a, progress)
     m, d = MLP.load(a.model), load(a.data)
     with resumable(a.out, "shrinknet compare") as partial:
         res = compare(m, d.X_train, d.T_train, a.criteria, _loss(a, m), steps=a.steps, test=(d.X_test, d.T_test),
@@ -381,8 +426,180 @@ def cmd_compare(a, progress: bool) -> None:
     print(f"wrote {Path(a.out)}/ ({', '.join(files)}) in {res.seconds:.1f}s{_removed(gone)}")
 
 
+# ---- Hugging Face model folders (shrinknet.folders reads them) ---------------------------------------------
+def _model_or_folder(a) -> None:
+    """Set ``a.folder`` (whether the model is a folder) and the defaults that depend on it; refuse the
+    options only a model folder takes when given a model file."""
+    a.folder = Path(a.model).is_dir()
+    if a.folder:
+        if a.data == DATA and not Path(DATA).exists():      # the model files' default data set
+            raise ShrinkNetError(f"--data: a model folder needs its own calibration data: expected a text file or an "
+                                 f".npz / .safetensors file of its inputs and labels, got the default data set "
+                                 f"{DATA!r}")
+        if a.cmd == "shrink" and a.onnx:
+            raise ShrinkNetError("--onnx: expected a model file; a model folder is written as a folder (model/)")
+        return
+    folder_only = ["--test-data", "--seq-len"] + (["--units", "--eval-samples"] if a.cmd != "shrink" else [])
+    given = [o for o in folder_only if getattr(a, o[2:].replace("-", "_")) is not None]
+    if given:
+        raise ShrinkNetError(f"{given[0]}: only a model folder takes it; {a.model} is a model file, expected no "
+                             f"{given[0]} (its data set has its own test split)")
+    if a.cmd in ("prune", "shrink") and a.criterion is None:
+        a.criterion = "taylor2" if a.cmd == "shrink" else "brute-force"
+    if a.cmd == "shrink":
+        a.eval_samples = 5000 if a.eval_samples is None else a.eval_samples
+    if a.cmd == "compare" and a.criteria is None:
+        a.criteria = CRITERIA
+
+
+def _folder_inputs(a):
+    """(the Folder, calibration (X, T), test (X, T) or None, words for the report) of a model folder run."""
+    from . import folders
+
+    if a.eval_samples is not None and a.eval_samples < 0:
+        raise ShrinkNetError(f"--eval-samples: expected a count >= 0 (0 = all), got {a.eval_samples}")
+    folders.read_config(a.model)                       # the refusals that need no torch model first
+    fm = folders.load_model(a.model)
+    longest = folders.max_positions(fm.model)
+    seq = a.seq_len if a.seq_len is not None else min(128, longest or 128)
+    low = 2 if fm.kind == "causal-lm" else 1
+    if seq < low or (longest is not None and seq > longest):
+        raise ShrinkNetError(f"--seq-len: expected a length in [{low}, {longest}] (the model's context), got {seq}")
+    tokenizer = []                                     # loaded once, and only for a text file
+
+    def tok():
+        if not tokenizer:
+            tokenizer.append(folders.load_tokenizer(a.model))
+        return tokenizer[0]
+
+    X, T = folders.load_data(a.data, fm, seq_len=seq, tokenizer=tok, name="--data")
+    n = FOLDER_SAMPLES if a.eval_samples is None else a.eval_samples
+    X, T = folders.subset(X, T, n)
+    test = None if a.test_data is None else folders.load_data(a.test_data, fm, seq_len=seq, tokenizer=tok,
+                                                             name="--test-data")
+
+    def what(path):
+        return "windows" if fm.language_model and Path(path).suffix not in (".npz", ".safetensors") else "samples"
+    words = {"calibration": f"{len(T)} {what(a.data)} of {a.data}",
+             "quality on": (f"the {len(test[1])} {what(a.test_data)} of {a.test_data}" if test is not None else
+                            f"the {len(T)} calibration {what(a.data)} (no --test-data)")}
+    return fm, (X, T), test, words
+
+
+def _folder_loss(a) -> str:
+    return "cross-entropy" if a.loss == "auto" else a.loss
+
+
+def _quality_table(kind: str, before: dict, after: dict) -> str:
+    """Loss and perplexity (language models) or accuracy (classifiers), before and after, as a text table."""
+    rows = [("loss (nats per " + ("token)" if kind in ("causal-lm", "masked-lm") else "sample)"),
+             f"{before['loss']:.4f}", f"{after['loss']:.4f}", f"{after['loss'] / before['loss']:.1%}")]
+    if "perplexity" in before:
+        rows.append(("perplexity", f"{before['perplexity']:.3f}", f"{after['perplexity']:.3f}",
+                     f"{after['perplexity'] / before['perplexity']:.1%}"))
+    else:
+        rows.append(("accuracy", f"{before['accuracy']:.2%}", f"{after['accuracy']:.2%}",
+                     f"{100 * (after['accuracy'] - before['accuracy']):+.2f} pt"))
+    head = ("", "before", "after", "after/before")
+    w = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+                     for r in [head, *rows])
+
+
+def _prune_folder(a, stop, no_plot, progress: bool) -> None:
+    import torch
+
+    from . import folders, plots
+    from .pruning import prune
+
+    fm, calib, test, words = _folder_inputs(a)
+    a.criterion = a.criterion or "fisher"
+    if a.eval_on == "test" and test is None:
+        raise ShrinkNetError("--eval-on test: expected --test-data with a model folder, got none")
+    ev, other = (calib, test) if a.eval_on == "train" else (test, calib)
+    if a.eval_on == "test":                            # the criteria see the test data; the report too
+        words["calibration"] = f"{len(test[1])} samples of --test-data {a.test_data} (--eval-on test)"
+    out = Path(a.out)
+    with resumable(out, "shrinknet prune") as partial:
+        r = prune(fm.model, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_folder_loss(a),
+                  test=other, units=a.units or ["ffn", "heads"], compensation=a.compensation, device=a.device,
+                  dtype=torch.float64 if a.float64 else None, progress=progress, checkpoint=partial / "prune")
+        q = test if test is not None else calib
+        before, after = folders.quality(fm.model, *q, fm.kind), folders.quality(r.model, *q, fm.kind)
+        r.save_json(out / "result.json")
+        r.save_csv(out / "steps.csv")
+        write_text(out / "report.json", json.dumps({"model": str(a.model), "kind": fm.kind, **words,
+                                                    "before": before, "after": after}, indent=1))
+        files = ["result.json", "steps.csv", "report.json"]
+        if no_plot is None:
+            plots.plot_curves([r], out / "curves.png", title=f"{a.criterion} ({a.schedule}) on {Path(a.model).name}")
+            files.append("curves.png")
+        gone = _drop_stale(out, "prune", files)
+    if r.resumed_steps:
+        print(f"resumed: {r.resumed_steps} steps replayed from the interrupted run's {out}/.partial")
+    print(f"removed {r.n_removed} of {r.initially_active} units with {a.criterion} ({a.schedule}; {r.stop_reason}) "
+          f"in {r.seconds:.1f}s, gates only ('shrinknet shrink' makes the smaller model)\n"
+          f"{_quality_table(fm.kind, before, after)}\n(on {words['quality on']}; calibration: {words['calibration']})\n"
+          + "".join(f"kept {name}: {len(kept)} of {size}\n" for (name, kept), size in zip(r.keep_by_name().items(),
+                                                                                       r.hidden_sizes))
+          + f"wrote {out}/ ({', '.join(files)}{'' if no_plot is None else f'; no curves.png: {no_plot}'})"
+          + _removed(gone))
+
+
+def _shrink_folder(a, stop, progress: bool) -> None:
+    from . import folders
+    from .pruning import prune
+    from .stats import compare_models
+    from .surgery import shrink
+
+    fm, (X, T), test, words = _folder_inputs(a)    # (cmd_shrink has checked that a stop is given)
+    criterion = a.criterion or "fisher"
+    out = Path(a.out)
+    with resumable(out, "shrinknet shrink") as partial:
+        r = prune(fm.model, X, T, criterion=criterion, schedule=a.schedule, stop=stop, loss=_folder_loss(a),
+                  units=a.units or ["ffn", "heads"], device=a.device, progress=progress, checkpoint=partial / "prune")
+        small = shrink(fm.model, r)
+        example = {k: v[:1] for k, v in X.items()}
+        report = compare_models(fm.model, small, example, kept=r)
+        q = test if test is not None else (X, T)
+        before, after = folders.quality(fm.model, *q, fm.kind), folders.quality(small, *q, fm.kind)
+        if "accuracy" in before:
+            report.before.accuracy, report.after.accuracy = before["accuracy"], after["accuracy"]
+        _, reloads = folders.write_folder(small, out / "model", source=a.model)
+        write_text(out / "report.json", json.dumps({**report.to_dict(), "model": str(a.model), "kind": fm.kind,
+                                                    **words, "quality": {"before": before, "after": after},
+                                                    "folder": "model", "plain_from_pretrained": reloads}, indent=1))
+        r.save_json(out / "result.json")
+        r.save_csv(out / "steps.csv")
+        files = ["model/", "report.json", "result.json", "steps.csv"]
+        gone = _drop_stale(out, "shrink", files)
+    if r.resumed_steps:
+        print(f"resumed: {r.resumed_steps} steps replayed from the interrupted run's {out}/.partial")
+    how = (f"transformers' from_pretrained reloads {out}/model" if reloads else
+           f"shrinknet.from_pretrained reloads {out}/model (its layers differ in size, which the config records "
+           f"for shrinknet; a plain from_pretrained refuses it, naming shrinknet.from_pretrained)")
+    print(f"removed {r.n_removed} of {r.initially_active} units with {criterion} ({a.schedule}; {r.stop_reason}) "
+          f"in {r.seconds:.1f}s, no retraining\n{report}\n{_quality_table(fm.kind, before, after)}\n"
+          f"(on {words['quality on']}; calibration: {words['calibration']})\n{how}\n"
+          f"wrote {out}/ ({', '.join(files)}){_removed(gone)}")
+
+
+def _compare_folder(a, progress: bool) -> None:
+    from .compare import compare
+
+    fm, (X, T), test, _ = _folder_inputs(a)
+    with resumable(a.out, "shrinknet compare") as partial:
+        res = compare(fm.model, X, T, a.criteria or FOLDER_CRITERIA, _folder_loss(a), steps=a.steps, test=test,
+                      compensation=a.compensation, units=a.units or ["ffn", "heads"], device=a.device,
+                      progress=progress, checkpoint=partial)
+        files = [Path(f).name for f in res.save(a.out)]
+        gone = _drop_stale(Path(a.out), "compare", files)
+    print(_text_table(res.summary_rows()))
+    print(f"wrote {Path(a.out)}/ ({', '.join(files)}) in {res.seconds:.1f}s{_removed(gone)}")
+
+
 #: the files each command may write into its --out folder, with or without options and optional packages
-_FILES = {"prune": ("result.json", "steps.csv", "curves.png", "pruned.safetensors"),
+_FILES = {"prune": ("result.json", "steps.csv", "curves.png", "pruned.safetensors", "report.json"),
           "shrink": ("small.safetensors", "report.json", "small.onnx", "result.json", "steps.csv"),
           "compare": ("compare.csv", "paths.csv", "summary.csv", "compare.png", "paths.png")}
 
@@ -441,6 +658,8 @@ def check_output(path, kind: str, option: str = "--out") -> None:
 
 def _dispatch(a, argv, progress) -> None:
     """Run the command that `a` names."""
+    if a.cmd in ("prune", "shrink", "compare"):
+        _model_or_folder(a)                            # a model file or a Hugging Face model folder
     if a.cmd == "demo":
         from .paper.demo import run_demo
         run_demo(a.out, quick=a.quick, progress=progress)
