@@ -507,6 +507,20 @@ def test_shrink_after_pruning_heads_and_ffn_neurons(kind):
         assert isinstance(model.get_submodule(names[0]), nn.MultiheadAttention)
 
 
+def test_a_gpt2_ffn_emptied_entirely_keeps_one_silent_neuron():
+    # Conv1D cannot run at width 0: one neuron stays, its c_proj row zero (the same as removing them all)
+    spec = MODELS["gpt2"]
+    model = spec["make"]()
+    X, _ = spec["data"]()
+    name = spec["ffn"][0]
+    small = shrink(model, {name: []}, X)
+    fc, proj = small.get_submodule(name), small.get_submodule(spec["ffn_consumer"](name))
+    assert (fc.nf, proj.nx) == (1, 1) and torch.all(proj.weight == 0)
+    gm = GatedModel(model, units=[name], example_input=X)
+    gm.set_gates([torch.zeros(FFN)])
+    torch.testing.assert_close(logits(small, X), logits(gm, X), **TOL)
+
+
 def test_shrink_after_a_brute_force_prune_has_the_error_the_prune_measured():
     X, y = bert_data()
     model = bert()

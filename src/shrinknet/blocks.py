@@ -316,11 +316,13 @@ def cut(model: nn.Module, site: Site, keep: list[int], *, silent: bool = False) 
     """Remove every unit of ``site`` not in ``keep`` from ``model`` in place: its producers' rows and its
     consumer's columns; the number of units left. ``silent``: where ``keep`` is empty, keep unit 0 with
     its consumer's columns zeroed instead (what attention code that cannot run with no heads needs: it
-    computes the same as removing them all). What else a kind keeps of the size (an attention module's
+    computes the same as removing them all); so it does where a producer or the consumer is a Conv1D. What else a kind keeps of the size (an attention module's
     head counts, :func:`set_head_counts`) is its unit kind's business (:mod:`shrinknet.units`)."""
     mods = dict(model.named_modules())
     keep = sorted(int(j) for j in keep)
-    silent = silent and not keep
+    # Hugging Face's Conv1D (GPT-2) cannot run at width 0 (its reshape of an empty input is ambiguous)
+    narrow = any(is_conv1d(mods[n]) for n in [*(r.name for r in site.producers), site.consumer])
+    silent = (silent or narrow) and not keep
     if silent:
         keep = [0]
     by_module: dict[str, list] = {}
