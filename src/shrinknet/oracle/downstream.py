@@ -17,13 +17,14 @@ is its literal definition's to float rounding.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .. import losses
-from . import upstream
+from . import rows, upstream
 
 #: vmap must beat the loop by this factor on the measured candidates to be chosen (the measurement
 #: is short and the loop never loses to the literal definition, so ties go to the loop)
@@ -36,8 +37,10 @@ LOOP_PROBE = 2
 class Choice:
     """Per group, how the oracle runs its candidates: ("loop", 1) or ("vmap", chunk)."""
 
-    def __init__(self):
+    def __init__(self, rows: bool = True):
         self.by_group: dict[int, tuple[str, int]] = {}
+        self.rows = rows                                   # cut the last block to the rows the loss reads
+        self.row_plans: dict = {}                          # (chunk, rows per chunk) -> RowPlan or None
 
 
 VMAP_ERRORS = (RuntimeError, NotImplementedError, ValueError)
@@ -51,9 +54,15 @@ def errors(model, data, loss: str, layer: int, C: int, gate_rows, n_step: int, c
     from torch.func import vmap
     out = torch.zeros(C, dtype=torch.float64, device=model.gates[layer].device)
     at, on_input = upstream.gate_module(model, layer)
-    for Xb, Tb in data.chunks(n_step):
-        plan = upstream.record(model, Xb).plan(at, on_input)
-        with upstream.Recording.replaying(None, plan) as reset:
+    for i, (Xb, Tb) in enumerate(data.chunks(n_step)):
+        rec = upstream.record(model, Xb)
+        cut = _row_plan(model, Xb, Tb, loss, rec, (i, n_step), choice)
+        if cut is not None:                               # recorded again with the rows cut, as it replays
+            with cut.on():
+                rec = upstream.record(model, Xb)
+        plan = rec.plan(at, on_input)
+        del rec
+        with upstream.Recording.replaying(None, plan) as reset, cut.on() if cut else contextlib.nullcontext():
 
             def error(row, Xb=Xb, Tb=Tb):
                 reset()
@@ -78,6 +87,15 @@ def errors(model, data, loss: str, layer: int, C: int, gate_rows, n_step: int, c
                 cs = slice(j, j + step)
                 out[cs] += run(cs)
     return out
+
+
+def _row_plan(model, Xb, Tb, loss, rec, key, choice: Choice):
+    """The chunk's :class:`~shrinknet.oracle.rows.RowPlan` (made and checked once per run), or None."""
+    if not getattr(choice, "rows", False):
+        return None
+    if key not in choice.row_plans:
+        choice.row_plans[key] = rows.plan(model, Xb, Tb, loss, rec)
+    return choice.row_plans[key]
 
 
 def _measure(out, loop, vmapped, C: int, c_vmap: int, vmap_ok: bool):

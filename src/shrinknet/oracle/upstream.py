@@ -4,7 +4,7 @@ A candidate of group l changes only what the model computes after the gate of l 
 PyTorch anything finished before that moment cannot depend on the gate, so one recording pass per
 chunk of data (:func:`record`) keeps the raw ``forward`` output of every module call that ends before
 the gate fires; while :meth:`Recording.replaying` is on, the outermost of those calls return their
-kept outputs (copies, so an in-place write downstream never reaches the record) instead of running,
+kept outputs instead of running (a pass that writes into one in place is caught before the next one),
 and only the gate's module and what follows run per candidate. The modules' hooks still run around a
 replayed ``forward`` (a gate on an upstream module applies to the recorded raw output as it did in
 the recording), so the replayed pass computes the same numbers as a full one.
@@ -16,7 +16,6 @@ passes instead.
 from __future__ import annotations
 
 import contextlib
-import copy
 
 import torch
 
@@ -25,22 +24,15 @@ class ReplayMismatch(RuntimeError):
     """The replayed pass did not call the recorded modules in the recorded order."""
 
 
-def _copy_out(out):
-    """``out`` with every tensor copied (tuples, lists, dicts and Hugging Face ``ModelOutput`` kept as
-    their type); anything else as it is."""
+def _leaves(out) -> list[torch.Tensor]:
+    """The tensors in a module's output (nested tuples, lists and dicts, Hugging Face ``ModelOutput``)."""
     if isinstance(out, torch.Tensor):
-        return out.clone()
-    if isinstance(out, tuple):
-        items = [_copy_out(v) for v in out]
-        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
-    if isinstance(out, list):
-        return [_copy_out(v) for v in out]
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for v in out for t in _leaves(v)]
     if isinstance(out, dict):
-        new = copy.copy(out)
-        for k, v in out.items():
-            new[k] = _copy_out(v)
-        return new
-    return out
+        return [t for v in out.values() for t in _leaves(v)]
+    return []
 
 
 @contextlib.contextmanager
@@ -90,9 +82,12 @@ class Recording:
 
     @contextlib.contextmanager
     def replaying(self, plan: dict):
-        """While on, each call of a planned module returns its kept output (a copy) or runs, in the
-        recorded order; :class:`ReplayMismatch` where a pass makes more calls than planned."""
+        """While on, each call of a planned module returns its kept output or runs, in the recorded
+        order; :class:`ReplayMismatch` where a pass makes more calls than planned, or where a pass
+        wrote into a kept output (in place: the next pass would read the changed values)."""
         count = {m: 0 for m in plan}
+        kept = [t for outs in plan.values() for o in outs if o is not None for t in _leaves(o)]
+        versions = [t._version for t in kept]
 
         def make(m, orig):
             outs = plan[m]
@@ -104,10 +99,12 @@ class Recording:
                 count[m] = k + 1
                 if outs[k] is None:
                     return orig(*args, **kwargs)
-                return _copy_out(outs[k])
+                return outs[k]
             return forward
 
         def reset():
+            if any(t._version != v for t, v in zip(kept, versions)):
+                raise ReplayMismatch("a replayed module's output was changed in place")
             for m in count:
                 count[m] = 0
         with _patched(list(plan), make):
