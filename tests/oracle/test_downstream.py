@@ -85,7 +85,7 @@ def test_every_candidate_error_equals_the_literal_definition(name, cut, how):
         lit = shrinknet.oracle.literal_errors(ctx, l, units)
         np.testing.assert_allclose(fast.numpy(), lit.numpy(), rtol=1e-10, atol=1e-12)
         assert not torch.equal(lit, lit[:1].expand_as(lit))   # the candidates differ: a real test
-    plans = list(choice.row_plans.values())
+    plans = [p for _, p in choice.row_plans.values()]
     if cut and read is not None:
         assert plans and all(p is not None for p in plans)
         assert all(p.rows.tolist() == read for p in plans)
@@ -160,3 +160,18 @@ def test_no_row_cut_where_every_row_is_read():
     ctx, _ = _context("encoder-all-rows", True)
     Xb, Tb = next(iter(ctx.data.chunks(100)))
     assert rows.plan(ctx.model, Xb, Tb, ctx.loss, upstream.record(ctx.model, Xb)) is None
+
+
+def test_other_labels_in_the_same_run_get_their_own_rows():
+    """The rows read follow the labels: a context whose targets change keeps no stale row plan."""
+    ctx, _ = _context("gpt2", True)
+    l = ctx.model.n_hidden_layers - 1
+    units = torch.arange(ctx.model.hidden_sizes[l])
+    shrinknet.oracle.errors_without(ctx, l, units)
+    T = ctx.T.clone()
+    T[:, -2] = T[:, -1]                       # the second-to-last position labelled too
+    T[:, -1] = -100 if T.dtype == torch.long else 0
+    ctx.T = T
+    fast = shrinknet.oracle.errors_without(ctx, l, units)
+    np.testing.assert_allclose(fast.numpy(), shrinknet.oracle.literal_errors(ctx, l, units).numpy(),
+                               rtol=1e-10, atol=1e-12)

@@ -23,6 +23,7 @@ import time
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .. import inputs as batch
 from .. import losses
 from . import rows, upstream
 
@@ -90,12 +91,23 @@ def errors(model, data, loss: str, layer: int, C: int, gate_rows, n_step: int, c
 
 
 def _row_plan(model, Xb, Tb, loss, rec, key, choice: Choice):
-    """The chunk's :class:`~shrinknet.oracle.rows.RowPlan` (made and checked once per run), or None."""
+    """The chunk's :class:`~shrinknet.oracle.rows.RowPlan` (made and checked once per run and chunk
+    of data), or None."""
     if not getattr(choice, "rows", False):
         return None
-    if key not in choice.row_plans:
-        choice.row_plans[key] = rows.plan(model, Xb, Tb, loss, rec)
-    return choice.row_plans[key]
+    kept = choice.row_plans.get(key)
+    if kept is not None and kept[1] is not None and not _same(kept[0], (Xb, Tb)):
+        kept = None                  # other data in this chunk (the rows read may follow labels, padding)
+    if kept is None:
+        cut = rows.plan(model, Xb, Tb, loss, rec)
+        kept = ((batch.clone(Xb), Tb.detach().clone()) if cut is not None else None, cut)
+        choice.row_plans[key] = kept
+    return kept[1]
+
+
+def _same(a, b) -> bool:
+    la, lb = batch.leaves(a[0]) + [a[1]], batch.leaves(b[0]) + [b[1]]
+    return len(la) == len(lb) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(la, lb))
 
 
 def _measure(out, loop, vmapped, C: int, c_vmap: int, vmap_ok: bool):

@@ -1,6 +1,9 @@
 """The exact oracle for any gated model: every candidate of a group in one batched forward pass.
 
-Errors of candidates (:func:`errors_with_gains`, :func:`errors_without`): the model runs under
+Errors of candidates (:func:`errors_with_gains`, :func:`errors_without`) first go through
+:mod:`.downstream` (what lies upstream of the gate replayed from one recording, the last block cut to
+the rows the loss reads, the candidates looped or vmapped as measured). Where the model cannot be
+replayed (:class:`~shrinknet.oracle.upstream.ReplayMismatch`), the model runs under
 ``torch.func.vmap`` over the candidates' gate rows. Every tensor that does not depend on the gate
 (the layers upstream of the unit, the attention masks, the weights) stays unbatched and is computed
 once; from the gate on, each candidate's copy flows through the downstream layers together. Chunked so
