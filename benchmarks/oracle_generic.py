@@ -1,37 +1,51 @@
-"""The exact oracle on models other than the MLP: scoring every unit of a group by brute force, three ways.
+"""The exact oracle on models other than the MLP: measured time against a plain loop, beside its FLOPs floor.
 
-    python benchmarks/oracle_generic.py                      # ViT, CNN, BERT-style text model; 2 threads
-    python benchmarks/oracle_generic.py --models vit --threads 1
+    python benchmarks/oracle_generic.py                        # all five models; 1 thread
+    python benchmarks/oracle_generic.py --models vit32 cnn --threads 2 --rounds 3
+    python benchmarks/ab.py --a /tmp/base --b . --rounds 3 --script-from b -- benchmarks/oracle_generic.py
 
-For each model, every unit of each chosen group is scored (E with the unit switched off) by
+For each model every unit of every group is scored (E with the unit switched off) by
 
-* literal    the definition: one full forward pass over the data per candidate (a gate hook set, the
-             model run, the loss summed), ``shrinknet.oracle.literal_errors``;
-* replicated the data copied once per candidate, each copy with its own gate row, in passes of the
-             model's ``batch_rows`` rows (the oracle before it ran under vmap);
-* vmap       ``shrinknet.oracle.errors_without``: the model under ``torch.func.vmap`` over the gate rows,
-             so the layers upstream of the unit run once and only the downstream part per candidate.
+* literal  the definition: one full forward pass over the data per candidate (the gate set, the model
+           run, the loss summed), ``shrinknet.oracle.literal_errors``: the plain loop;
+* oracle   ``shrinknet.oracle.errors_without``, what ``score(..., criterion="brute-force")`` runs.
 
-All three run in one process, interleaved (literal, replicated, vmap, repeated ``--rounds`` times; the
-median is reported), so that a change in machine load hits all alike; the ratios are against the
-literal definition. Errors of the three agree to float rounding (printed). Peak memory: the largest
-batch the vmap path runs (rows x candidates per chunk) and the process's max RSS after each method.
+The two alternate (literal, oracle, ``--rounds`` times; medians and the spread reported) so that a change
+in machine load hits both alike. Errors of the two agree to float rounding (printed).
+
+The floor (where the tree has the replayed oracle, :mod:`shrinknet.oracle.upstream`): FLOPs counted by
+``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions, attention) of one full pass
+(what the literal definition pays per candidate) and of one candidate's pass as the oracle runs it (from
+the gate on, the last block cut to the rows the loss reads where :mod:`shrinknet.oracle.rows` accepts
+it); ``floor`` is sum_l K_l full / sum_l K_l oracle_l, the speed-up over the literal loop the FLOPs
+allow, and ``no cut`` the same without the row cut. ``cnn`` also times steps of an iterative
+brute-force prune (``prune step``, seconds per removal).
 """
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 
 import torch
 from torch import nn
 
-MODELS = ("vit", "cnn", "bert")
+MODELS = ("vit32", "vit", "bert", "gpt", "cnn")
+
+
+def vit32():
+    """The issue's ViT: 4 layers, width 64, 2 heads, FFN 128; 64 images 32 x 32 in 4 x 4 patches (65 tokens)."""
+    import transformers as tf
+    cfg = tf.ViTConfig(image_size=32, patch_size=4, num_channels=3, hidden_size=64, num_hidden_layers=4,
+                       num_attention_heads=2, intermediate_size=128, num_labels=10)
+    torch.manual_seed(0)
+    m = tf.ViTForImageClassification(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    return m, torch.randn(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g), None
 
 
 def vit():
-    """The issue's model: 4 layers, width 64, FFN 128, 4 heads; 64 images of 28 x 28."""
+    """The developers' ViT: 4 layers, width 64, FFN 128, 4 heads; 64 images of 28 x 28 (16 patches)."""
     import transformers as tf
     cfg = tf.ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=64, num_hidden_layers=4,
                        num_attention_heads=4, intermediate_size=128, num_labels=10)
@@ -41,18 +55,9 @@ def vit():
     return m, torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g), None
 
 
-def cnn():
-    """Two Conv2d -> BatchNorm -> ReLU blocks (32, 64 channels) and a hidden Linear(., 128); 64 images 28 x 28."""
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-                      nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
-                      nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
-    g = torch.Generator().manual_seed(1)
-    return m, torch.randn(64, 1, 28, 28, generator=g), torch.randint(0, 10, (64,), generator=g), None
-
-
 def bert():
-    """A BERT-style text classifier: 4 layers, width 64, FFN 128, 4 heads; 64 sequences of 32 tokens."""
+    """A BERT-style text classifier (pooled first token): 4 layers, width 64, FFN 128, 4 heads; 64
+    sequences of 32 tokens, some padded; FFN neurons and heads."""
     import transformers as tf
     cfg = tf.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
                         intermediate_size=128, max_position_embeddings=64, num_labels=2)
@@ -65,31 +70,87 @@ def bert():
     return m, {"input_ids": ids, "attention_mask": mask}, torch.randint(0, 2, (64,), generator=g), ["ffn", "heads"]
 
 
-def replicated_errors(ctx, layer, units):
-    """The replicated path alone (no vmap), as the oracle ran before."""
-    from shrinknet.oracle import replicated
-    state = replicated.VmapState()
-    state.ok = False
-    return replicated.errors_with_gains(ctx.model, ctx.data, ctx.loss, layer, units, torch.zeros(len(units)), state)
+def gpt():
+    """A GPT-2-style language model predicting the last position (the others labelled -100): 4
+    layers, width 64, FFN 128, 4 heads; 64 sequences of 32 tokens; FFN neurons and heads."""
+    import transformers as tf
+    cfg = tf.GPT2Config(vocab_size=500, n_embd=64, n_layer=4, n_head=4, n_positions=64, n_inner=128,
+                        use_cache=False)
+    torch.manual_seed(0)
+    m = tf.GPT2LMHeadModel(cfg).eval()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 500, (64, 32), generator=g)
+    y = torch.full((64, 32), -100, dtype=torch.long)
+    y[:, -1] = torch.randint(0, 500, (64,), generator=g)
+    return m, {"input_ids": ids}, y, ["ffn", "heads"]
 
 
-def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def cnn():
+    """Conv-BN-ReLU x2 + Linear (8 and 16 channels, 2 x 2 pooling); 2,000 generated images 28 x 28."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Flatten(), nn.Linear(16 * 7 * 7, 10)).eval()
+    with torch.no_grad():                                   # BatchNorm statistics as after training
+        for bn in (m[1], m[5]):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    g = torch.Generator().manual_seed(1)
+    return m, torch.randn(2000, 1, 28, 28, generator=g), torch.randint(0, 10, (2000,), generator=g), None
+
+
+def flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        fn()
+    return int(fc.get_total_flops())
+
+
+def floor(ctx):
+    """(FLOPs of one full pass, [FLOPs of one candidate's oracle pass per group], the same without the
+    row cut), or None where this tree has no replayed oracle."""
+    try:
+        from shrinknet.oracle import rows, upstream
+    except ImportError:
+        return None
+    gm, (Xb, Tb) = ctx.model, next(iter(ctx.data.chunks(10 ** 9)))
+    with torch.no_grad():
+        full = flops(lambda: gm(Xb))
+        rec = upstream.record(gm, Xb)
+        cut = rows.plan(gm, Xb, Tb, ctx.loss, rec)
+        per, plain = [], []
+        for l in range(gm.n_hidden_layers):
+            at, on_input = upstream.gate_module(gm, l)
+            row = gm.gates[l].clone()
+            row[0] = 0
+            for plans, with_cut in ((per, cut), (plain, None)):
+                r = rec
+                if with_cut is not None:
+                    with with_cut.on():
+                        r = upstream.record(gm, Xb)
+                with r.replaying(r.plan(at, on_input)) as reset, gm.overriding({l: row}):
+                    if with_cut is not None:
+                        with with_cut.on():
+                            plans.append(flops(lambda: (reset(), gm(Xb))))
+                    else:
+                        plans.append(flops(lambda: (reset(), gm(Xb))))
+    return full, per, plain, cut is not None
+
+
+def spread(ts) -> str:
+    return f"{min(ts):.2f}-{max(ts):.2f}"
 
 
 def run(name: str, rounds: int):
     import shrinknet
-    from shrinknet.oracle import replicated
-    model, X, y, units = {"vit": vit, "cnn": cnn, "bert": bert}[name]()
+    model, X, y, units = {"vit32": vit32, "vit": vit, "bert": bert, "gpt": gpt, "cnn": cnn}[name]()
     ctx = shrinknet.PruningContext.start(model, X, y, units=units)
     gm = ctx.model
-    n_rows = y.shape[0]
-    print(f"\n{name}: groups {dict(zip(gm.unit_names, gm.hidden_sizes))}, {n_rows} samples, "
-          f"batch_rows {gm.batch_rows}")
-    methods = {"literal": shrinknet.oracle.literal_errors, "replicated": replicated_errors,
-               "vmap": shrinknet.oracle.errors_without}
+    sizes = gm.hidden_sizes
+    print(f"\n{name}: groups {dict(zip(gm.unit_names, sizes))}, {y.shape[0]} samples, batch_rows {gm.batch_rows}")
+    fl = floor(ctx)
+    methods = {"literal": shrinknet.oracle.literal_errors, "oracle": shrinknet.oracle.errors_without}
     times = {k: [] for k in methods}
-    rss = {}
     errs = {}
     with torch.no_grad():
         for l in range(gm.n_hidden_layers):                  # warm-up: first allocations, thread pool
@@ -97,28 +158,48 @@ def run(name: str, rounds: int):
         for _ in range(rounds):
             for k, fn in methods.items():
                 t0 = time.perf_counter()
-                errs[k] = [fn(ctx, l, list(range(K))) for l, K in enumerate(gm.hidden_sizes)]
+                errs[k] = [fn(ctx, l, list(range(K))) for l, K in enumerate(sizes)]
                 times[k].append(time.perf_counter() - t0)
-                rss[k] = max_rss_mb()
     lit = torch.cat(errs["literal"]).double()
-    chunks = [replicated._vmap_chunks(gm, l, n_rows, K) for l, K in enumerate(gm.hidden_sizes)]
-    print(f"  candidates {sum(gm.hidden_sizes)}; vmap chunks (rows x candidates) per group: "
-          f"{', '.join(f'{n}x{c}' for n, c in chunks)}; replicated: {'x'.join(map(str, replicated._chunks(gm, n_rows, max(gm.hidden_sizes))))}")
-    for k in methods:
-        t = statistics.median(times[k])
-        dev = float(((torch.cat(errs[k]).double() - lit).abs() / lit.abs()).max())
-        print(f"  {k:<10} {t:8.2f} s  ({statistics.median(times['literal']) / t:5.1f}x the literal)  "
-              f"max rel. difference {dev:.1e}  max RSS {rss[k]:.0f} MB")
+    dev = float(((torch.cat(errs["oracle"]).double() - lit).abs() / lit.abs()).max())
+    t_lit, t_or = statistics.median(times["literal"]), statistics.median(times["oracle"])
+    print(f"  candidates {sum(sizes)}")
+    print(f"  literal   {t_lit:8.2f} s  (rounds {spread(times['literal'])} s)")
+    line = (f"  oracle    {t_or:8.2f} s  (rounds {spread(times['oracle'])} s; {t_lit / t_or:4.1f}x the literal, "
+            f"max rel. difference {dev:.1e})")
+    print(line)
+    if fl is not None:
+        full, per, plain, cut = fl
+        total = sum(k * full for k in sizes)
+        f_cut = total / sum(k * f for k, f in zip(sizes, per))
+        f_plain = total / sum(k * f for k, f in zip(sizes, plain))
+        print(f"  floor by FLOPs {f_cut:4.1f}x the literal ({'rows cut' if cut else 'no row cut: every row read'}; "
+              f"{f_plain:.1f}x from the gate on alone); measured / floor {t_lit / t_or / f_cut:.2f}; "
+              f"full pass {full / 1e6:.1f} MFLOP, per candidate by group {', '.join(f'{f / 1e6:.1f}' for f in per)}")
+    try:
+        choice = ctx.evaluator.vmap.choice.by_group
+        how = [h + (str(c) if h == "vmap" else "") for h, c in choice.values()]
+        print(f"  chosen per group: {', '.join(how)}")
+    except AttributeError:
+        pass
+    if name == "cnn":
+        steps = 3
+        ts = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            shrinknet.prune(model, X, y, criterion="brute-force", stop=shrinknet.Stop(n_units=steps), progress=False)
+            ts.append((time.perf_counter() - t0) / steps)
+        print(f"  prune step {statistics.median(ts):8.2f} s  (per removal, iterative brute force; rounds {spread(ts)} s)")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    ap.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported (default: 3)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternated rounds; the median is reported (default: 3)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    print(f"torch {torch.__version__}, {a.threads} threads")
+    print(f"torch {torch.__version__}, {a.threads} thread(s)")
     for name in a.models:
         run(name, a.rounds)
 

@@ -1,6 +1,9 @@
 """The exact oracle for any gated model: every candidate of a group in one batched forward pass.
 
-Errors of candidates (:func:`errors_with_gains`, :func:`errors_without`): the model runs under
+Errors of candidates (:func:`errors_with_gains`, :func:`errors_without`) first go through
+:mod:`.downstream` (what lies upstream of the gate replayed from one recording, the last block cut to
+the rows the loss reads, the candidates looped or vmapped as measured). Where the model cannot be
+replayed (:class:`~shrinknet.oracle.upstream.ReplayMismatch`), the model runs under
 ``torch.func.vmap`` over the candidates' gate rows. Every tensor that does not depend on the gate
 (the layers upstream of the unit, the attention masks, the weights) stays unbatched and is computed
 once; from the gate on, each candidate's copy flows through the downstream layers together. Chunked so
@@ -25,6 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .. import distributed as dist
 from .. import inputs as batch
 from .. import losses
+from . import downstream, upstream
 
 
 def _chunks(model, N: int, C: int):
@@ -70,10 +74,14 @@ def replicated(model, data, layer, units, gate_rows):
 
 class VmapState:
     """Whether vmap has run a model: after its first failure the data are replicated instead (one
-    warning per run, not one per step)."""
+    warning per run, not one per step); ``choice``: per group, how its candidates run
+    (:class:`shrinknet.oracle.downstream.Choice`); ``replay``: whether the model's upstream calls
+    replay (:mod:`shrinknet.oracle.upstream`)."""
 
     def __init__(self):
         self.ok = True
+        self.replay = True
+        self.choice = downstream.Choice()
 
 
 @torch.no_grad()
@@ -89,6 +97,11 @@ def errors_with_gains(model, data, loss: str, layer: int, units, gains, vmap_sta
         G = g.detach().expand(units[cs].numel(), g.numel()).clone()
         G[torch.arange(G.shape[0]), units[cs]] = gains[cs]
         return G
+    if getattr(vmap_state, "replay", False):
+        try:
+            return dist.sum_(_downstream(model, data, loss, layer, units.numel(), rows, vmap_state)).to(g.dtype)
+        except upstream.ReplayMismatch:
+            vmap_state.replay = False            # control flow before the gate that the recording missed
     if vmap_state.ok:
         try:
             return dist.sum_(_vmapped(model, data, loss, layer, units.numel(), rows)).to(g.dtype)
@@ -103,6 +116,23 @@ def errors_with_gains(model, data, loss: str, layer: int, units, gains, vmap_sta
     for z, Tr, cs, n, c in replicated(model, data, layer, units, rows):
         out[cs] += losses.per_row(z, Tr, model.output_activation, loss).view(c, n).sum(1)
     return dist.sum_(out).to(g.dtype)
+
+
+def _downstream(model, data, loss, layer, C: int, gate_rows, state: VmapState) -> torch.Tensor:
+    """:func:`shrinknet.oracle.downstream.errors` (upstream replayed; loop or vmap as measured), with
+    vmap given up (warned once) where it cannot run the model."""
+    n_step, c_vmap = _vmap_chunks(model, layer, data.rows(model.batch_rows), C)
+    try:
+        return downstream.errors(model, data, loss, layer, C, gate_rows, n_step, c_vmap, state.choice, state.ok)
+    except downstream.VMAP_ERRORS as e:
+        if isinstance(e, (torch.OutOfMemoryError, upstream.ReplayMismatch)) or not state.ok:
+            raise
+        state.ok = False
+        state.choice.by_group.clear()
+        warnings.warn(f"the exact oracle cannot run this model under torch.func.vmap ({type(e).__name__}: "
+                      f"{str(e)[:200]}); it runs one pass per candidate instead, which gives the same errors",
+                      RuntimeWarning, stacklevel=4)
+    return downstream.errors(model, data, loss, layer, C, gate_rows, n_step, c_vmap, state.choice, False)
 
 
 def _vmapped(model, data, loss, layer, C: int, gate_rows) -> torch.Tensor:
