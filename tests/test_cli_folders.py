@@ -181,10 +181,18 @@ def test_a_non_uniform_shrink_is_refused_by_plain_from_pretrained_not_loaded_wro
     assert report(out)["plain_from_pretrained"] is False
     with pytest.raises(Exception, match=r"load it with shrinknet\.from_pretrained\(folder\)"):
         transformers.GPT2LMHeadModel.from_pretrained(out / "model")
-    # shrinknet's own reload gives the shrunk model
+    with pytest.raises(ValueError, match=r"load it with shrinknet\.from_pretrained\(folder\)"):
+        transformers.AutoModelForCausalLM.from_pretrained(out / "model")
+    # shrinknet's own reload gives the shrunk model; its tokenizer loads the usual way
     back = shrinknet.from_pretrained(out / "model")
     assert type(back) is transformers.GPT2LMHeadModel
     assert sum(p.numel() for p in back.parameters()) == report(out)["after"]["params"]
+    tok = transformers.AutoTokenizer.from_pretrained(out / "model")
+    assert tok.decode(tok("to be")["input_ids"]) == "to be"
+    # and the command line takes the smaller folder again
+    again = tmp_path / "again"
+    assert run("shrink", out / "model", "--data", train, "--seq-len", SEQ, "--n-neurons", 2, "--out", again) == 0
+    assert report(again)["before"]["params"] == report(out)["after"]["params"]
 
 
 def test_llama_with_grouped_kv_heads_shrinks_and_reloads(tmp_path):

@@ -47,6 +47,7 @@ import torch
 from . import inputs as batch_
 from ._errors import MissingDependencyError, ShrinkNetError
 from ._validation import IGNORE_LABEL
+from . import pretrained
 from .pretrained import save_pretrained
 
 #: the heads the command line takes, by transformers' own lists of classes (models/auto/modeling_auto.py)
@@ -157,10 +158,14 @@ def load_model(folder) -> Folder:
     cls = getattr(transformers, name, None)
     if cls is None:
         raise ShrinkNetError(f"model folder {folder}: unknown architecture {name!r}; expected a class transformers has")
+    per_layer = "shapes" in (json.loads((folder / "config.json").read_text()).get(pretrained.KEY) or {})
     try:
         with _quiet(transformers):
-            model = cls.from_pretrained(folder, dtype="auto", use_safetensors=True, local_files_only=True,
-                                        trust_remote_code=False)
+            if per_layer:               # a folder shrinknet wrote with per-layer sizes: only it rebuilds that
+                model = pretrained.from_pretrained(folder)
+            else:
+                model = cls.from_pretrained(folder, dtype="auto", use_safetensors=True, local_files_only=True,
+                                            trust_remote_code=False)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ShrinkNetError(f"model folder {folder}: transformers could not load it ({first})"[:400]) from None

@@ -14,7 +14,9 @@ transformers stores them; each tensor in the model's own precision), the tokeniz
   the transformers package: code named in a folder, ``auto_map``, is never run) with those shapes and
   loads the weights. So that a plain ``from_pretrained`` of such a folder can never load something
   else, one size of the config (the FFN width, or else the head count) is written as a sentence
-  naming :func:`shrinknet.from_pretrained`: transformers' config check refuses it, with that sentence.
+  naming :func:`shrinknet.from_pretrained`: transformers' config check refuses it, with that sentence;
+  so is the ``model_type``, which the Auto classes refuse with that sentence (``AutoTokenizer`` still
+  loads the folder's tokenizer).
 
 A folder is plain exactly when a model built from the edited config has the shrunk model's tensors
 and head counts: that is checked (on the meta device, no memory) before anything is written. Sizes
@@ -61,6 +63,7 @@ _REPLACED = ("config.json", "generation_config.json", "model*.safetensors", "mod
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _MESSAGE = ("this folder holds a model with per-layer sizes (in the config's 'shrinknet' entry): load it with "
             "shrinknet.from_pretrained(folder)")
+_TYPE = "shrinknet-per-layer: load it with shrinknet.from_pretrained(folder)"
 
 
 # ---- saving -------------------------------------------------------------------------------------------
@@ -111,8 +114,12 @@ def save_pretrained(small, folder, *, source=None, overwrite: bool = False) -> P
         if key is None:
             raise ShrinkNetError(f"small: the config of {cls.__name__} has none of {', '.join(POISON_KEYS)}; expected a "
                                  f"transformers config with an FFN width or head count")
-        d[KEY] = {"format": FORMAT, "version": VERSION, "shapes": shapes, "config": {key: d[key]}}
+        d[KEY] = {"format": FORMAT, "version": VERSION, "shapes": shapes,
+                  "config": {key: d[key], "model_type": d.get("model_type")}}
         d[key] = _MESSAGE
+        # the model type too: the Auto classes then refuse the folder by that sentence, while AutoTokenizer
+        # (which reads the config, and falls back to a generic one for a type it does not know) still loads
+        d["model_type"] = _TYPE
         _check_refused(type(config), d, key)
     d["architectures"] = [cls.__name__]
     d["dtype"] = str(dtype).removeprefix("torch.")
