@@ -39,7 +39,7 @@ LAYERS = [
     # the criteria (their registry and the built-ins) and results
     ("criteria", ["criteria.*", "results"]),
     # what a user calls on a model: prune / score, shrink, stats, save / load, figures
-    ("operations", ["pruning", "surgery", "stats", "saving", "plots", "costs"]),
+    ("operations", ["pruning", "surgery", "stats", "saving", "plots", "costs", "budgets"]),
     # criteria compared with the oracle
     ("compare", ["compare"]),
     # the package's __init__: the public names

@@ -18,6 +18,8 @@ FFN neurons and heads, whose residual width is fixed), it gives every later coun
 additions per step. The tests hold it equal to ``sum(p.numel())`` and the FLOP counter of the shrunk
 model.
 
+Where shrink keeps something of an emptied group (attention code needs a head: it keeps one, silent),
+the last unit of that group saves that much less; this is measured once too, by emptying each group.
 A group that cannot be cut to nothing (an MLP layer, a Linear / Conv2d whose removal would disconnect
 the net) is counted past that point by the same polynomial: as a layer of width 0 (its weights gone,
 the next layer's bias kept).
@@ -83,7 +85,8 @@ class Kept:
     kept : (2,) int array
         Those of the model shrink makes with the units active now.
     saving : (groups, 2) int array
-        What removing one more active unit of each group saves now (0 where none is left).
+        What removing one more active unit of each group saves now (0 where none is left), but for a
+        group's last unit: :meth:`costs` has that too.
     """
 
     def __init__(self, model: Gated, example_input=None):
@@ -107,6 +110,7 @@ class Kept:
                 self.counts = np.array([int((g != 0).sum()) for g in model.gates], dtype=np.int64)
                 self.saving = _costs(model, x)
                 self.q = self._interactions(model, x)
+                self.last = self._last_units(model, x, kept)
         self.kept = kept
         for l, _ in back:
             self.remove(l)
@@ -152,12 +156,33 @@ class Kept:
                 q[:, m] = q[m, :]
         return q
 
+    def _last_units(self, model: Gated, x, kept: np.ndarray) -> np.ndarray:
+        """Per group, how much less its last unit saves than the polynomial says: where the shrunk model
+        keeps something of an emptied group (attention code needs one head: shrink keeps a silent one),
+        measured once by emptying each group; 0 where shrink cannot empty it (counted as width 0)."""
+        G = len(self.counts)
+        last = np.zeros((G, 2), dtype=np.int64)
+        active = [np.flatnonzero(g.detach().cpu().numpy() != 0) for g in model.gates]
+        for l, n in enumerate(self.counts):
+            if not n:
+                continue
+            keep = dict(zip(model.unit_names, active))
+            try:
+                empty = _count(model, {**keep, model.unit_names[l]: active[l][:0]}, x)
+            except ShrinkNetError:
+                continue
+            said = kept - n * self.saving[l] + self.q[l, l] * (n * (n - 1) // 2)
+            last[l] = empty - said
+        return last
+
     def remove(self, layer: int, n: int = 1) -> None:
         """Count ``n`` more units of group ``layer`` removed."""
         n = int(n)
         self.kept = self.kept - n * self.saving[layer] + self.q[layer, layer] * (n * (n - 1) // 2)
         self.saving = self.saving - n * self.q[:, layer]
         self.counts[layer] -= n
+        if n and self.counts[layer] == 0:
+            self.kept = self.kept + self.last[layer]
         self.saving[self.counts == 0] = 0
 
     def fraction(self) -> tuple[float, float]:
@@ -167,8 +192,8 @@ class Kept:
     def lowest(self) -> tuple[float, float]:
         """:meth:`fraction` after removing every unit active now: the lowest budgets a prune can reach."""
         low = Kept.__new__(Kept)
-        low.total, low.kept, low.saving, low.q, low.counts = self.total, self.kept, self.saving, self.q, \
-            self.counts.copy()
+        low.total, low.kept, low.saving, low.q, low.last, low.counts = self.total, self.kept, self.saving, self.q, \
+            self.last, self.counts.copy()
         for l, k in enumerate(self.counts):
             if k:
                 low.remove(l, k)
@@ -176,7 +201,8 @@ class Kept:
 
     def costs(self, kind: str) -> list[float]:
         """Per group, what removing one more unit saves in ``kind`` ("params" or "flops")."""
-        return [float(v) for v in self.saving[:, _COLUMN[kind]]]
+        saving = self.saving - np.where(self.counts[:, None] == 1, self.last, 0)
+        return [float(v) for v in saving[:, _COLUMN[kind]]]
 
     def reached(self, stop) -> str:
         """Why ``stop``'s budgets are met now ('' where neither is): the reason a prune stops with."""
