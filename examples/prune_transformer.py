@@ -95,6 +95,7 @@ def prune_and_report(model, calib, quality, *, criterion: str, stop: shrinknet.S
                    "calibration_error": [result.initial_error, result.final_error],
                    "calibration_accuracy": [result.initial_accuracy, result.final_accuracy]}
         Path(json_path).write_text(json.dumps(figures, indent=1))
+        result.save_csv(Path(json_path).with_suffix(".csv"))        # the steps: error, accuracy, FLOPs kept
     if not compare:
         return out
 
