@@ -20,7 +20,9 @@ from ..context import PruningContext
 
 @dataclass(frozen=True)
 class Criterion:
-    """A named ranking strategy: ``scores(ctx)``, and optionally a cheaper ``best(ctx)``."""
+    """A named ranking strategy: ``scores(ctx)``, and optionally a cheaper ``best(ctx)`` (the top choice
+    of an iterative step, or None; in a cost-aware prune, ``ctx.costs`` set, the choice of :func:`ranked`
+    with those costs)."""
     name: str
     scores: Callable
     description: str = ""
