@@ -50,6 +50,11 @@ def check_cost(cost) -> str | None:
                          f"got {cost!r}")
 
 
+#: what shrink, or the forward pass that counts the FLOPs, raises for a group it cannot leave empty (shrink
+#: refuses a Linear / Conv2d that would disconnect the net; a GPT-2 Conv1D of width 0 does not run)
+_CANNOT_EMPTY = (ShrinkNetError, RuntimeError)
+
+
 def _count(model: Gated, keep: dict, x) -> np.ndarray:
     """(parameters, FLOPs per sample) of the model shrink makes with ``keep``."""
     small = shrink(model, keep, check=False)
@@ -103,7 +108,7 @@ class Kept:
             back = {}
             try:
                 kept = _count(model, dict(zip(names, active)), x)
-            except ShrinkNetError:
+            except _CANNOT_EMPTY:
                 back = {(l, 0): 1 for l, a in enumerate(active) if a.size == 0}
                 kept = _count(model, {n: a if a.size else np.arange(1) for n, a in zip(names, active)}, x)
             with _gates(model, back):
@@ -143,7 +148,7 @@ class Kept:
                 try:
                     with _gates(model, {(m, int(active[m][0])): 0}):
                         q[:, m] = self.saving - _costs(model, x)
-                except ShrinkNetError:
+                except _CANNOT_EMPTY:
                     continue
             else:
                 continue
@@ -169,7 +174,7 @@ class Kept:
             keep = dict(zip(model.unit_names, active))
             try:
                 empty = _count(model, {**keep, model.unit_names[l]: active[l][:0]}, x)
-            except ShrinkNetError:
+            except _CANNOT_EMPTY:
                 continue
             said = kept - n * self.saving[l] + self.q[l, l] * (n * (n - 1) // 2)
             last[l] = empty - said
