@@ -46,8 +46,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import shrinknet
-from prune_transformer import parse, parser, prune_and_report
+from prune_transformer import parse, parser, prune_and_report, stop_of
 from shrinknet.paper.text import char_dataset, decode, load_corpus, unigram_entropy, vocabulary
 
 
@@ -208,9 +207,10 @@ def main(argv=None) -> dict:
     out = prune_and_report(
         model, (X[:a.calib], Y[:a.calib]),
         lambda m: dict(zip(("validation loss", "perplexity"), loss_and_perplexity(m, Xv, Yv))),
-        criterion=a.criterion, stop=shrinknet.Stop(max_error_increase=a.max_loss_increase, fraction=a.fraction), example=Xv[:1],
+        criterion=a.criterion, stop=stop_of(a, max_error_increase=a.max_loss_increase), example=Xv[:1],
         compare_criteria=["taylor1", "fisher", "mean-activation", "l1-in"],
-        compare_samples=16 if a.quick else 64, compare_steps=2 if a.quick else 5)
+        compare_samples=16 if a.quick else 64, compare_steps=2 if a.quick else 5, cost=a.cost,
+        compensation=a.compensation, compare=not a.no_compare, json_path=a.json)
     return {"val_loss": loss, "perplexity": ppl, "unigram_entropy": h, "train_seconds": seconds, "model": model,
             **out}
 

@@ -8,7 +8,9 @@ criteria and the oracle see: training samples) and a function that measures qual
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import shrinknet
 
@@ -25,7 +27,18 @@ def parser(doc: str, quick: dict, seed_help: str, calib: int, stop_flag: str, st
     ap.add_argument("--criterion", default="fisher", help="pruning criterion (default: fisher, Kwon et al. 2022)")
     ap.add_argument("--calib", type=int, default=calib, help=f"training samples the criteria see (default: {calib})")
     ap.add_argument(stop_flag, type=float, default=stop_default, help=f"{stop_help} (default: {stop_default})")
-    ap.add_argument("--fraction", type=float, default=None, help="remove at most this fraction of the units")
+    ap.add_argument("--fraction", type=float, default=None, help="remove at most this fraction of the units (counted "
+                    "in units removed)")
+    ap.add_argument("--keep-flops", type=float, default=None, help="a budget: stop once at most this fraction of the "
+                    "model's FLOPs per sample is kept (counted on the shrunk model)")
+    ap.add_argument("--keep-params", type=float, default=None, help="a budget: stop once at most this fraction of the "
+                    "model's parameters is kept")
+    ap.add_argument("--cost", choices=["params", "flops"], default=None, help="cost-aware choice: rank units by score "
+                    "per parameter / FLOP their removal saves (default: by score alone, every unit counting one)")
+    ap.add_argument("--compensation", choices=["none", "mean", "lstsq"], default="none",
+                    help="fold each removed unit's mean output into the next bias (mean) or refit (lstsq); default none")
+    ap.add_argument("--no-compare", action="store_true", help="skip the comparison of criteria with the exact oracle")
+    ap.add_argument("--json", default=None, metavar="PATH", help="also write the figures printed to this JSON file")
     return ap
 
 
@@ -38,27 +51,53 @@ def parse(ap, argv):
     return a
 
 
+def stop_of(a, **limits) -> shrinknet.Stop:
+    """The examples' stop: their own limit (``limits``), ``--fraction`` and the budgets."""
+    return shrinknet.Stop(fraction=a.fraction, params=a.keep_params, flops=a.keep_flops, **limits)
+
+
 def prune_and_report(model, calib, quality, *, criterion: str, stop: shrinknet.Stop, compare_criteria,
-                     compare_samples: int, compare_steps: int, example):
-    """Prune ``model`` on ``calib = (X, T)`` with ``criterion`` until ``stop``, shrink it and print:
-    what was kept, ``quality(model)`` before and after (a dict of named numbers), parameters, FLOPs
-    and latency, and a table of ``compare_criteria`` against the oracle over its first
-    ``compare_steps`` removals on ``compare_samples`` calibration samples. Returns a dict of it all."""
+                     compare_samples: int, compare_steps: int, example, cost: str | None = None,
+                     compensation: str = "none", compare: bool = True, json_path=None):
+    """Prune ``model`` on ``calib = (X, T)`` with ``criterion`` until ``stop`` (``cost``: the cost-aware
+    choice; ``compensation`` on), shrink it and print: what was kept, ``quality(model)`` before and
+    after (a dict of named numbers), parameters, FLOPs and latency, and (``compare``) a table of
+    ``compare_criteria`` against the oracle over its first ``compare_steps`` removals on
+    ``compare_samples`` calibration samples. Returns a dict of it all (also written to ``json_path``)."""
     X, T = calib
     t0 = time.perf_counter()
-    result = shrinknet.prune(model, X, T, units=UNITS, criterion=criterion, stop=stop, progress=True)
-    small = shrinknet.shrink(model, result)
+    result = shrinknet.prune(model, X, T, units=UNITS, criterion=criterion, stop=stop, progress=True, cost=cost,
+                             compensation=compensation)
+    # with compensation the refit weights are the result's own model's
+    small = shrinknet.shrink(model if compensation == "none" else result.model, result)
     seconds = time.perf_counter() - t0
     kept = {name: f"{len(k)}/{size}" for (name, k), size in zip(result.keep_by_name().items(), result.hidden_sizes)}
-    print(f"\n{criterion} removed {result.n_removed} of {result.initially_active} units in {seconds:.1f} s "
-          f"({result.stop_reason}); kept per group:")
+    print(f"\n{criterion} ({'cost-aware: ' + cost if cost else 'by score'}, compensation {compensation}) removed "
+          f"{result.n_removed} of {result.initially_active} units in {seconds:.1f} s ({result.stop_reason}); kept per group:")
     for name, k in kept.items():
         print(f"  {name}: {k}")
+    heads = [u.kind == "heads" for u in result.model.units]
+    gone = {kind: sum(size - len(k) for k, size, h in zip(result.keep().values(), result.hidden_sizes, heads)
+                      if h == (kind == "heads")) for kind in ("heads", "ffn")}
+    print(f"removed: {gone['heads']} heads, {gone['ffn']} FFN neurons")
     before, after = quality(model), quality(small)
     for key in before:
         print(f"{key}: {before[key]:.4f} -> {after[key]:.4f}")
     report = shrinknet.compare_models(model, small, example, kept=result)
     print(report)
+    out = {"result": result, "small": small, "report": report, "before": before, "after": after, "kept": kept,
+           "removed": gone, "seconds": seconds}
+    if json_path:
+        figures = {"criterion": criterion, "cost": cost, "compensation": compensation, "stop": stop.__dict__,
+                   "stop_reason": result.stop_reason, "n_removed": result.n_removed, "removed": gone, "kept": kept,
+                   "before": before, "after": after, "params": [report.before.params, report.after.params],
+                   "flops": [report.before.flops, report.after.flops], "seconds": round(seconds, 1),
+                   "calibration_error": [result.initial_error, result.final_error],
+                   "calibration_accuracy": [result.initial_accuracy, result.final_accuracy]}
+        Path(json_path).write_text(json.dumps(figures, indent=1))
+        result.save_csv(Path(json_path).with_suffix(".csv"))        # the steps: error, accuracy, FLOPs kept
+    if not compare:
+        return out
 
     n = compare_samples
     Xc = {k: v[:n] for k, v in X.items()} if isinstance(X, dict) else X[:n]
@@ -71,5 +110,4 @@ def prune_and_report(model, calib, quality, *, criterion: str, stop: shrinknet.S
     print(f"{'criterion':<18}{'spearman':>10}{'agrees':>10}{'regret':>12}")
     for r in rows:
         print(f"{r['criterion']:<18}{r['spearman']:>10.3f}{r['agrees']:>10.2f}{r['regret']:>12.4g}")
-    return {"result": result, "small": small, "report": report, "before": before, "after": after,
-            "compare": rows, "kept": kept}
+    return {**out, "compare": rows}

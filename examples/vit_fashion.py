@@ -33,8 +33,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
-import shrinknet
-from prune_transformer import parse, parser, prune_and_report
+from prune_transformer import parse, parser, prune_and_report, stop_of
 from shrinknet.paper.data import fashion_mnist
 
 MEAN, STD = 0.2860, 0.3530          # Fashion-MNIST's training pixel mean and standard deviation
@@ -158,9 +157,10 @@ def main(argv=None) -> dict:
     Xtr, ytr = data[0][:a.calib], data[1][:a.calib]
     out = prune_and_report(
         model, (Xtr, ytr), lambda m: {"test accuracy": accuracy(m, Xte, yte)}, criterion=a.criterion,
-        stop=shrinknet.Stop(max_accuracy_drop=a.max_accuracy_drop, fraction=a.fraction), example=Xte[:1],
+        stop=stop_of(a, max_accuracy_drop=a.max_accuracy_drop), example=Xte[:1],
         compare_criteria=["taylor1", "taylor2", "fisher", "mean-activation", "l1-in"],
-        compare_samples=32 if a.quick else 128, compare_steps=2 if a.quick else 5)
+        compare_samples=32 if a.quick else 128, compare_steps=2 if a.quick else 5, cost=a.cost,
+        compensation=a.compensation, compare=not a.no_compare, json_path=a.json)
     return {"accuracy": acc, "train_seconds": seconds, "model": model, **out}
 
 

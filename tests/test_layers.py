@@ -304,12 +304,12 @@ def test_an_import_of_the_package_init_for_its_version_is_a_cycle(tmp_path):
 
 def test_a_new_module_must_be_placed(tmp_path):
     _copy_of_the_package(tmp_path)
-    (tmp_path / "shrinknet" / "budgets").mkdir()
-    (tmp_path / "shrinknet" / "budgets" / "__init__.py").write_text("from ..context import evaluate\n")
+    (tmp_path / "shrinknet" / "quotas").mkdir()
+    (tmp_path / "shrinknet" / "quotas" / "__init__.py").write_text("from ..context import evaluate\n")
     problems = check(tmp_path, DATA["LAYERS"], DATA["ALLOWED"], DATA["APPLICATION"])
-    assert problems == [("unplaced", "budgets (shrinknet/budgets/__init__.py) is in no layer of "
+    assert problems == [("unplaced", "quotas (shrinknet/quotas/__init__.py) is in no layer of "
                                      "_layers.LAYERS: add it to the one it belongs to")]
-    layers = [(name, patterns + (["budgets.*"] if name == "operations" else []))
+    layers = [(name, patterns + (["quotas.*"] if name == "operations" else []))
               for name, patterns in DATA["LAYERS"]]
     assert check(tmp_path, layers, DATA["ALLOWED"], DATA["APPLICATION"]) == []
 

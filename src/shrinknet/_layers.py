@@ -44,7 +44,8 @@ LAYERS = [
     ("criteria", ["criteria.*", "results"]),
     # what a user calls on a model: prune / score, shrink, stats, save / load, figures; Hugging Face model
     # folders (saved and reloaded; read for the command line)
-    ("operations", ["pruning", "surgery", "stats", "saving", "plots", "costs", "uniform", "pretrained", "folders"]),
+    ("operations", ["pruning", "surgery", "stats", "saving", "plots", "costs", "uniform", "pretrained", "folders",
+                    "budgets"]),
     # criteria compared with the oracle
     ("compare", ["compare"]),
     # the package's __init__: the public names

@@ -146,6 +146,19 @@ UNIFORM_HELP = ("keep the same number of units in every layer of a kind (removal
                 "transformer so pruned reloads from its config alone")
 
 
+def _budget_options(p) -> None:
+    """The budgets and the cost-aware choice (prune and shrink)."""
+    p.add_argument("--keep-params", type=_number, default=None, metavar="FRACTION",
+                   help="a budget: stop at the first removal that leaves at most this fraction (0..1) of the model's "
+                   "parameters, counted on the shrunk model")
+    p.add_argument("--keep-flops", type=_number, default=None, metavar="FRACTION",
+                   help="a budget: stop at the first removal that leaves at most this fraction (0..1) of the model's "
+                   "FLOPs per sample, counted on the shrunk model")
+    p.add_argument("--cost", default=None, choices=["params", "flops"],
+                   help="cost-aware choice: units whose removal does not raise the error first, then by score per "
+                   "parameter / FLOP their removal saves (default: by score alone)")
+
+
 def _add_prune(sub):
     p = sub.add_parser("prune", help="prune a saved model and write the results (JSON, CSV, PNG)",
                        description="Remove hidden neurons one at a time without retraining. With no "
@@ -162,7 +175,9 @@ def _add_prune(sub):
     p.add_argument("--schedule", default="iterative", choices=["iterative", "single"],
                    help="iterative re-ranking after every removal (default) or a single overall ranking")
     p.add_argument("--n-neurons", type=_whole, default=None, help="stop after removing this many neurons")
-    p.add_argument("--fraction", type=_number, default=None, help="stop after removing this fraction (0..1)")
+    p.add_argument("--fraction", type=_number, default=None,
+                   help="stop after removing this fraction (0..1) of the neurons (counted in neurons removed)")
+    _budget_options(p)
     p.add_argument("--max-accuracy-drop", type=_number, default=None,
                    help="stop before accuracy falls more than this (absolute, e.g. 0.01) below the start")
     p.add_argument("--max-error-increase", type=_number, default=None,
@@ -189,8 +204,10 @@ def _add_shrink(sub):
     p.add_argument("--units", nargs="+", default=None, metavar="MODULE",
                    help="names of the Linear / Conv2d modules whose outputs may be removed (default: every one "
                    "but the output layer); for a model folder: " + UNITS_HELP)
-    p.add_argument("--fraction", type=_number, default=None, help="stop after removing this fraction (0..1) of the units")
+    p.add_argument("--fraction", type=_number, default=None,
+                   help="stop after removing this fraction (0..1) of the units (counted in units removed)")
     p.add_argument("--n-neurons", type=_whole, default=None, help="stop after removing this many units")
+    _budget_options(p)
     p.add_argument("--max-accuracy-drop", type=_number, default=None,
                    help="stop before accuracy (on the evaluation samples) falls more than this below the start")
     p.add_argument("--max-error-increase", type=_number, default=None,
@@ -315,7 +332,8 @@ def cmd_prune(a, progress: bool) -> None:
     from .models import MLP
     from .pruning import Stop, prune
 
-    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase)
+    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase, params=a.keep_params,
+                flops=a.keep_flops)
     try:
         plots.check_available()
         no_plot = None
@@ -330,7 +348,7 @@ def cmd_prune(a, progress: bool) -> None:
     with resumable(out, "shrinknet prune") as partial:
         r = prune(m, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_loss(a, m), test=other,
                   compensation=a.compensation, device=a.device, dtype=torch.float64 if a.float64 else None,
-                  progress=progress, checkpoint=partial / "prune", uniform=a.uniform)
+                  progress=progress, checkpoint=partial / "prune", uniform=a.uniform, cost=a.cost)
         r.save_json(out / "result.json")
         r.save_csv(out / "steps.csv")
         if no_plot is None:
@@ -339,6 +357,9 @@ def cmd_prune(a, progress: bool) -> None:
         gone = _drop_stale(out, "prune", ["result.json", "steps.csv", "pruned.safetensors"]
                            + (["curves.png"] if no_plot is None else []))
     acc = f", accuracy {r.initial_accuracy:.4f} -> {r.final_accuracy:.4f}" if r.accuracies is not None else ""
+    if r.fraction_kept is not None:
+        acc += (f"; kept {r.fraction_kept['params']:.1%} of the parameters, {r.fraction_kept['flops']:.1%} of the "
+                f"FLOPs per sample")
     last = r.final_error
     if r.resumed_steps:
         print(f"resumed: {r.resumed_steps} steps replayed from the interrupted run's {out}/.partial")
@@ -361,13 +382,15 @@ def cmd_shrink(a, progress: bool) -> None:
     from .stats import compare_models
     from .surgery import shrink
 
-    if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None and a.max_error_increase is None:
-        raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons, --max-accuracy-drop or "
-                             "--max-error-increase); without one every unit would go")
+    if a.fraction is None and a.n_neurons is None and a.max_accuracy_drop is None and a.max_error_increase is None \
+            and a.keep_params is None and a.keep_flops is None:
+        raise ShrinkNetError("shrink: expected a stopping option (--fraction, --n-neurons, --max-accuracy-drop, "
+                             "--max-error-increase, --keep-params or --keep-flops); without one every unit would go")
     if a.eval_samples is not None and a.eval_samples < 0:
         raise ShrinkNetError(f"--eval-samples: expected a count >= 0 (0 = all), got {a.eval_samples}")
     if a.folder:                                       # a Hugging Face model folder
-        return _shrink_folder(a, Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase), progress)
+        return _shrink_folder(a, Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase,
+                                      params=a.keep_params, flops=a.keep_flops), progress)
     if a.onnx:
         check_onnx()                                  # before the work, not after it
     meta = read_meta(a.model)
@@ -388,12 +411,13 @@ def cmd_shrink(a, progress: bool) -> None:
     if a.eval_samples and a.eval_samples < len(Xtr):
         idx = torch.as_tensor(np.sort(np.random.default_rng(0).permutation(len(Xtr))[:a.eval_samples]))
         Xtr, Ttr = Xtr[idx], Ttr[idx]
-    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase)
+    stop = Stop(a.n_neurons, a.fraction, a.max_accuracy_drop, a.max_error_increase, params=a.keep_params,
+                flops=a.keep_flops)
     out = Path(a.out)
     with resumable(out, "shrinknet shrink") as partial:
         r = prune(model, Xtr, Ttr, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_loss(a, model),
                   units=a.units, device=a.device, progress=progress, checkpoint=partial / "prune",
-                  uniform=a.uniform)
+                  uniform=a.uniform, cost=a.cost)
         small = shrink(model, r, Xtr[:1])
         report = compare_models(model, small, Xtr[:1], data=(Xte, Tte), kept=r)
         files = save_shrunk(small, out, Xtr[:1], report, onnx=a.onnx)
@@ -523,7 +547,8 @@ def _prune_folder(a, stop, no_plot, progress: bool) -> None:
     with resumable(out, "shrinknet prune") as partial:
         r = prune(fm.model, *ev, criterion=a.criterion, schedule=a.schedule, stop=stop, loss=_folder_loss(a),
                   test=other, units=a.units or ["ffn", "heads"], compensation=a.compensation, device=a.device,
-                  dtype=torch.float64 if a.float64 else None, progress=progress, checkpoint=partial / "prune")
+                  dtype=torch.float64 if a.float64 else None, progress=progress, checkpoint=partial / "prune",
+                  uniform=a.uniform, cost=a.cost)
         q = test if test is not None else calib
         before, after = folders.quality(fm.model, *q, fm.kind), folders.quality(r.model, *q, fm.kind)
         r.save_json(out / "result.json")
@@ -557,7 +582,8 @@ def _shrink_folder(a, stop, progress: bool) -> None:
     out = Path(a.out)
     with resumable(out, "shrinknet shrink") as partial:
         r = prune(fm.model, X, T, criterion=criterion, schedule=a.schedule, stop=stop, loss=_folder_loss(a),
-                  units=a.units or ["ffn", "heads"], device=a.device, progress=progress, checkpoint=partial / "prune")
+                  units=a.units or ["ffn", "heads"], device=a.device, progress=progress, checkpoint=partial / "prune",
+                  uniform=a.uniform, cost=a.cost)
         small = shrink(fm.model, r)
         example = {k: v[:1] for k, v in X.items()}
         report = compare_models(fm.model, small, example, kept=r)

@@ -129,6 +129,10 @@ class PruningContext:
     on_candidates : callable or None
         Called with the number of candidates the oracle has just scored (a progress bar's
         ``update``); None: nothing is reported.
+    costs : list of float or None
+        In a cost-aware prune, what removing one more unit of each group saves now (parameters or
+        FLOPs): a criterion's ``best`` then picks by the cost-aware rule (:func:`shrinknet.criteria.ranked`);
+        None: by score alone.
     """
 
     def __init__(self, model: Gated, X, T, loss: str, compensation: str = "none", out_shape=None,
@@ -147,6 +151,7 @@ class PruningContext:
             self.evaluator.check_memory(model, self.X)
         self.state: dict = {}
         self.on_candidates = None
+        self.costs = None
         self._caches: dict = {}
 
     @classmethod

@@ -18,10 +18,11 @@ from . import _progress
 from . import distributed as dist
 from . import inputs as batch
 from . import uniform as _uniform
+from .budgets import Kept, check_cost
 from .checkpoint import Checkpoint, data_digest, digest
 from ._validation import ShrinkNetError, check_choice, check_fraction, unwrap_compiled
 from .context import PruningContext
-from .criteria import check_scores, get_criterion, ranked
+from .criteria import check_scores, get_criterion, mark_removed, ranked
 from .gating import Gated, GatedModel, restore_training, training_flags
 from .results import PruneResult
 
@@ -46,14 +47,23 @@ class Stop:
 
     n_neurons : int, optional
         The older name of ``n_units`` (it always counted heads and channels too); kept equal to it.
+    params : float, optional
+        A budget: stop at the first removal after which at most this fraction (0..1) of the whole
+        model's parameters is kept, counted as the model :func:`shrinknet.shrink` makes will have
+        them (see :mod:`shrinknet.budgets`).
+    flops : float, optional
+        The same in FLOPs per sample, at the shape of one calibration input.
 
-    With no criterion at all, every unit is removed.
+    With no criterion at all, every unit is removed. A budget that removing every unit cannot reach
+    is refused before any work, naming the lowest reachable.
     """
     n_units: int | None = None
     fraction: float | None = None
     max_accuracy_drop: float | None = None
     max_error_increase: float | None = None
     n_neurons: int | None = None
+    params: float | None = None
+    flops: float | None = None
 
     def __post_init__(self):
         name = "n_units"
@@ -71,6 +81,13 @@ class Stop:
         self.fraction = check_fraction(self.fraction, "stop.fraction")
         self.max_accuracy_drop = check_fraction(self.max_accuracy_drop, "stop.max_accuracy_drop")
         self.max_error_increase = check_fraction(self.max_error_increase, "stop.max_error_increase", 0.0, math.inf)
+        self.params = check_fraction(self.params, "stop.params")
+        self.flops = check_fraction(self.flops, "stop.flops")
+
+    @property
+    def budget(self) -> bool:
+        """Whether a budget in parameters or FLOPs is set."""
+        return self.params is not None or self.flops is not None
 
     def limit(self, n_active: int) -> int:
         """Most units that may be removed, from the count-type criteria."""
@@ -157,7 +174,8 @@ def _show_batches(ctx, bar, progress) -> None:
 
 def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", stop=None, loss: str | None = None, *,
           test=None, compensation: str = "none", inplace: bool = False, units=None, output_activation=None,
-          dtype=None, device=None, progress: bool | None = None, checkpoint=None, uniform: bool = False) -> PruneResult:
+          dtype=None, device=None, progress: bool | None = None, checkpoint=None, uniform: bool = False,
+          cost: str | None = None) -> PruneResult:
     """Remove hidden units one at a time, lowest criterion score first.
 
     Parameters
@@ -175,7 +193,8 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         "iterative" re-scores the remaining units after every removal (Algorithm 2);
         "single" ranks them once and removes in that order (Algorithm 1).
     stop : Stop, dict or int, optional
-        Stopping criteria; by default every hidden unit is removed.
+        Stopping criteria; by default every hidden unit is removed. ``Stop(params=0.5)`` /
+        ``Stop(flops=0.5)``: a budget, the fraction of the whole model's parameters / FLOPs kept.
     loss : {"sse", "cross-entropy"}, optional
         Default: cross-entropy for integer class labels, else SSE (the paper's).
     test : (X_test, T_test), optional
@@ -213,14 +232,25 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
         every attention module's heads or key/value groups): removals go in rounds of one unit per
         group, each group's lowest-ranked, the round's kind that of the lowest-ranked unit of all (see
         :mod:`shrinknet.uniform`). A Hugging Face model so pruned reloads from its config alone
-        (:func:`shrinknet.save_pretrained`). Heads of BERT- / GPT-2-style attention are refused.
+        (:func:`shrinknet.save_pretrained`). Heads of BERT- / GPT-2-style attention are refused. A
+        budget (``stop.params`` / ``stop.flops``) is checked after each whole round; with ``cost``
+        the round's kind is that of the first unit in the cost-aware order.
+    cost : {None, "params", "flops"}
+        None (default): lowest score first. "params" / "flops": cost-aware choice (the knapsack view
+        of Kwon et al. 2022): units whose score is <= 0 (their removal does not raise the error) go
+        first, lowest first; then the others by score divided by the parameters / FLOPs per sample
+        their removal saves now, so that units of different kinds (a head, an FFN neuron) compete on
+        one scale. With any criterion, the exact oracle's fast step included; with the "single"
+        schedule the scores are the first ranking's and the savings the current ones.
 
     Returns
     -------
     PruneResult
+        With a budget or a cost, also the parameters and FLOPs kept after each removal.
     """
     schedule = check_choice(schedule, SCHEDULES, "schedule")
     stop = Stop.coerce(stop)
+    cost = check_cost(cost)
     progress = _progress.check(progress)
     ckpt = None if checkpoint is None else Checkpoint(checkpoint)
     if ckpt is not None and dist.world_size() > 1:
@@ -233,6 +263,11 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
                                device=device, compensation=compensation)
     crit = get_criterion(criterion)
     rounds = _uniform.check(ctx.model) if uniform else None
+    kept = None
+    if stop.budget or cost is not None:         # counted before any work: a budget out of reach is refused
+        with torch.inference_mode(False):
+            kept = Kept(ctx.model)
+        kept.check_reachable(stop)
     classes = ctx.classes()
     if stop.max_accuracy_drop is not None and not classes:
         raise ShrinkNetError("stop.max_accuracy_drop: needs class targets (one-hot rows or 0/1), got other targets")
@@ -256,12 +291,13 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
                        "model": digest(work.state_tensors()), "data": data_digest(ctx.X, ctx.T),
                        "test": None if test_data is None else data_digest(*test_data), "criterion": crit.name,
                        "schedule": schedule, "loss": ctx.loss, "compensation": ctx.compensation,
-                       "units": list(work.unit_names), "output_activation": work.output_activation}
+                       "units": list(work.unit_names), "output_activation": work.output_activation,
+                       "cost": cost}        # (an older run's fingerprint has none: cost=None resumes it)
         # (None, not False, where not uniform: a folder written before the option existed still resumes)
         fingerprint["uniform"] = True if uniform else None
     try:
         with torch.inference_mode(False):
-            res = _run(ctx, crit, schedule, stop, classes, test_data, progress, ckpt, fingerprint, rounds)
+            res = _run(ctx, crit, schedule, stop, classes, test_data, progress, ckpt, fingerprint, rounds, kept, cost)
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -280,35 +316,43 @@ def prune(model, X, T, criterion="brute-force", schedule: str = "iterative", sto
 
 
 def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, test, progress, ckpt=None,
-         fingerprint=None, rounds=None) -> PruneResult:
+         fingerprint=None, rounds=None, kept: Kept | None = None, cost: str | None = None) -> PruneResult:
     """The elimination loop: rank, remove the first, measure, until a stop is met (after replaying the
-    steps a checkpoint holds). ``rounds``: uniform pruning's classes of groups (:mod:`shrinknet.uniform`)."""
+    steps a checkpoint holds). ``rounds``: uniform pruning's classes of groups (:mod:`shrinknet.uniform`);
+    ``kept``: the parameters and FLOPs counted removal by removal, where a budget or ``cost`` needs them."""
     work, t0 = ctx.model, time.perf_counter()
-    res = _start(ctx, crit, schedule, classes, test)
+    res = _start(ctx, crit, schedule, classes, test, kept, cost)
     records = [] if ckpt is None else ckpt.open({**fingerprint, "initial_error": res.initial_error,
                                                  "initial_accuracy": res.initial_accuracy,
                                                  "initial_test_error": res.initial_test_error})
     limit = stop.limit(work.n_active())
     res.stop_reason = "every hidden neuron removed" if limit == work.n_active() else "neuron count reached"
-    order, pos = None, 0
+    order, pos, first = None, 0, None
     best = crit.best if schedule == "iterative" and rounds is None else None
     with _progress.bar(total=limit, desc=f"{crit.name} ({schedule})", progress=progress, unit="unit") as bar:
         _show_batches(ctx, bar, progress)
-        done = False
-        if records:
+        met, done = _budget_met(res, kept, stop), False
+        if records and not met:
             if schedule == "single":        # the one ranking is of the model before any removal
-                order = ranked(check_scores(crit.scores(ctx), work, crit.name))
+                first = check_scores(crit.scores(ctx), work, crit.name)
+                order = ranked(first)
             if rounds is not None:                  # whole rounds only
                 records = _uniform.whole_rounds(records, rounds, limit, lambda s: violation(
                     stop, res.initial_error, res.initial_accuracy, s["error"], s.get("accuracy")), ckpt.folder)
-            done = _replay(ctx, res, records, stop, limit, ckpt)
+            done = _replay(ctx, res, records, stop, limit, ckpt, kept)
             pos = res.resumed_steps = res.n_removed
             bar.update(res.n_removed)
-        while not done and res.n_removed < limit:
+        while not (done or met) and res.n_removed < limit:
+            # (ctx.costs: what a unit of each group saves now, for a criterion's own best() too)
+            ctx.costs = kept.costs(cost) if cost is not None else None
             if rounds is not None:
                 if limit - res.n_removed < min(len(c) for c in rounds):
                     break                           # no whole round fits: nothing to score
-                if order is None or schedule == "iterative":
+                if cost is not None:                # (as below: the single schedule keeps its first scores)
+                    if first is None or schedule == "iterative":
+                        first = check_scores(crit.scores(ctx), work, crit.name)
+                    order = ranked(mark_removed(work, first), ctx.costs)
+                elif order is None or schedule == "iterative":
                     order = ranked(check_scores(crit.scores(ctx), work, crit.name))
                 picks = _uniform.next_round(order, work.gates, rounds)
                 fits = 0 < len(picks) <= limit - res.n_removed
@@ -316,13 +360,18 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
                 for step in steps or []:
                     if ckpt is not None:
                         ckpt.append(step)
-                    _record(res, step)
+                    _record(res, step, kept)
                     bar.update(1)
-                if steps is None:
+                if steps is None or _budget_met(res, kept, stop):    # (a budget: checked on whole rounds)
                     break
                 continue
             pick = best(ctx) if best is not None else None
-            if pick is None:
+            if pick is None and cost is not None:
+                if first is None or schedule == "iterative":
+                    first = check_scores(crit.scores(ctx), work, crit.name)
+                # the single schedule keeps its first scores; the savings change as units go
+                pick = ranked(mark_removed(work, first), ctx.costs)[0]
+            elif pick is None:
                 if order is None or schedule == "iterative":
                     order, pos = ranked(check_scores(crit.scores(ctx), work, crit.name)), 0
                 pick = order[pos]
@@ -332,8 +381,10 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
                 break
             if ckpt is not None:
                 ckpt.append(step)
-            _record(res, step)
+            _record(res, step, kept)
             bar.update(1)
+            if _budget_met(res, kept, stop):
+                break
         if ckpt is not None and not done:
             ckpt.append({"end": res.stop_reason, "stop": asdict(stop)})
     res.gates = [g.detach().cpu().numpy().copy() for g in work.gates]
@@ -341,8 +392,10 @@ def _run(ctx: PruningContext, crit, schedule: str, stop: Stop, classes: bool, te
     return res
 
 
-def _start(ctx: PruningContext, crit, schedule: str, classes: bool, test) -> PruneResult:
-    """A result holding the model's state before any removal: its error and accuracy (and the test set's)."""
+def _start(ctx: PruningContext, crit, schedule: str, classes: bool, test, kept: Kept | None = None,
+           cost: str | None = None) -> PruneResult:
+    """A result holding the model's state before any removal: its error and accuracy (and the test set's,
+    and where ``kept`` counts them, the parameters and FLOPs)."""
     work = ctx.model
     E0, acc0 = ctx.measure(classes=classes)
     res = PruneResult(criterion=crit.name, schedule=schedule, loss=ctx.loss, hidden_sizes=work.hidden_sizes,
@@ -354,6 +407,11 @@ def _start(ctx: PruningContext, crit, schedule: str, classes: bool, test) -> Pru
     if test is not None:
         res.initial_test_error, res.initial_test_accuracy = ctx.measure(*test, classes=classes)
         res.test_errors, res.test_accuracies = [], [] if classes else None
+    if kept is not None:
+        res.cost = cost
+        res.params_total, res.flops_total = (int(v) for v in kept.total)
+        res.initial_params_kept, res.initial_flops_kept = (int(v) for v in kept.kept)
+        res.params_kept, res.flops_kept = [], []
     return res
 
 
@@ -394,9 +452,13 @@ def _round(ctx: PruningContext, res: PruneResult, picks, stop: Stop, classes: bo
     return steps
 
 
-def _record(res: PruneResult, step: dict) -> None:
-    """Add one removal (a step dict as the checkpoint holds it) to the result."""
+def _record(res: PruneResult, step: dict, kept: Kept | None = None) -> None:
+    """Add one removal (a step dict as the checkpoint holds it) to the result (and count it in ``kept``)."""
     res.removed.append((step["layer"], step["unit"]))
+    if kept is not None:
+        kept.remove(step["layer"])
+        res.params_kept.append(int(kept.kept[0]))
+        res.flops_kept.append(int(kept.kept[1]))
     res.errors.append(step["error"])
     res.predicted.append(step["predicted"])
     if res.accuracies is not None:
@@ -407,7 +469,8 @@ def _record(res: PruneResult, step: dict) -> None:
             res.test_accuracies.append(step["test_accuracy"])
 
 
-def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, limit: int, ckpt) -> bool:
+def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, limit: int, ckpt,
+            kept: Kept | None = None) -> bool:
     """Make the recorded removals again (no scoring, one forward pass each) and add them to ``res``, up to
     what ``stop`` allows; True where the run needs no further step (it had ended with this very stop,
     or ``stop`` ends it within the recorded steps)."""
@@ -426,12 +489,23 @@ def _replay(ctx: PruningContext, res: PruneResult, records: list, stop: Stop, li
             res.stop_reason = reason
             return True
         ctx.remove(l, u)
-        _record(res, step)
+        _record(res, step, kept)
+        if _budget_met(res, kept, stop):
+            return True
     end = records[-1] if records and "end" in records[-1] else None
     if end is not None and _same_stop(end.get("stop"), stop):
         res.stop_reason = end["end"]
         return True
     return False
+
+
+def _budget_met(res: PruneResult, kept: Kept | None, stop: Stop) -> bool:
+    """Whether ``stop``'s parameter / FLOP budget is met by what ``kept`` counts (then ``res.stop_reason``
+    says so)."""
+    reason = kept.reached(stop) if kept is not None else ""
+    if reason:
+        res.stop_reason = reason
+    return bool(reason)
 
 
 def violation(stop: Stop, E0: float, acc0, E: float, acc) -> str:

@@ -74,6 +74,16 @@ class PruneResult:
     input_shape: list | None = None
     #: for models other than the MLP: what the loss applied to their output
     output_activation: str | None = None
+    #: the cost-aware choice's saving ("params" or "flops"; None: by score alone)
+    cost: str | None = None
+    #: with a budget or a cost: the whole model's parameters and FLOPs per sample (every unit kept), and
+    #: those of the model shrink makes, before any removal and after each (as ``errors``)
+    params_total: int | None = None
+    flops_total: int | None = None
+    initial_params_kept: int | None = None
+    initial_flops_kept: int | None = None
+    params_kept: list | None = None
+    flops_kept: list | None = None
     #: the pruned model (gates set; with compensation, the refit weights too); not saved in JSON
     model: object = field(default=None, repr=False, compare=False)
 
@@ -104,6 +114,15 @@ class PruneResult:
         """After each step, removed neurons as a percentage of the initially active ones."""
         return [100.0 * (i + 1) / max(1, self.initially_active) for i in range(self.n_removed)]
 
+    @property
+    def fraction_kept(self) -> dict[str, float] | None:
+        """{"params", "flops"}: the fractions of the whole model's kept at the end (None where not counted)."""
+        if self.params_total is None:
+            return None
+        p = self.params_kept[-1] if self.params_kept else self.initial_params_kept
+        f = self.flops_kept[-1] if self.flops_kept else self.initial_flops_kept
+        return {"params": _share(p, self.params_total), "flops": _share(f, self.flops_total)}
+
     def keep(self) -> "Keep":
         """Hidden layer (unit group) index -> indices of the units still active at the end: a plain dict
         that also carries the groups' names, so that ``shrink(model, result.keep())`` works for every
@@ -133,17 +152,25 @@ class PruneResult:
         return gated.set_gates([np.asarray(g) for g in self.gates])
 
     def rows(self) -> list[dict]:
-        """One dict per step (step 0 = before any removal)."""
+        """One dict per step (step 0 = before any removal); ``params_kept`` / ``flops_kept``: the fraction
+        of the whole model's kept (blank where not counted: a run without a budget or a cost)."""
         out = [{"step": 0, "layer": "", "unit": "", "predicted_change": "", "actual_change": "",
                 "error": self.initial_error, "accuracy": _blank(self.initial_accuracy),
                 "test_error": _blank(self.initial_test_error), "test_accuracy": _blank(self.initial_test_accuracy),
-                "percent_removed": 0.0}]
+                "percent_removed": 0.0, **self._kept_row(None)}]
         for i, ((l, u), e, p, d) in enumerate(zip(self.removed, self.errors, self.predicted, self.actual_changes)):
             out.append({"step": i + 1, "layer": l, "unit": u, "predicted_change": p, "actual_change": d,
                         "error": e, "accuracy": _at(self.accuracies, i), "test_error": _at(self.test_errors, i),
                         "test_accuracy": _at(self.test_accuracies, i),
-                        "percent_removed": self.percent_removed[i]})
+                        "percent_removed": self.percent_removed[i], **self._kept_row(i)})
         return out
+
+    def _kept_row(self, i: int | None) -> dict:
+        if self.params_total is None:
+            return {"params_kept": "", "flops_kept": ""}
+        p = self.initial_params_kept if i is None else self.params_kept[i]
+        f = self.initial_flops_kept if i is None else self.flops_kept[i]
+        return {"params_kept": _share(p, self.params_total), "flops_kept": _share(f, self.flops_total)}
 
     # ---- files ----------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -187,6 +214,10 @@ def layer_counts(result: PruneResult) -> list[list[int]]:
         counts[l] += 1
         out.append(list(counts))
     return out
+
+
+def _share(n: int, total: int) -> float:
+    return n / total if total else 1.0
 
 
 def _blank(v):

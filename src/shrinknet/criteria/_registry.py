@@ -20,7 +20,9 @@ from ..context import PruningContext
 
 @dataclass(frozen=True)
 class Criterion:
-    """A named ranking strategy: ``scores(ctx)``, and optionally a cheaper ``best(ctx)``."""
+    """A named ranking strategy: ``scores(ctx)``, and optionally a cheaper ``best(ctx)`` (the top choice
+    of an iterative step, or None; in a cost-aware prune, ``ctx.costs`` set, the choice of :func:`ranked`
+    with those costs)."""
     name: str
     scores: Callable
     description: str = ""
@@ -133,10 +135,24 @@ def check_scores(scores, model, name: str) -> list[torch.Tensor]:
     return out
 
 
-def ranked(scores: list[torch.Tensor]) -> list[tuple[int, int, float]]:
-    """Active (layer, unit, score), lowest score first; ties by lowest (layer, unit)."""
+def ranked(scores: list[torch.Tensor], costs=None) -> list[tuple[int, int, float]]:
+    """Active (layer, unit, score), lowest score first; ties by lowest (layer, unit).
+
+    ``costs`` (one number per group: what removing one of its units saves, in parameters or FLOPs):
+    the cost-aware order instead. Units whose score is <= 0 first, lowest first; then the others by
+    score / cost (a cost <= 0: last), equal ratios by score, then by (layer, unit)."""
     flat = torch.cat(scores).detach().cpu().numpy()
     index = [(l, u) for l, s in enumerate(scores) for u in range(s.numel())]
-    order = np.argsort(np.where(np.isnan(flat), np.inf, flat), kind="stable")
+    if costs is None:
+        order = np.argsort(np.where(np.isnan(flat), np.inf, flat), kind="stable")
+    else:
+        if len(costs) != len(scores):
+            raise ShrinkNetError(f"costs: expected one per unit group ({len(scores)}), got {len(costs)}")
+        s = flat.astype(np.float64)
+        c = np.concatenate([np.full(t.numel(), float(k)) for t, k in zip(scores, costs)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(s <= 0, s, np.where(c > 0, s / c, np.inf))
+        # lexsort: the last key first; NaN (removed) sort last within each, then are left out
+        order = np.lexsort((s, ratio, s > 0))
     return [(*index[i], float(flat[i])) for i in order if not np.isnan(flat[i])]
 

@@ -60,7 +60,8 @@ class Evaluator:
 
     def best(self, ctx):
         """(layer, unit, change in E) of the exact brute-force choice of the next step, where this
-        kind has a faster route to it than scoring every unit; None otherwise."""
+        kind has a faster route to it than scoring every unit; None otherwise. In a cost-aware prune
+        (``ctx.costs`` not None) the choice is the cost-aware rule's (:func:`shrinknet.criteria.ranked`)."""
         return None
 
     # ---- derivatives and statistics -------------------------------------------------------------

@@ -79,7 +79,7 @@ class DenseEvaluator(Evaluator):
             return None          # the stepper would choose from this rank's sums alone
         if self.stepper is None:
             self.stepper = Stepper(ctx.model, ctx.X, ctx.T, ctx.loss, ctx.compensation)
-        return self.stepper.best(ctx.cache()) if self.stepper.applies else None
+        return self.stepper.best(ctx.cache(), ctx.costs) if self.stepper.applies else None
 
     def unit_derivatives(self, ctx, second: bool, compensated: bool = True):
         """The paper's OBD recursion from the kept pass; u is o itself or, with compensation, its

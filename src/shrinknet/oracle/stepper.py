@@ -25,7 +25,9 @@ rounding (the stored z_ij are sums in another order); candidates that change not
 exactly, so exact ties stay ties. That E now is, where every E comes from the kernel (one or two
 hidden layers of an activation it has), the loop's own compiled measure of the net after the last
 removal (kernel.measure, not computed twice); otherwise PyTorch's sum, which the PyTorch path of the
-other layers gives its candidates that change nothing. The choice is the loop's: lowest E, ties to the lowest (layer, unit).
+other layers gives its candidates that change nothing. The choice is the loop's: lowest E, ties to the lowest (layer, unit); in a cost-aware prune (``costs``, one
+saving per layer) the cost-aware rule of :func:`shrinknet.criteria.ranked`, which the lowest E of each
+layer decides, since a layer's units all save the same.
 Anything else (a GPU, compensation, other models, > 16 outputs): best() returns None and the
 criterion scores every neuron.
 """
@@ -41,6 +43,19 @@ from .cache import version_key
 
 #: most numbers (n x c x S) kept for the stored outputs; above this they are computed every step
 STORE_BUDGET = 1 << 28
+
+
+def choose(picks, costs=None):
+    """The step's choice from each layer's lowest (layer, unit, change in E), in layer order: the lowest
+    change (the first of equal ones); with ``costs`` (per layer, what one removal saves), the cost-aware
+    rule of :func:`shrinknet.criteria.ranked` (changes <= 0 first, lowest first; then change / cost)."""
+    def key(p):
+        v = p[2]
+        if costs is None:
+            return (v,)
+        c = float(costs[p[0]])
+        return (v > 0, v if v <= 0 else (v / c if c > 0 else np.inf), v)
+    return min(picks, key=key, default=None)
 
 
 class Stepper:
@@ -60,16 +75,17 @@ class Stepper:
         self.minus = -np.ones(max(model.hidden_sizes, default=0), kernel.NUMPY.get(T.dtype, np.float64))
 
     @torch.no_grad()
-    def best(self, cache):
+    def best(self, cache, costs=None):
         """(layer, unit, E without it - E now) of the neuron to remove next, from ``cache`` (the MLP's
         kept pass on X with its current gates); None where this path does not apply (the loop then
-        scores every neuron with the criterion)."""
+        scores every neuron with the criterion). ``costs``: per layer, what removing one of its
+        neurons saves, for the cost-aware choice (None: the lowest change in E)."""
         if not self.applies:
             return None
         m, T, loss = self.model, self.T, self.loss
-        L, pick = m.n_hidden_layers, None
+        L, picks = m.n_hidden_layers, []
         if L == 1 or (L == 2 and self.stores):  # every E from the kernel: E0 as the loop measures it
-            return self._step(cache, kernel.measure(cache.z, T, loss, m.output_activation)[0])
+            return self._step(cache, kernel.measure(cache.z, T, loss, m.output_activation)[0], costs)
         # E0 as the PyTorch path of the other layers sums it, for exact ties (rank1.current_error)
         E0 = rank1.current_error(m, cache, T, loss).numpy()
         ws = rank1.numpy_weights(m)
@@ -90,12 +106,10 @@ class Stepper:
             if not np.isfinite(s).all():
                 raise non_finite_score("brute-force", l, int(units[np.flatnonzero(~np.isfinite(s))[0]]))
             k = int(np.argmin(s))                    # the first of equal minima: the lowest unit
-            v = float(s[k])
-            if pick is None or v < pick[2]:
-                pick = (l, int(units[k]), v)
-        return pick
+            picks.append((l, int(units[k]), float(s[k])))
+        return choose(picks, costs)
 
-    def _step(self, cache, E0: float):
+    def _step(self, cache, E0: float, costs=None):
         """best() for a net of one hidden layer, or two with the kept outputs: one compiled call
         (kernel.serial_step) scores both layers' candidates and picks each layer's lowest."""
         m, L = self.model, self.model.n_hidden_layers
@@ -114,11 +128,8 @@ class Stepper:
         except Exception:
             self.store = self.seen = None    # the kept outputs may be half updated: compute them afresh
             raise
-        pick = None
-        for l, p in zip((L - 2, L - 1), picks):  # the lower layer first: it wins a tie
-            if p is not None and (pick is None or p[1] < pick[2]):
-                pick = (l, *p)
-        return pick
+        # the lower layer first: it wins a tie
+        return choose([(l, *p) for l, p in zip((L - 2, L - 1), picks) if p is not None], costs)
 
     def _keep(self, c: int):
         """(rows, gain, init) for the kept outputs of the c candidates of hidden layer L-2 (see
