@@ -74,3 +74,10 @@ def test_lenet_table_runs_on_tiny_fashion_files(tmp_path, monkeypatch):
     again = lenet_table.run(tmp_path / "fresh" / "t.md", eval_samples=30, criteria=("l1-in",), modes=("none",),
                             log=lambda *a: None)
     assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["t.md"] and again == tmp_path / "fresh" / "t.md"
+
+
+def test_a_bad_seed_count_is_one_clear_error_and_leaves_nothing(tmp_path, capsys):
+    assert main(["--quiet", "reproduce", "cos-2x10", "--quick", "--seeds", "0", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "seeds: expected an integer >= 1, got 0" in err
+    assert not (tmp_path / "r").exists()

@@ -390,6 +390,8 @@ def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, prog
     An interrupted run resumes: experiments it finished are not run again, and the prune it was in
     goes on from its last step (``out/.partial`` holds them until the whole run has finished)."""
     exps = resolve(ids)
+    if seeds is not None and (isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1):
+        raise ShrinkNetError(f"seeds: expected an integer >= 1, got {seeds!r}")
     plots.check_available()                     # the optional packages first, not after the work
     for e in exps:
         check_available(e.data)
