@@ -126,3 +126,28 @@ def test_each_seed_gets_its_verdict_and_the_row_the_median_one(tmp_path):
     assert row["verdict"] == "partly"                                  # the median seed's
     assert row["verdict_counts"] == {"reproduced": 1, "partly": 1, "not reproduced": 1}
     assert row["measured"] == row["seeds"][0]["measured"]              # seed 0's, as in the figures
+
+
+def test_a_claim_about_every_trial_takes_the_worst_seed_and_untestable_seeds_are_left_out():
+    class Seed:                                   # what Claim.evaluate reads of one seed's runs
+        variant, summaries = False, {}
+
+        def __init__(self, seed, verdict):
+            self.seed, self.verdict = seed, verdict
+
+        def has(self, *exps):
+            return True
+
+    def check(R, s):
+        if R.verdict == "not testable":
+            raise claims.Untestable("stopped early")
+        return f"seed {R.seed}", R.verdict
+    seeds = [Seed(i, v) for i, v in enumerate(["reproduced", "partly", "not testable", "reproduced"])]
+    median = claims.Claim("x", "all", (), "c", "p", "r", check).evaluate(seeds, "training")
+    every = claims.Claim("y", "all", (), "c", "p", "r", check, aggregate="all").evaluate(seeds, "training")
+    assert median["verdict"] == "reproduced"      # the middle of partly, reproduced, reproduced
+    assert every["verdict"] == "partly"           # the worst tested seed
+    assert median["verdict_counts"] == {"reproduced": 2, "partly": 1, "not testable": 1}
+    assert [s["measured"] for s in median["seeds"]] == ["seed 0", "seed 1", "stopped early", "seed 3"]
+    two = claims.Claim("z", "all", (), "c", "p", "r", check).evaluate([seeds[0], seeds[3]], "training")
+    assert two["verdict"] == "reproduced"
