@@ -247,6 +247,8 @@ def _add_reproduce(sub):
     p.late_description = description
     p.add_argument("ids", nargs="*", metavar="ID", help="experiments to run (default: all)")
     p.add_argument("--quick", action="store_true", help="small data and few epochs (minutes, for a smoke test)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="training seeds per experiment (default: 5, with --quick 1)")
     p.add_argument("--out", default="reproduction", help="output folder (default: reproduction)")
     p.add_argument("--report", default=None, metavar="PATH",
                    help="also write the Markdown report here, with compact figures in a 'reproduction' "
@@ -692,7 +694,7 @@ def _dispatch(a, argv, progress) -> None:
     elif a.cmd == "reproduce":
         from .paper.experiments import reproduce
         args = sys.argv[1:] if argv is None else argv
-        reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args))
+        reproduce(a.ids, a.out, a.quick, a.report, progress, command="shrinknet " + " ".join(args), seeds=a.seeds)
     elif a.cmd == "lenet-table":
         from .paper.lenet_table import run
         print(f"wrote {run(a.out, a.eval_samples, cache=a.cache, progress=progress)}")

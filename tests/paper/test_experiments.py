@@ -17,7 +17,7 @@ def test_quick_reproduction_of_every_experiment_writes_results_figures_and_repor
     for s in summaries:
         d = out / s["id"]
         schedules = EXPERIMENTS[s["id"]].schedules
-        assert len(s["runs"]) == 6 * len(schedules)            # the paper's 4 and the thresholded 2nd order
+        assert len(s["runs"]) == 6 * len(schedules) + len(EXPERIMENTS[s["id"]].extra)   # the paper's 4, thresholded, extra
         for sched in schedules:
             for crit in ("brute-force", "taylor1", "taylor2", "taylor2-exact", "taylor2-mean", "taylor2-median"):
                 r = json.loads((d / f"{crit}_{sched}.json").read_text())
@@ -31,7 +31,7 @@ def test_quick_reproduction_of_every_experiment_writes_results_figures_and_repor
         assert f"## {e}" in text
     assert "--quick" in text and "Deviations" in text
     figs = list((tmp_path / "docs" / "reproduction").glob("*.png"))
-    assert figs and sum(f.stat().st_size for f in figs) < 6_000_000          # a few MB for every figure
+    assert figs and sum(f.stat().st_size for f in figs) < 7_500_000          # a few MB for every figure, spreads too
     from PIL import Image
     for f in figs:
         with Image.open(f) as im:
@@ -74,3 +74,10 @@ def test_lenet_table_runs_on_tiny_fashion_files(tmp_path, monkeypatch):
     again = lenet_table.run(tmp_path / "fresh" / "t.md", eval_samples=30, criteria=("l1-in",), modes=("none",),
                             log=lambda *a: None)
     assert [p.name for p in (tmp_path / "fresh").iterdir()] == ["t.md"] and again == tmp_path / "fresh" / "t.md"
+
+
+def test_a_bad_seed_count_is_one_clear_error_and_leaves_nothing(tmp_path, capsys):
+    assert main(["--quiet", "reproduce", "cos-2x10", "--quick", "--seeds", "0", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "seeds: expected an integer >= 1, got 0" in err
+    assert not (tmp_path / "r").exists()

@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from . import analysis, claims
+from . import analysis, claims, spread
 from .. import plots
 from .report import tally, write_report
 from .._io import resumable, write_text
 from .._validation import ShrinkNetError
 from .data import Dataset, check_available, load
 from ..models import MLP
-from ..pruning import prune
+from ..pruning import prune, score
 from ..results import PruneResult
 from .train import TrainConfig, train
 
@@ -28,6 +31,10 @@ CRITERIA = ("brute-force", "taylor1", "taylor2", "taylor2-exact")
 #: the paper's thresholded 2nd order (outliers set to the mean / median), run and tabled beside the others;
 #: not in the gain surfaces, whose figure holds the four above
 THRESHOLDED = ("taylor2-mean", "taylor2-median")
+#: what the claims read on every training seed (the other criteria run on seed 0 only, for the tables)
+SEED_CRITERIA = ("brute-force", "taylor1", "taylor2")
+#: training seeds (initialisation and data order; the pruning is deterministic) of a full run and of --quick
+SEEDS, QUICK_SEEDS = 5, 1
 
 
 @dataclass
@@ -45,6 +52,7 @@ class Experiment:
     quick_epochs: int | None = None
     figures: str = ""               # the paper's figures this regenerates
     variant_of: str | None = None   # the paper-faithful experiment this one trains otherwise (claims.py)
+    extra: tuple = ()               # criteria run beside the paper's (iterative only), e.g. random as a floor
 
 
 def _stall(cfg: TrainConfig, most: int) -> TrainConfig:
@@ -91,12 +99,12 @@ _MAIN = [
                TrainConfig(epochs=3000, lr=1e-2, batch_size=800, seed=0), ("iterative",),
                "brute force flat until ~50% removed; 1st/2nd order err early (fig. 2 left)",
                "Targets are (1 + cos x) / 2 so that the paper's sigmoid output unit can reach them.",
-               quick_train=200, quick_epochs=600, figures="2 (left)"),
+               quick_train=200, quick_epochs=600, figures="2 (left)", extra=("random",)),
     Experiment("cos-2x50", "cosine", {"n": 1000}, [50, 50], "sigmoid",
                TrainConfig(epochs=3000, lr=1e-2, batch_size=800, seed=0), ("iterative",),
                "brute force flat until ~90% removed; the net uses ~10-11 units (fig. 2 right)",
                "Targets are (1 + cos x) / 2 so that the paper's sigmoid output unit can reach them.",
-               quick_train=200, quick_epochs=600, figures="2 (right)"),
+               quick_train=200, quick_epochs=600, figures="2 (right)", extra=("random",)),
     Experiment("mnist-1x100", "mnist", {"compress": True}, [100], "sigmoid", _SGD, ("single", "iterative"),
                "single ranking: no criterion clearly better, all degrade steadily (fig. 3); iterative: "
                "brute force removes ~60% without major loss, 2nd order mostly better than 1st (fig. 4); "
@@ -149,38 +157,134 @@ def dataset_for(e: Experiment, quick: bool) -> Dataset:
     return d
 
 
-def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log, progress=None):
-    """Train, or load the net a previous run trained with the very same config and training data
-    (its bytes, so a data set whose order or content changed is trained afresh).
-    Returns (model, history, training seconds, whether it came from the cache)."""
+#: the source files whose code decides what a trained net is (their bytes are part of the cache key)
+_TRAINING_CODE = ("paper/train.py", "models.py", "losses.py", "metrics.py", "paper/data.py")
+
+
+def training_environment() -> dict:
+    """Everything outside the config that changes the bits of a trained net: the training code, the torch
+    version, its CPU kernel path (MKL, oneDNN, the SIMD level chosen at run time) and the thread count."""
+    root = Path(__file__).resolve().parents[1]
+    code = hashlib.sha256()
+    for rel in _TRAINING_CODE:
+        code.update(rel.encode())
+        code.update((root / rel).read_bytes())
+    return {"code": code.hexdigest()[:16], "torch": torch.__version__,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+            "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("MKL_", "ATEN_", "OMP_", "DNNL_"))},
+            "threads": TRAIN_THREADS}
+
+
+#: training runs on one thread: the same bits whatever the machine's core count
+TRAIN_THREADS = 1
+
+
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def cache_key(e: Experiment, d: Dataset, cfg: TrainConfig) -> str:
+    """The digest naming a trained net: its experiment (the regime), config, data bytes and training environment."""
     data = hashlib.sha256()
     for a in (d.X_train, d.T_train):
         a = np.ascontiguousarray(a)
         data.update(f"{a.dtype}{a.shape}".encode())
         data.update(memoryview(a).cast("B"))
-    key = hashlib.sha256(json.dumps([asdict(cfg), e.data, e.data_kwargs, e.hidden, e.output_activation,
-                                     data.hexdigest()], sort_keys=True).encode()).hexdigest()[:12]
-    path = cache / f"{e.id}-{key}.safetensors"
+    return hashlib.sha256(json.dumps([e.id, asdict(cfg), e.data, e.data_kwargs, e.hidden, e.output_activation,
+                                      data.hexdigest(), training_environment()], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def trained_model(e: Experiment, d: Dataset, cfg: TrainConfig, cache: Path, log, progress=None):
+    """Train, or load the net a previous run trained with the very same experiment, config, training data
+    (its bytes, so a data set whose order or content changed is trained afresh) and training environment
+    (:func:`training_environment`: code, torch, kernels), so no report is written from nets an older build trained.
+    Returns (model, history, training seconds, whether it came from the cache)."""
+    key = cache_key(e, d, cfg)
+    path = cache / f"{e.id}-s{cfg.seed}-{key}.safetensors"
     hist_path = path.with_suffix(".json")
     if path.exists() and hist_path.exists():
         log(f"  using the net trained earlier ({path.name})")
         saved = json.loads(hist_path.read_text())
         return MLP.load(path), saved["history"], saved["seconds"], True
     t0 = time.perf_counter()
-    m = MLP([d.n_inputs, *e.hidden, d.n_outputs], "sigmoid", e.output_activation, seed=cfg.seed)
-    hist = train(m, d.X_train, d.T_train, cfg, progress=progress)
+    with _threads(TRAIN_THREADS):
+        m = MLP([d.n_inputs, *e.hidden, d.n_outputs], "sigmoid", e.output_activation, seed=cfg.seed)
+        hist = train(m, d.X_train, d.T_train, cfg, progress=progress)
     seconds = time.perf_counter() - t0
     m.save(path)
     write_text(hist_path, json.dumps({"history": hist, "seconds": seconds}))      # whole or not at all
     return m, hist, seconds, False
 
 
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (Spearman's)."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(len(x))
+    r[order] = np.arange(len(x), dtype=float)
+    _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inv, weights=r)
+    return (sums / counts)[inv]
+
+
+def estimate_correlation(model, d: Dataset) -> dict:
+    """Spearman's rank correlation of taylor1's and taylor2's estimates with the exact change in training error
+    (brute force's), on the same candidates: every hidden neuron of the trained net."""
+    exact = np.concatenate(score(model, d.X_train, d.T_train, "brute-force", progress=False))
+    out = {}
+    for c in ("taylor1", "taylor2"):
+        est = np.concatenate(score(model, d.X_train, d.T_train, c, progress=False))
+        a, b = _ranks(exact), _ranks(est)
+        out[c] = round(float(np.corrcoef(a, b)[0, 1]), 4)
+    return out
+
+
+def _seed_run(e: Experiment, d: Dataset, cfg: TrainConfig, seed: int, out: Path, cache: Path, progress, log,
+              checkpoints: Path | None) -> dict:
+    """Training seed ``seed`` (> 0) of the experiment: its net pruned with the criteria the claims read, into
+    ``out`` (``ID/seed-S/``), and what the claims read of it besides (start, gain points, estimate correlation)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, seed=seed)
+    model, hist, train_seconds, cached = trained_model(e, d, cfg, cache, log, progress)
+    if not cached:
+        log(f"  seed {seed}: trained for {len(hist)} epochs ({train_seconds:.1f}s)")
+    it, first = {}, None
+    for sched in e.schedules:
+        for crit in SEED_CRITERIA + (e.extra if sched == "iterative" else ()):
+            r = prune(model, d.X_train, d.T_train, crit, sched, test=(d.X_test, d.T_test), progress=progress,
+                      checkpoint=None if checkpoints is None else checkpoints / f"seed-{seed}" / f"{crit}_{sched}")
+            r.save_json(out / f"{crit}_{sched}.json")
+            first = first or r
+            if sched == "iterative":
+                it[crit] = r
+    gains = np.array([0.0, 1.0, 2.0])
+    gain_points = {c: [[int(step), *(float(x) for x in errs), float(it[c].errors[-1])]
+                       for step, _, _, _, errs in analysis.gain_surfaces(model, d.X_train, d.T_train, it[c], every=10,
+                                                                         gains=gains)] for c in SEED_CRITERIA}
+    log(f"  seed {seed}: pruned")
+    return {"seed": seed, "folder": out.name, "epochs": len(hist), "train_seconds": train_seconds, "train_cached": cached,
+            "train_accuracy": first.initial_accuracy, "test_accuracy": first.initial_test_accuracy,
+            "train_error": first.initial_error, "gain_points": gain_points,
+            "estimate_correlation": estimate_correlation(model, d) if first.initial_accuracy is not None else None}
+
+
 def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool | None = None, log=print,
-                   checkpoints: Path | None = None) -> dict:
+                   checkpoints: Path | None = None, seeds: int | None = None) -> dict:
     """Train (or load) the experiment's net and prune it with every criterion and schedule into ``out``;
-    with ``checkpoints`` (a folder), each prune keeps its steps there and resumes from them."""
+    with ``checkpoints`` (a folder), each prune keeps its steps there and resumes from them. ``seeds``
+    training seeds (default :data:`SEEDS`, :data:`QUICK_SEEDS` with ``quick``): seed 0 (the config's) gets
+    every criterion, figure and table in ``out``; seeds 1.. the criteria the claims read, in ``out/seed-S``."""
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    n_seeds = seeds if seeds is not None else QUICK_SEEDS if quick else SEEDS
+    if int(n_seeds) != n_seeds or n_seeds < 1:
+        raise ShrinkNetError(f"seeds: expected an integer >= 1, got {n_seeds!r}")
     d = dataset_for(e, quick)
     cfg = replace(e.train, epochs=e.quick_epochs) if quick and e.quick_epochs else e.train
     model, hist, train_seconds, cached = trained_model(e, d, cfg, out.parent / "cache", log, progress)
@@ -188,7 +292,7 @@ def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool
         log(f"  trained {'-'.join(map(str, model.sizes))} for {len(hist)} epochs ({train_seconds:.1f}s)")
     runs: list[PruneResult] = []
     for sched in e.schedules:
-        for crit in CRITERIA + THRESHOLDED:
+        for crit in CRITERIA + THRESHOLDED + (e.extra if sched == "iterative" else ()):
             r = prune(model, d.X_train, d.T_train, crit, sched, test=(d.X_test, d.T_test), progress=progress,
                       checkpoint=None if checkpoints is None else checkpoints / f"{crit}_{sched}")
             r.save_json(out / f"{crit}_{sched}.json")
@@ -217,15 +321,29 @@ def run_experiment(e: Experiment, out: Path, quick: bool = False, progress: bool
         for c in ("brute-force", "taylor2"):
             figs[f"layers_{c}"] = plots.plot_layers(it[c], out / f"layers_{c}.png",
                                                     title=f"{e.id}: where {c} removes from").name
+    seed_runs = [{"seed": cfg.seed, "folder": ".", "epochs": len(hist), "train_seconds": train_seconds,
+                  "train_cached": cached, "train_accuracy": runs[0].initial_accuracy,
+                  "test_accuracy": runs[0].initial_test_accuracy, "train_error": runs[0].initial_error,
+                  "gain_points": gain_points,
+                  "estimate_correlation": estimate_correlation(model, d) if runs[0].initial_accuracy is not None
+                  else None}]
+    for k in range(1, int(n_seeds)):
+        seed_runs.append(_seed_run(e, d, cfg, cfg.seed + k, out / f"seed-{cfg.seed + k}", out.parent / "cache",
+                                   progress, log, checkpoints))
+    figs["spread"] = spread.plot_spread(e.id, out, seed_runs, e.schedules, out / "spread.png",
+                                        paper=None if e.variant_of or quick else e.id).name
     summary = {
         "id": e.id, "paper": e.paper, "notes": e.notes, "training": training_text(cfg, hist, d),
         "figures_in_paper": e.figures, "quick": quick,
         "variant_of": e.variant_of,
-        "sizes": model.sizes, "n_train": len(d.X_train), "n_test": len(d.X_test), "epochs": len(hist),
+        "sizes": model.sizes, "output_activation": e.output_activation,
+        "n_train": len(d.X_train), "n_test": len(d.X_test), "epochs": len(hist),
         "train_seconds": train_seconds, "train_cached": cached,
         "train_accuracy": runs[0].initial_accuracy, "test_accuracy": runs[0].initial_test_accuracy,
         "train_error": runs[0].initial_error, "figures": figs, "seconds": time.perf_counter() - t0,
         "runs": [_run_summary(r) for r in runs], "gain_points": gain_points,
+        "estimate_correlation": seed_runs[0]["estimate_correlation"], "seeds": seed_runs,
+        "environment": training_environment(),
     }
     write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary
@@ -266,12 +384,14 @@ def _run_summary(r: PruneResult) -> dict:
 
 
 def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, progress: bool | None = None,
-              command: str = "shrinknet reproduce", log=print) -> list[dict]:
+              command: str = "shrinknet reproduce", log=print, seeds: int | None = None) -> list[dict]:
     """Run experiments `ids` (all by default) into `out`/ID/, and write the report if asked.
 
     An interrupted run resumes: experiments it finished are not run again, and the prune it was in
     goes on from its last step (``out/.partial`` holds them until the whole run has finished)."""
     exps = resolve(ids)
+    if seeds is not None and (isinstance(seeds, bool) or int(seeds) != seeds or seeds < 1):
+        raise ShrinkNetError(f"seeds: expected an integer >= 1, got {seeds!r}")
     plots.check_available()                     # the optional packages first, not after the work
     for e in exps:
         check_available(e.data)
@@ -282,14 +402,14 @@ def reproduce(ids=(), out="reproduction", quick: bool = False, report=None, prog
         mode = partial / ("quick" if quick else "full")      # switching modes does not meet the other's steps
         for e in exps:
             done, kept = mode / "done" / f"{e.id}.json", out / e.id / "summary.json"
-            if done.exists() and kept.exists() and json.loads(done.read_text()) == {"quick": quick}:
+            if done.exists() and kept.exists() and json.loads(done.read_text()) == {"quick": quick, "seeds": seeds}:
                 log(f"{e.id}: finished before the interruption")
                 summaries.append(json.loads(kept.read_text()))
                 continue
             log(f"{e.id}:")
             summaries.append(run_experiment(e, out / e.id, quick=quick, progress=progress, log=log,
-                                            checkpoints=mode / e.id))
-            write_text(done, json.dumps({"quick": quick}))
+                                            checkpoints=mode / e.id, seeds=seeds))
+            write_text(done, json.dumps({"quick": quick, "seeds": seeds}))
         total = time.perf_counter() - t0
         write_text(out / "summary.json", json.dumps(summaries, indent=1))
         rows = claims.evaluate(out, summaries)
