@@ -264,7 +264,7 @@ def test_reproduce_resumes_per_experiment(tmp_path, monkeypatch, capsys):
     args = ["--quiet", "reproduce", "cos-2x10", "diamond", "--quick", "--out"]
     assert main([*args, str(tmp_path / "whole")]) == 0
     capsys.readouterr()
-    Interrupt(monkeypatch, 21 * 6 + 6)     # cos-2x10 done (6 prunes of 20 steps and an end line), diamond's first at 6
+    Interrupt(monkeypatch, 21 * 7 + 6)     # cos-2x10 done (7 prunes of 20 steps and an end line), diamond's first at 6
     assert main([*args, str(tmp_path / "cut")]) == 130
     monkeypatch.undo()
     assert main([*args, str(tmp_path / "cut")]) == 0
