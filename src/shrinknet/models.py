@@ -14,7 +14,6 @@ copies and runs the same with and without autograd.
 from __future__ import annotations
 
 import copy
-
 import hashlib
 import json
 from pathlib import Path
