@@ -19,6 +19,7 @@ pytest.importorskip("tokenizers")
 import shrinknet  # noqa: E402
 from shrinknet import folders  # noqa: E402
 from shrinknet.cli import main  # noqa: E402
+from tests.test_transformers import _randomize  # noqa: E402  (std 0.3 weights: every unit moves the loss)
 
 transformers.logging.set_verbosity_error()
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,19 +29,6 @@ TEXT = ("To be, or not to be, that is the question:\nWhether 'tis nobler in the 
 CHARS = sorted(set(TEXT))
 SEQ = 12
 TOL = dict(rtol=1e-5, atol=1e-5)
-
-
-def _randomize(model, seed=0):
-    """Weights of std 0.3 (norm weights 1 + 0.1 noise), so that every unit moves the loss (HF's 0.02 init
-    leaves a model whose units can all go)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
-            leaf = name.rsplit(".", 2)[-2].lower() if "." in name else ""
-            norm = ("norm" in leaf or leaf.startswith("ln")) and name.endswith("weight")
-            p.copy_(1.0 + 0.1 * r if norm else 0.3 * r)
-    return model.eval()
 
 
 def _folder(path, model, tokenizer=None, **save):
@@ -54,7 +42,7 @@ def gpt2(path, layers=2, **save):
     cfg = transformers.GPT2Config(vocab_size=len(CHARS), n_embd=16, n_layer=layers, n_head=4, n_positions=32,
                                   n_inner=24, bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
-    model = _randomize(transformers.GPT2LMHeadModel(cfg))
+    model = _randomize(transformers.GPT2LMHeadModel(cfg), 0)
     return _folder(path, model, folders.char_tokenizer(CHARS), **save), model
 
 
@@ -62,7 +50,7 @@ def llama(path):
     cfg = transformers.LlamaConfig(vocab_size=len(CHARS), hidden_size=16, num_hidden_layers=1, num_attention_heads=4,
                                    num_key_value_heads=2, intermediate_size=24, max_position_embeddings=32)
     torch.manual_seed(0)
-    model = _randomize(transformers.LlamaForCausalLM(cfg))
+    model = _randomize(transformers.LlamaForCausalLM(cfg), 0)
     return _folder(path, model, folders.char_tokenizer(CHARS)), model
 
 
@@ -71,7 +59,7 @@ def bert_mlm(path):
     cfg = transformers.BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                                   intermediate_size=24, max_position_embeddings=32)
     torch.manual_seed(0)
-    model = _randomize(transformers.BertForMaskedLM(cfg))
+    model = _randomize(transformers.BertForMaskedLM(cfg), 0)
     return _folder(path, model, tok), model, tok
 
 
@@ -79,7 +67,7 @@ def bert_classifier(path):
     cfg = transformers.BertConfig(vocab_size=len(CHARS), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
                                   intermediate_size=24, max_position_embeddings=32, num_labels=3)
     torch.manual_seed(0)
-    model = _randomize(transformers.BertForSequenceClassification(cfg))
+    model = _randomize(transformers.BertForSequenceClassification(cfg), 0)
     return _folder(path, model), model
 
 
@@ -87,7 +75,7 @@ def vit(path):
     cfg = transformers.ViTConfig(image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=1,
                                  num_attention_heads=4, intermediate_size=24, num_labels=3)
     torch.manual_seed(0)
-    model = _randomize(transformers.ViTForImageClassification(cfg))
+    model = _randomize(transformers.ViTForImageClassification(cfg), 0)
     return _folder(path, model), model
 
 

@@ -170,13 +170,16 @@ def check_fraction(value, name: str, low: float = 0.0, high: float = 1.0):
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def check_dtype(dtype, name: str = "dtype"):
-    """``dtype`` as a torch dtype: torch.float32 / torch.float64 or their names; None stays None."""
+def check_dtype(dtype, name: str = "dtype", allowed: dict | None = None):
+    """``dtype`` as a torch dtype: one of ``allowed`` ({name: dtype}; default torch.float32 / torch.float64)
+    or its name; None stays None."""
+    allowed = DTYPES if allowed is None else allowed
     if dtype is None:
         return None
-    d = DTYPES.get(dtype) if isinstance(dtype, str) else dtype
-    if d not in DTYPES.values():
-        raise ShrinkNetError(f"{name}: expected torch.float32 or torch.float64 (or their names), got {dtype!r}")
+    d = allowed.get(dtype) if isinstance(dtype, str) else dtype
+    if d not in allowed.values():
+        names = [f"torch.{k}" for k in allowed]
+        raise ShrinkNetError(f"{name}: expected {', '.join(names[:-1])} or {names[-1]} (or their names), got {dtype!r}")
     return d
 
 

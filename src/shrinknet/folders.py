@@ -152,13 +152,13 @@ def load_model(folder) -> Folder:
     """The model a folder holds, in the dtype it was saved in, in eval mode (see the module's text for
     what is refused)."""
     folder = Path(folder)
-    _, name, kind = read_config(folder)
+    cfg, name, kind = read_config(folder)
     _weights(folder)
     transformers = _transformers()
     cls = getattr(transformers, name, None)
     if cls is None:
         raise ShrinkNetError(f"model folder {folder}: unknown architecture {name!r}; expected a class transformers has")
-    per_layer = "shapes" in (json.loads((folder / "config.json").read_text()).get(pretrained.KEY) or {})
+    per_layer = "shapes" in (cfg.get(pretrained.KEY) or {})
     try:
         with _quiet(transformers):
             if per_layer:               # a folder shrinknet wrote with per-layer sizes: only it rebuilds that

@@ -40,7 +40,7 @@ from torch import nn
 
 from . import blocks
 from ._errors import ShrinkNetWriteError, check_path
-from ._validation import ShrinkNetError, check_materialized, require, unwrap_compiled
+from ._validation import ShrinkNetError, check_dtype, check_materialized, require, unwrap_compiled
 from .saving import _resize, _ties, layer_shapes
 
 FORMAT = "shrinknet-pretrained"
@@ -307,7 +307,7 @@ def from_pretrained(folder, *, dtype=None) -> nn.Module:
     if not folder.is_dir():
         raise ShrinkNetError(f"folder: expected a model folder (config.json, model.safetensors), got "
                              f"{'the file ' if folder.exists() else 'no such folder '}{folder}")
-    want = _check_dtype(dtype)
+    want = check_dtype(dtype, allowed=_DTYPES)
     try:
         d = json.loads((folder / "config.json").read_text())
     except FileNotFoundError:
@@ -363,15 +363,6 @@ def from_pretrained(folder, *, dtype=None) -> nn.Module:
         model = model.to(want)
     model.shrinknet_resized = {n: before.get(n) for n in shapes}      # what save_model records
     return model.eval()
-
-
-def _check_dtype(dtype):
-    if dtype is None:
-        return None
-    d = _DTYPES.get(dtype) if isinstance(dtype, str) else dtype
-    if d not in _DTYPES.values():
-        raise ShrinkNetError(f"dtype: expected one of {', '.join(_DTYPES)} (a torch dtype or its name), got {dtype!r}")
-    return d
 
 
 def _read_weights(folder: Path) -> dict:

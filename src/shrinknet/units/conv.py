@@ -7,7 +7,6 @@ columns, costed by measuring its cut), except that the gate multiplies the chann
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .linear import LinearKind, resize_batchnorm
@@ -27,20 +26,8 @@ class Conv2dKind(LinearKind):
     def channel_dim(self, unit) -> int:
         return 1
 
-    def shapes(self, model) -> dict:
-        return {n: {a: getattr(m, a) for a in attrs} for n, m in model.named_modules()
-                for t, attrs in self.shaped.items() if type(m) is t}
-
-    def resizer(self, model, path):
-        def resize(name, m, attrs) -> bool:
-            if type(m) not in self.shaped:
-                return False
-            for a, v in attrs.items():
-                setattr(m, a, int(v))
-            with torch.no_grad():
-                self.rebuild(m)
-            return True
-        return resize
+    def resizes(self, m) -> bool:
+        return type(m) in self.shaped
 
     def rebuild(self, m) -> None:
         if isinstance(m, nn.Conv2d):

@@ -82,17 +82,18 @@ class LinearKind(UnitKind):
         group_of(graph, model, unit, removed)        # raises where a dependency cannot be handled
         graph.get_pruning_group(mods[unit.name], out_fn(mods[unit.name]), idxs=removed).prune()
 
+    def resizes(self, m) -> bool:
+        """Whether this kind records ``m``'s shape on save and gives it the stored one on load."""
+        return type(m) in self.shaped or blocks.is_conv1d(m)
+
     def shapes(self, model) -> dict:
-        out = {n: {a: getattr(m, a) for a in attrs} for n, m in model.named_modules()
-               for t, attrs in self.shaped.items() if type(m) is t}
-        for n, m in model.named_modules():
-            if blocks.is_conv1d(m):
-                out[n] = {"nf": int(m.nf), "nx": int(m.nx)}
-        return out
+        return {n: ({"nf": int(m.nf), "nx": int(m.nx)} if blocks.is_conv1d(m) else
+                    {a: getattr(m, a) for a in self.shaped[type(m)]})
+                for n, m in model.named_modules() if self.resizes(m)}
 
     def resizer(self, model, path):
         def resize(name, m, attrs) -> bool:
-            if type(m) not in self.shaped and not blocks.is_conv1d(m):
+            if not self.resizes(m):
                 return False
             for a, v in attrs.items():
                 setattr(m, a, int(v))
