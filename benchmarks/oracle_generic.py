@@ -13,7 +13,7 @@ For each model every unit of every group is scored (E with the unit switched off
 The two alternate (literal, oracle, ``--rounds`` times; medians and the spread reported) so that a change
 in machine load hits both alike. Errors of the two agree to float rounding (printed).
 
-The floor (where the tree has the replayed oracle, :mod:`shrinknet.oracle.upstream`): FLOPs counted by
+The floor (where the tree has :mod:`shrinknet.oracle.floor`): FLOPs counted by
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions, attention) of one full pass
 (what the literal definition pays per candidate) and of one candidate's pass as the oracle runs it (from
 the gate on, the last block cut to the rows the loss reads where :mod:`shrinknet.oracle.rows` accepts
@@ -99,42 +99,16 @@ def cnn():
     return m, torch.randn(2000, 1, 28, 28, generator=g), torch.randint(0, 10, (2000,), generator=g), None
 
 
-def flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return int(fc.get_total_flops())
-
-
 def floor(ctx):
     """(FLOPs of one full pass, [FLOPs of one candidate's oracle pass per group], the same without the
-    row cut), or None where this tree has no replayed oracle."""
+    row cut, whether the rows are cut): :func:`shrinknet.oracle.floor.flops_floor`, or None where this
+    tree has none."""
     try:
-        from shrinknet.oracle import rows, upstream
+        from shrinknet.oracle.floor import flops_floor
     except ImportError:
         return None
-    gm, (Xb, Tb) = ctx.model, next(iter(ctx.data.chunks(10 ** 9)))
-    with torch.no_grad():
-        full = flops(lambda: gm(Xb))
-        rec = upstream.record(gm, Xb)
-        cut = rows.plan(gm, Xb, Tb, ctx.loss, rec)
-        per, plain = [], []
-        for l in range(gm.n_hidden_layers):
-            at, on_input = upstream.gate_module(gm, l)
-            row = gm.gates[l].clone()
-            row[0] = 0
-            for plans, with_cut in ((per, cut), (plain, None)):
-                r = rec
-                if with_cut is not None:
-                    with with_cut.on():
-                        r = upstream.record(gm, Xb)
-                with r.replaying(r.plan(at, on_input)) as reset, gm.overriding({l: row}):
-                    if with_cut is not None:
-                        with with_cut.on():
-                            plans.append(flops(lambda: (reset(), gm(Xb))))
-                    else:
-                        plans.append(flops(lambda: (reset(), gm(Xb))))
-    return full, per, plain, cut is not None
+    f = flops_floor(ctx)
+    return f.full, f.per_group, f.without_row_cut, f.rows_cut
 
 
 def spread(ts) -> str:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import blocks
+from . import blocks, pooling
 from . import inputs as batch
 from .activations import output_activation as check_output
 from ._validation import ShrinkNetError, all_finite, as_tensor, check_materialized, strip_compiled, unwrap_compiled
@@ -199,6 +199,7 @@ class GatedModel(Gated):
         self._residual: dict = {}      # group -> (mean, M) while compensating(...) is on
         self._plans = None            # per unit, its consumers' input indices (fan_out), made on first use
         self._handles = []
+        self._pools = pooling.pools(self.model)   # pooled without max_pool2d's indices where no graph is built
         mods = dict(self.model.named_modules())
         for l, u in enumerate(self.units):
             # the unit's kind says how the gate multiplies: gate_at's input (a pre-hook) or its output
@@ -279,7 +280,7 @@ class GatedModel(Gated):
         if kwargs and args:
             raise ShrinkNetError("GatedModel: expected positional or keyword inputs, got both")
         X = dict(kwargs) if kwargs else (args[0] if len(args) == 1 else tuple(args))
-        with plain_attention():
+        with plain_attention(), pooling.strided_max_pooling(self._pools):
             return batch.logits_of(batch.call(self.model, X))
 
     def logits(self, X, gates=None) -> torch.Tensor:
@@ -418,7 +419,7 @@ class GatedModel(Gated):
         # the gate hooks are closures over self: pickle the bare model and hook it again on load
         state = self.__dict__.copy()
         state["_modules"] = {**self._modules, "model": self.bare_copy()}
-        state["_handles"], state["_override"] = [], {}
+        state["_handles"], state["_override"], state["_pools"] = [], {}, []
         return state
 
     def __setstate__(self, state):

@@ -175,3 +175,52 @@ def test_other_labels_in_the_same_run_get_their_own_rows():
     fast = shrinknet.oracle.errors_without(ctx, l, units)
     np.testing.assert_allclose(fast.numpy(), shrinknet.oracle.literal_errors(ctx, l, units).numpy(),
                                rtol=1e-10, atol=1e-12)
+
+
+def _plan(ctx):
+    Xb, Tb = next(iter(ctx.data.chunks(10 ** 9)))
+    return rows.plan(ctx.model, Xb, Tb, ctx.loss, upstream.record(ctx.model, Xb)), Xb
+
+
+@pytest.mark.parametrize("name", ["vit", "bert", "gpt2", "llama", "mha"])
+def test_the_last_attention_computes_the_read_rows_only(name):
+    """A's scores, weighted sums and output projection run on the rows read: fewer FLOPs than with A in
+    full, the same losses (the candidates' errors against the literal loop: the test above)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    ctx, _ = _context(name, True)
+    rp, Xb = _plan(ctx)
+    assert rp is not None and rp.cut_attention
+    assert rp.cut_queries is (name != "gpt2")          # GPT-2's queries come out of c_attn with the keys
+    flops = {}
+    for cut in (True, False):
+        rp.cut_attention = cut
+        with torch.no_grad(), rp.on(), FlopCounterMode(display=False) as fc:
+            ctx.model(Xb)
+        flops[cut] = fc.get_total_flops()
+    assert flops[True] < flops[False]
+
+
+def test_a_causal_model_read_before_its_last_position_runs_its_last_attention_in_full():
+    """LLaMA under sdpa passes no mask (the kernel's causal flag instead), and that flag is off for a single
+    query, which then attends to every key: at a middle row the attention cut would be wrong (as it is,
+    forced), so the check refuses it; the rows are still cut after A. At the last row it is right and kept."""
+    from ..test_transformers import llama as make
+    model = make().double()
+    model.config._attn_implementation = "sdpa"
+    ids, _ = last_labelled(8, 7, 5)
+    for pos, accepted in ((3, False), (6, True)):
+        y = torch.full_like(ids, -100)
+        y[:, pos] = ids[:, 0]
+        ctx = shrinknet.PruningContext.start(model, ids, y, units=["ffn", "heads"])
+        rp, Xb = _plan(ctx)
+        assert rp is not None and rp.cut_attention is accepted and rp.rows.tolist() == [pos]
+        rp.cut_attention = True
+        with torch.no_grad():
+            with rp.on():
+                forced = ctx.model(Xb)[:, pos]
+            diff = float((forced - ctx.model(Xb)[:, pos]).abs().max())
+        assert diff < 1e-12 if accepted else diff > 1e-3
+        for l, K in enumerate(ctx.model.hidden_sizes):
+            units = torch.arange(K)
+            np.testing.assert_allclose(shrinknet.oracle.errors_without(ctx, l, units).numpy(),
+                                       shrinknet.oracle.literal_errors(ctx, l, units).numpy(), rtol=1e-10, atol=1e-12)

@@ -11,7 +11,9 @@ Entry points (each takes a :class:`shrinknet.context.PruningContext`):
   faster route to it than scoring every unit (the MLP's :class:`Stepper`, kept up to date from step
   to step);
 * :func:`literal_errors` -- the definition, one full forward pass per candidate: the reference the
-  tests compare every path with.
+  tests compare every path with;
+* :func:`flops_floor` -- the FLOPs the general oracle cannot avoid against the literal loop's
+  (:mod:`.floor`), what its measured speed is held against.
 
 How: each model kind's evaluator (:mod:`shrinknet.evaluators`, chosen once per run and kept in the
 context as ``ctx.evaluator``) computes them: for the MLP by rank-1 updates of the kept pass and the
@@ -24,6 +26,7 @@ import functools
 
 import torch
 
+from .floor import Floor, flops_floor
 from .literal import literal_error, literal_errors
 from .stepper import Stepper
 
@@ -70,5 +73,5 @@ def best(ctx):
     return ctx.evaluator.best(ctx)
 
 
-__all__ = ["Stepper", "best", "current_error", "errors_with_gains", "errors_without", "literal_error",
+__all__ = ["Floor", "Stepper", "best", "flops_floor", "current_error", "errors_with_gains", "errors_without", "literal_error",
            "literal_errors", "removal_derivatives"]

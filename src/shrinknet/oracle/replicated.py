@@ -28,6 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .. import distributed as dist
 from .. import inputs as batch
 from .. import losses
+from .. import pooling
 from . import downstream, upstream
 
 
@@ -88,6 +89,11 @@ class VmapState:
 def errors_with_gains(model, data, loss: str, layer: int, units, gains, vmap_state: VmapState | None = None) -> torch.Tensor:
     """E of ``model`` on ``data`` under ``loss`` with gate[layer][units[c]] set to gains[c], for every c;
     (C,), summed in float64 (and over every rank)."""
+    with pooling.strided_max_pooling(model.model):       # the same numbers, without max_pool2d's indices
+        return _errors_with_gains(model, data, loss, layer, units, gains, vmap_state)
+
+
+def _errors_with_gains(model, data, loss: str, layer: int, units, gains, vmap_state) -> torch.Tensor:
     vmap_state = VmapState() if vmap_state is None else vmap_state
     g = model.gates[layer]
     units = torch.as_tensor(units, dtype=torch.long, device=g.device)

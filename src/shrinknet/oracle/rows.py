@@ -10,11 +10,20 @@ A's parent):
   residual sums, the norms, the FFN) runs on those rows;
 * A still gets every row (the norms that B applies before A, rerun on the full input), since its
   keys and values read them all, and its output is cut to the read rows;
+* where A computes its attention through Hugging Face's attention functions (``eager``, ``sdpa``,
+  any registered one), those run on the read rows' queries only (the rest of their output is 0),
+  and A's output projection (the consumer of its heads) takes the read rows only, so A's scores,
+  weighted sums and output projection are computed for those rows; where A's queries come from a
+  module of their own (``q_proj``, BERT's ``query``; not GPT-2's fused ``c_attn``), it computes the
+  read rows only and puts them back on every position (0 elsewhere: A's code reshapes its queries
+  by the input's length), so only the keys and values are computed for every row;
 * B's output is put back on every position (the rows not read hold 0), so whatever follows (a
   final norm, a pooler indexing position 0 or -1, an LM head and its loss) sees the shapes it
   expects.
 
-This works for every attention style the registry knows (:data:`shrinknet.blocks.ATTENTION_STYLES`),
+The cut of A's own work is checked like the rest: an attention module whose code cannot take it
+(a causal mask the function builds from the query length, a residual inside A) fails the check and
+A then runs in full. This works for every attention style the registry knows (:data:`shrinknet.blocks.ATTENTION_STYLES`),
 and :func:`plan` accepts it for a model and a chunk of data only after checking it: the rows the loss
 reads are those where its gradient is nonzero, and the chunk's loss per sample with the rows cut must
 equal the full pass's to float rounding, whatever the rows not read hold (0 or large values).
@@ -55,9 +64,13 @@ def _with_main(out, t):
 class RowPlan:
     """The last block, its attention, the norms between them, and the rows the loss reads."""
 
-    def __init__(self, block, attn, chain, T: int, last=None):
+    def __init__(self, block, attn, chain, T: int, last=None, out_proj=None, query=None):
         self.block, self.attn, self.chain, self.T = block, attn, chain, T
         self.last = block if last is None else last      # where the rows go back on every position
+        self.out_proj = out_proj                         # A's output projection (its heads' consumer)
+        self.query = query                               # A's own query projection, or None
+        self.cut_attention = False                       # A's scores and output projection on the rows
+        self.cut_queries = False                         # and its query projection
         self.rows: torch.Tensor | None = None
 
     @contextlib.contextmanager
@@ -98,17 +111,32 @@ class RowPlan:
                 return None
             return _with_main(out, t.index_select(1, rows))
 
+        def query_in(module, args):
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.ndim >= 3 and x.shape[1] == T:
+                state["query"] = True
+                return (x.index_select(1, rows), *args[1:])
+            return None
+
+        def query_out(module, args, out):
+            if state.pop("query", False):
+                return _place(out, rows, T)
+            return None
+
+        def out_proj_in(module, args):
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.ndim >= 3 and x.shape[1] == T:
+                return (x.index_select(1, rows), *args[1:])
+            return None
+
         def block_out(module, args, out):
             t = _main(out)
             if t is None or t.ndim < 3 or t.shape[1] != R:
                 return None
-            # one-hot placement (exact: x * 1 + 0, and 0 elsewhere), written without in-place writes so
-            # that it runs under vmap as well
-            S = torch.zeros(T, R, dtype=t.dtype, device=t.device)
-            S[rows, torch.arange(R, device=t.device)] = 1
-            placed = torch.einsum("tr,br...->bt...", S, t)
+            placed = _place(t, rows, T)
             if fill:
-                placed = placed + fill * (1 - S.sum(1)).reshape(1, T, *([1] * (t.ndim - 2)))
+                unread = torch.ones(T, dtype=t.dtype, device=t.device).index_fill(0, rows, 0)
+                placed = placed + fill * unread.reshape(1, T, *([1] * (t.ndim - 2)))
             state.clear()
             return _with_main(out, placed)
         handles = [self.block.register_forward_pre_hook(block_in, with_kwargs=True),
@@ -117,11 +145,62 @@ class RowPlan:
                    self.last.register_forward_hook(block_out)]
         if self.chain:
             handles.append(self.chain[-1].register_forward_hook(chain_out))
+        cut_attention = self.cut_attention and self.out_proj is not None
+        if cut_attention:
+            handles.append(self.out_proj.register_forward_pre_hook(out_proj_in))
+            if self.cut_queries and self.query is not None:
+                handles += [self.query.register_forward_pre_hook(query_in),
+                            self.query.register_forward_hook(query_out)]
         try:
-            yield self
+            with _attention_on_rows(self.attn, rows, T) if cut_attention else contextlib.nullcontext():
+                yield self
         finally:
             for h in handles:
                 h.remove()
+
+
+def _place(t: torch.Tensor, rows: torch.Tensor, T: int, dim: int = 1) -> torch.Tensor:
+    """``t`` (R rows along ``dim``) on rows ``rows`` of T, 0 elsewhere: a one-hot product (exact: x * 1 + 0),
+    without in-place writes so that it runs under vmap as well."""
+    R = rows.numel()
+    S = torch.zeros(T, R, dtype=t.dtype, device=t.device)
+    S[rows, torch.arange(R, device=t.device)] = 1
+    return torch.movedim(torch.tensordot(S, torch.movedim(t, dim, 0), dims=1), 0, dim)
+
+
+@contextlib.contextmanager
+def _attention_on_rows(attn: nn.Module, rows: torch.Tensor, T: int):
+    """While on, Hugging Face's attention functions called by ``attn`` (or a module inside it) get the
+    read rows' queries only (and the matching rows of a mask that has one per query); their output
+    goes back on all T positions, 0 elsewhere. Nothing where transformers is not loaded."""
+    import sys
+    mu = sys.modules.get("transformers.modeling_utils")
+    table = getattr(mu, "ALL_ATTENTION_FUNCTIONS", None)
+    if table is None or not callable(getattr(table, "get_interface", None)):
+        yield
+        return
+    inside = set(attn.modules())
+    lookup = table.get_interface
+
+    def get_interface(name, default):
+        fn = lookup(name, default)
+
+        def on_rows(module, query, key, value, attention_mask, *args, **kwargs):
+            if module not in inside or query.ndim != 4 or query.shape[2] != T:
+                return fn(module, query, key, value, attention_mask, *args, **kwargs)
+            mask = attention_mask
+            if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and mask.shape[-2] == T:
+                mask = mask.index_select(mask.ndim - 2, rows)
+            out, weights = fn(module, query.index_select(2, rows), key, value, mask, *args, **kwargs)
+            if out.ndim != 4 or out.shape[1] != rows.numel():
+                raise RuntimeError("the attention function's output is not (batch, queries, heads, size)")
+            return _place(out, rows, T), weights
+        return on_rows
+    table.get_interface = get_interface
+    try:
+        yield
+    finally:
+        del table.__dict__["get_interface"]
 
 
 def _structure(model, recording):
@@ -152,7 +231,17 @@ def _structure(model, recording):
     after = [c for c in calls if c[1] > calls[parent][2]]
     seq = [c[0] for c in after if (t := _main(c[4])) is not None and t.ndim >= 3 and t.shape[1] == T]
     last_mod = seq[-1] if seq and sum(1 for c in calls if c[0] is seq[-1]) == 1 else block
-    return block, calls[last][0], [c[0] for c in chain], T, last_mod
+    attn = calls[last][0]
+    site = next((s for s in heads if mods.get(s.name) is attn), None)
+    out_proj = mods.get(site.consumer) if site is not None else None
+    if out_proj is not None and sum(1 for c in calls if c[0] is out_proj) != 1:
+        out_proj = None
+    query = None                 # the queries' own module (not one fused with the keys and values)
+    if out_proj is not None and len(site.producers) > 1 and site.producers[0].name != site.producers[1].name:
+        query = mods.get(site.producers[0].name)
+        if query is not None and sum(1 for c in calls if c[0] is query) != 1:
+            query = None
+    return block, attn, [c[0] for c in chain], T, last_mod, out_proj, query
 
 
 def _read_rows(model, Xb, Tb, loss: str, rp: RowPlan) -> torch.Tensor:
@@ -198,9 +287,12 @@ def plan(model, Xb, Tb, loss: str, recording) -> RowPlan | None:
     full = per_row()
     eps = torch.finfo(model.gates[0].dtype).eps
     tol = 64 * eps * (1 + full.abs())
-    # rows back on every position as late as possible (after an LM head), else right after B
-    for last in dict.fromkeys([rp.last, rp.block]):
-        rp.last = last
+    # A's own work cut where its code takes that; rows back on every position as late as possible
+    # (after an LM head), else right after B
+    cuts = [(True, True)] if rp.query is not None else []
+    cuts += [(True, False)] if rp.out_proj is not None else []
+    tries = [(a, q, last) for a, q in cuts + [(False, False)] for last in dict.fromkeys([rp.last, rp.block])]
+    for rp.cut_attention, rp.cut_queries, rp.last in tries:
         try:
             with rp.on():
                 cut = per_row()

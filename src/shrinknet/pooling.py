@@ -1,0 +1,82 @@
+"""Max pooling as the maximum of strided views, for the exact oracle's passes.
+
+On a CPU, ``torch.nn.functional.max_pool2d`` on an ordinary (NCHW) tensor computes the int64
+index of every maximum, under ``no_grad`` too, and is memory-bound: on a small CNN it takes two
+thirds of a brute-force step's time (docs/PERFORMANCE.md). For non-overlapping windows (kernel size
+equal to the stride, no padding, no dilation, ``ceil_mode`` off) the pooled value is the maximum of
+the strided views of the input, an elementwise ``torch.maximum`` that gives the very same
+numbers (a maximum does not depend on the order it is taken in; NaN propagates as in
+``max_pool2d``) several times faster. While :func:`strided_max_pooling` is on, such ``nn.MaxPool2d``
+modules of a model pool that way in passes without autograd (every forward pass of a
+:class:`~shrinknet.gating.GatedModel` and the oracle's recordings and replays); any other pooling runs
+as it is.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def strided_max(x: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """``F.max_pool2d(x, (kh, kw))`` (stride = kernel, no padding) as the maximum of strided views: over
+    the kh rows of each window first (views whose rows stay contiguous, the fast case for an elementwise
+    maximum), then over the kw columns."""
+    H, W = x.shape[-2] // kh * kh, x.shape[-1] // kw * kw
+    x = x[..., :H, :W]
+    r = x[..., 0::kh, :]
+    for i in range(1, kh):
+        r = torch.maximum(r, x[..., i::kh, :])
+    c = r[..., 0::kw]
+    for j in range(1, kw):
+        c = torch.maximum(c, r[..., j::kw])
+    return c if kh * kw > 1 else c.clone()
+
+
+def _eligible(m: nn.Module) -> tuple[int, int] | None:
+    """(kh, kw) where ``m`` is an nn.MaxPool2d with non-overlapping windows, else None."""
+    if type(m) is not nn.MaxPool2d or m.return_indices or m.ceil_mode:
+        return None
+    k = _pair(m.kernel_size)
+    s = _pair(m.stride if m.stride is not None else m.kernel_size)
+    if k != s or _pair(m.padding) != (0, 0) or _pair(m.dilation) != (1, 1):
+        return None
+    return k
+
+
+def pools(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that :func:`strided_max_pooling` pools by :func:`strided_max`."""
+    return [m for m in model.modules() if _eligible(m) is not None]
+
+
+@contextlib.contextmanager
+def strided_max_pooling(modules):
+    """While on, the eligible ``nn.MaxPool2d`` modules among ``modules`` (a model: its modules, or a list
+    from :func:`pools`) pool by :func:`strided_max` where no autograd graph is built (a maximum's
+    gradient splits ties where ``max_pool2d``'s picks one element, so a pass with grad enabled runs
+    as it is). Modules whose ``forward`` is already patched (by this, or by the oracle's recording
+    and replay, which then call this one where it was on first) are left alone; hooks still run."""
+    if isinstance(modules, nn.Module):
+        modules = pools(modules)
+    patched = []
+    try:
+        for m in modules:
+            k = _eligible(m)
+            if k is None or "forward" in m.__dict__:
+                continue
+
+            def forward(x, k=k, orig=m.forward):
+                if torch.is_grad_enabled() or x.ndim not in (3, 4) or x.is_quantized or x.layout != torch.strided:
+                    return orig(x)
+                return strided_max(x, *k)
+            m.forward = forward
+            patched.append(m)
+        yield
+    finally:
+        for m in patched:
+            del m.__dict__["forward"]
