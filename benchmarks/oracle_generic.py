@@ -158,10 +158,14 @@ def run(name: str, rounds: int):
         pass
     if name == "cnn":
         steps = 3
+        try:
+            stop = shrinknet.Stop(n_units=steps)
+        except TypeError:                                   # trees before Stop(n_units=): n_neurons
+            stop = shrinknet.Stop(n_neurons=steps)
         ts = []
         for _ in range(rounds):
             t0 = time.perf_counter()
-            shrinknet.prune(model, X, y, criterion="brute-force", stop=shrinknet.Stop(n_units=steps), progress=False)
+            shrinknet.prune(model, X, y, criterion="brute-force", stop=stop, progress=False)
             ts.append((time.perf_counter() - t0) / steps)
         print(f"  prune step {statistics.median(ts):8.2f} s  (per removal, iterative brute force; rounds {spread(ts)} s)")
 

@@ -224,3 +224,27 @@ def test_a_causal_model_read_before_its_last_position_runs_its_last_attention_in
             units = torch.arange(K)
             np.testing.assert_allclose(shrinknet.oracle.errors_without(ctx, l, units).numpy(),
                                        shrinknet.oracle.literal_errors(ctx, l, units).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_gpt2s_lm_head_runs_on_the_read_rows_after_the_rows_went_back():
+    """GPT-2's model reshapes the final norm's output by the sequence length, so the rows go back on every
+    position after the last block, and the LM head is cut to the read rows once more."""
+    from torch.utils.flop_counter import FlopCounterMode
+    ctx, read = _context("gpt2", True)
+    rp, Xb = _plan(ctx)
+    head = ctx.model.model.lm_head
+    assert rp.head is head and rp.last is not head
+    seen = []
+    with torch.no_grad(), rp.on(), FlopCounterMode(display=False) as fc:
+        # after the plan's hooks: what the head got and what the model goes on with
+        h = head.register_forward_hook(lambda m, a, out: seen.append((a[0].shape[1], out.shape[1])))
+        try:
+            ctx.model(Xb)
+        finally:
+            h.remove()
+    assert seen == [(1, 7)]                      # one row in, back on the 7 positions out
+    V, D = head.weight.shape
+    rp.head = None
+    with torch.no_grad(), rp.on(), FlopCounterMode(display=False) as full:
+        ctx.model(Xb)
+    assert full.get_total_flops() - fc.get_total_flops() == 2 * Xb.shape[0] * 6 * D * V

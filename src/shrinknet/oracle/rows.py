@@ -71,6 +71,7 @@ class RowPlan:
         self.query = query                               # A's own query projection, or None
         self.cut_attention = False                       # A's scores and output projection on the rows
         self.cut_queries = False                         # and its query projection
+        self.head = None                                 # a module after B cut to the rows on its own
         self.rows: torch.Tensor | None = None
 
     @contextlib.contextmanager
@@ -139,10 +140,19 @@ class RowPlan:
                 placed = placed + fill * unread.reshape(1, T, *([1] * (t.ndim - 2)))
             state.clear()
             return _with_main(out, placed)
+
+        def head_in(module, args):
+            x = args[0] if args else None
+            if isinstance(x, torch.Tensor) and x.ndim >= 3 and x.shape[1] == T:
+                return (x.index_select(1, rows), *args[1:])
+            return None
         handles = [self.block.register_forward_pre_hook(block_in, with_kwargs=True),
                    self.attn.register_forward_pre_hook(attn_in, with_kwargs=True, prepend=True),
                    self.attn.register_forward_hook(attn_out),
                    self.last.register_forward_hook(block_out)]
+        if self.head is not None:                      # rows back after B; the head (an LM head that a
+            handles += [self.head.register_forward_pre_hook(head_in),        # view in between needs
+                        self.head.register_forward_hook(block_out)]          # every position for) cut again
         if self.chain:
             handles.append(self.chain[-1].register_forward_hook(chain_out))
         cut_attention = self.cut_attention and self.out_proj is not None
@@ -160,12 +170,11 @@ class RowPlan:
 
 
 def _place(t: torch.Tensor, rows: torch.Tensor, T: int, dim: int = 1) -> torch.Tensor:
-    """``t`` (R rows along ``dim``) on rows ``rows`` of T, 0 elsewhere: a one-hot product (exact: x * 1 + 0),
-    without in-place writes so that it runs under vmap as well."""
-    R = rows.numel()
-    S = torch.zeros(T, R, dtype=t.dtype, device=t.device)
-    S[rows, torch.arange(R, device=t.device)] = 1
-    return torch.movedim(torch.tensordot(S, torch.movedim(t, dim, 0), dims=1), 0, dim)
+    """``t`` (R rows along ``dim``) on rows ``rows`` of T, 0 elsewhere (an out-of-place ``index_copy``,
+    which runs under vmap as well)."""
+    shape = list(t.shape)
+    shape[dim] = T
+    return t.new_zeros(shape).index_copy(dim, rows, t)
 
 
 @contextlib.contextmanager
@@ -288,11 +297,13 @@ def plan(model, Xb, Tb, loss: str, recording) -> RowPlan | None:
     eps = torch.finfo(model.gates[0].dtype).eps
     tol = 64 * eps * (1 + full.abs())
     # A's own work cut where its code takes that; rows back on every position as late as possible
-    # (after an LM head), else right after B
+    # (after an LM head), else right after B with the LM head cut to the rows again, else right after B
     cuts = [(True, True)] if rp.query is not None else []
     cuts += [(True, False)] if rp.out_proj is not None else []
-    tries = [(a, q, last) for a, q in cuts + [(False, False)] for last in dict.fromkeys([rp.last, rp.block])]
-    for rp.cut_attention, rp.cut_queries, rp.last in tries:
+    after = rp.last
+    places = [(after, None), (rp.block, after), (rp.block, None)] if after is not rp.block else [(rp.block, None)]
+    for (rp.cut_attention, rp.cut_queries), (rp.last, rp.head) in [(c, p) for c in cuts + [(False, False)]
+                                                                     for p in places]:
         try:
             with rp.on():
                 cut = per_row()
