@@ -1,4 +1,8 @@
 """Max pooling as the maximum of strided views: the very numbers of max_pool2d, only where no graph is built."""
+import copy
+import pickle
+
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -22,7 +26,7 @@ def test_hand_sized_window_maxima():
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 9), st.integers(1, 9), st.booleans(),
        st.integers(0, 2 ** 31 - 1), st.sampled_from([torch.float32, torch.float64, torch.bfloat16]))
-def test_equals_max_pool2d_bit_for_bit(kh, kw, h, w, unbatched, seed, dtype):
+def test_equals_max_pool2d(kh, kw, h, w, unbatched, seed, dtype):
     h, w = max(h, kh), max(w, kw)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 3, h, w, generator=g).to(dtype)
@@ -52,19 +56,40 @@ def _cnn():
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 2 * 2, 2)).eval()
 
 
+class _Counting:
+    """Counts torch.nn.functional.max_pool2d's calls while on (what nn.MaxPool2d.forward calls)."""
+
+    def __enter__(self):
+        self.n, self.orig = 0, F.max_pool2d
+
+        def counted(*a, **k):
+            self.n += 1
+            return self.orig(*a, **k)
+        F.max_pool2d = counted
+        return self
+
+    def __exit__(self, *exc):
+        F.max_pool2d = self.orig
+
+
 def test_patched_pass_equals_the_plain_one_and_calls_no_max_pool2d():
     m, x = _cnn(), torch.randn(5, 1, 13, 13)
     with torch.no_grad():
-        ref = m(x)
-        with pooling.strided_max_pooling(m):
-            called = []
-            orig = F.max_pool2d
-            try:
-                F.max_pool2d = lambda *a, **k: called.append(1) or orig(*a, **k)
-                got = m(x)
-            finally:
-                F.max_pool2d = orig
-    assert torch.equal(got, ref) and not called
+        with _Counting() as plain:
+            ref = m(x)
+        with pooling.strided_max_pooling(m), _Counting() as patched:
+            got = m(x)
+            assert torch.equal(m[2](input=x), F.max_pool2d(x, 2))          # called by keyword too
+    assert torch.equal(got, ref)
+    assert plain.n == 2 and patched.n == 1                                # the keyword call's reference only
+
+
+def test_a_window_larger_than_the_input_is_max_pool2ds_error():
+    with pytest.raises(ValueError, match="x: expected at least a 3 x 3 window"):
+        pooling.strided_max(torch.zeros(1, 1, 2, 5), 3, 3)
+    m = nn.MaxPool2d(3)
+    with torch.no_grad(), pooling.strided_max_pooling([m]), pytest.raises(RuntimeError):
+        m(torch.zeros(1, 1, 2, 5))
 
 
 def test_with_grad_enabled_the_pool_runs_as_it_is():
@@ -83,9 +108,29 @@ def test_gated_model_pools_by_strided_maxima_and_scores_as_the_literal_loop():
     gm = ctx.model
     assert gm._pools == [gm.model[2], gm.model[5]]
     with torch.no_grad():
-        assert torch.equal(gm(x), m(x))
+        ref = m(x)
+        with _Counting() as passes:
+            assert torch.equal(gm(x), ref)
+    assert passes.n == 0
     for layer, K in enumerate(gm.hidden_sizes):
-        fast = shrinknet.oracle.errors_without(ctx, layer, list(range(K)))
+        with _Counting() as oracle:
+            fast = shrinknet.oracle.errors_without(ctx, layer, list(range(K)))
+        assert oracle.n == 0                                       # recording and replays included
         lit = shrinknet.oracle.literal_errors(ctx, layer, list(range(K)))
         torch.testing.assert_close(fast.double(), lit.double(), rtol=1e-6, atol=0)
         assert bool((fast != fast[0]).any())                       # the candidates' errors differ
+
+
+def test_copies_of_a_gated_model_pool_their_own_modules_and_carry_no_patch():
+    m, x = _cnn(), torch.randn(4, 1, 13, 13)
+    gm = shrinknet.GatedModel(m, example_input=x[:1])
+    with pooling.strided_max_pooling(gm._pools):                   # a copy taken inside a pass
+        inside = gm.clone()
+        bare = gm.bare_copy()
+    assert not any(pooling.is_patched(p) for p in bare.modules())
+    for other in (inside, copy.deepcopy(gm), pickle.loads(pickle.dumps(gm))):
+        assert other._pools == [other.model[2], other.model[5]]
+        assert not any(pooling.is_patched(p) for p in other.model.modules())
+        with torch.no_grad(), _Counting() as c:
+            assert torch.equal(other(x), gm(x))
+        assert c.n == 0

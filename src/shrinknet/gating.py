@@ -391,7 +391,7 @@ class GatedModel(Gated):
     def bare_copy(self) -> nn.Module:
         """A deep copy of the wrapped model without the gate hooks."""
         ids = [h.id for h in self._handles]
-        m = _copy.deepcopy(self.model)
+        m = pooling.unpatch(_copy.deepcopy(self.model))      # (a copy taken inside a pass keeps no patch)
         for mod in m.modules():
             for i in ids:
                 mod._forward_hooks.pop(i, None)

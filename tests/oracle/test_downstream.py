@@ -248,3 +248,35 @@ def test_gpt2s_lm_head_runs_on_the_read_rows_after_the_rows_went_back():
     with torch.no_grad(), rp.on(), FlopCounterMode(display=False) as full:
         ctx.model(Xb)
     assert full.get_total_flops() - fc.get_total_flops() == 2 * Xb.shape[0] * 6 * D * V
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_two_read_rows_inside_a_causal_model(name):
+    """Rows 2 and 5 of 7 read: the eager attention of GPT-2 and LLaMA gets its causal mask as a tensor with
+    a row per query, cut with the queries, so the attention cut holds there too, and stays exact."""
+    from ..test_transformers import gpt2 as make_gpt2, llama as make_llama
+    ids, _ = last_labelled(8, 7, 5)
+    y = torch.full_like(ids, -100)
+    y[:, 2], y[:, 5] = ids[:, 3], ids[:, 6]
+    model = {"gpt2": make_gpt2, "llama": make_llama}[name]().double()
+    ctx = shrinknet.PruningContext.start(model, ids, y, units=["ffn", "heads"])
+    rp, _ = _plan(ctx)
+    assert rp is not None and rp.cut_attention and rp.rows.tolist() == [2, 5]
+    for l, K in enumerate(ctx.model.hidden_sizes):
+        units = torch.arange(K)
+        np.testing.assert_allclose(shrinknet.oracle.errors_without(ctx, l, units).numpy(),
+                                   shrinknet.oracle.literal_errors(ctx, l, units).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_nested_plan_leaves_the_outer_ones_attention_cut_in_place():
+    import transformers.modeling_utils as mu
+    ctx, _ = _context("vit", True)
+    rp, Xb = _plan(ctx)
+    table = mu.ALL_ATTENTION_FUNCTIONS
+    assert "get_interface" not in table.__dict__
+    with rp.on():
+        outer = table.__dict__["get_interface"]
+        with rp.on():
+            pass
+        assert table.__dict__["get_interface"] is outer
+    assert "get_interface" not in table.__dict__

@@ -73,5 +73,5 @@ def best(ctx):
     return ctx.evaluator.best(ctx)
 
 
-__all__ = ["Floor", "Stepper", "best", "flops_floor", "current_error", "errors_with_gains", "errors_without", "literal_error",
-           "literal_errors", "removal_derivatives"]
+__all__ = ["Floor", "Stepper", "best", "current_error", "errors_with_gains", "errors_without", "flops_floor",
+           "literal_error", "literal_errors", "removal_derivatives"]

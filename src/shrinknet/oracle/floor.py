@@ -7,13 +7,17 @@ loss reads where :mod:`.rows` accepts it. :func:`flops_floor` counts both with
 ``torch.utils.flop_counter.FlopCounterMode`` (matrix products, convolutions, attention; 2 per
 multiply-add; elementwise work is not counted) on the very passes the oracle runs, on one chunk of
 the context's data; :meth:`Floor.speedup` is then the speed-up over the plain loop that FLOPs allow,
-the figure a measured speed-up is held against (``benchmarks/oracle_generic.py`` prints both).
+the figure a measured speed-up is held against (``benchmarks/oracle_generic.py`` prints both). It
+counts the passes the oracle runs where it can: a model that cannot be replayed (the oracle then
+falls back to vmapped or replicated passes) raises
+:class:`~shrinknet.oracle.upstream.ReplayMismatch` here.
 
     >>> f = flops_floor(ctx)
     >>> f.speedup(ctx.model.hidden_sizes)       # e.g. 3.6 on a 4-block ViT read at its CLS token
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +41,8 @@ class Floor:
         """sum_l C_l * full / sum_l C_l * oracle_l for ``candidates`` = C_l per group: the literal
         loop's FLOPs over the oracle's."""
         per = self.per_group if row_cut else self.without_row_cut
+        if len(candidates) != len(per):
+            raise ValueError(f"candidates: expected a count per group ({len(per)}), got {len(candidates)}")
         return sum(c * self.full for c in candidates) / max(1, sum(c * f for c, f in zip(candidates, per)))
 
 
@@ -70,12 +76,9 @@ def flops_floor(ctx, rows_per_pass: int | None = None) -> Floor:
         row = gm.gates[l].clone()
         row[0] = 0
         for out, r, plan in ((plain, rec, None), (per, cut_rec or rec, cut)):
-            with r.replaying(r.plan(at, on_input)) as reset, gm.overriding({l: row}):
-                if plan is not None:
-                    with plan.on():
-                        out.append(_flops(lambda: (reset(), gm(Xb))))
-                else:
-                    out.append(_flops(lambda: (reset(), gm(Xb))))
+            with (r.replaying(r.plan(at, on_input)) as reset, gm.overriding({l: row}),
+                  plan.on() if plan is not None else contextlib.nullcontext()):
+                out.append(_flops(lambda: (reset(), gm(Xb))))
     return Floor(full, per, plain, cut is not None)
 
 

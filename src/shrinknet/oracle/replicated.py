@@ -89,7 +89,9 @@ class VmapState:
 def errors_with_gains(model, data, loss: str, layer: int, units, gains, vmap_state: VmapState | None = None) -> torch.Tensor:
     """E of ``model`` on ``data`` under ``loss`` with gate[layer][units[c]] set to gains[c], for every c;
     (C,), summed in float64 (and over every rank)."""
-    with pooling.strided_max_pooling(model.model):       # the same numbers, without max_pool2d's indices
+    # the pools patched around the whole call, not only in GatedModel.forward: the oracle's recording and
+    # replay patch every module's forward first, which GatedModel.forward then leaves alone
+    with pooling.strided_max_pooling(getattr(model, "_pools", ())):
         return _errors_with_gains(model, data, loss, layer, units, gains, vmap_state)
 
 

@@ -22,8 +22,9 @@ A's parent):
   expects.
 
 The cut of A's own work is checked like the rest: an attention module whose code cannot take it
-(a causal mask the function builds from the query length, a residual inside A) fails the check and
-A then runs in full. This works for every attention style the registry knows (:data:`shrinknet.blocks.ATTENTION_STYLES`),
+(a causal flag that the attention function drops for a single query, a residual inside A that adds
+the cut rows to every row: BERT's, which passes only where one row is read, by broadcasting) fails
+the check and A then runs in full. This works for every attention style the registry knows (:data:`shrinknet.blocks.ATTENTION_STYLES`),
 and :func:`plan` accepts it for a model and a chunk of data only after checking it: the rows the loss
 reads are those where its gradient is nonzero, and the chunk's loss per sample with the rows cut must
 equal the full pass's to float rounding, whatever the rows not read hold (0 or large values).
@@ -121,7 +122,7 @@ class RowPlan:
 
         def query_out(module, args, out):
             if state.pop("query", False):
-                return _place(out, rows, T)
+                return _place(out, rows, T, fill)
             return None
 
         def out_proj_in(module, args):
@@ -134,12 +135,8 @@ class RowPlan:
             t = _main(out)
             if t is None or t.ndim < 3 or t.shape[1] != R:
                 return None
-            placed = _place(t, rows, T)
-            if fill:
-                unread = torch.ones(T, dtype=t.dtype, device=t.device).index_fill(0, rows, 0)
-                placed = placed + fill * unread.reshape(1, T, *([1] * (t.ndim - 2)))
             state.clear()
-            return _with_main(out, placed)
+            return _with_main(out, _place(t, rows, T, fill))
 
         def head_in(module, args):
             x = args[0] if args else None
@@ -162,26 +159,28 @@ class RowPlan:
                 handles += [self.query.register_forward_pre_hook(query_in),
                             self.query.register_forward_hook(query_out)]
         try:
-            with _attention_on_rows(self.attn, rows, T) if cut_attention else contextlib.nullcontext():
+            with _attention_on_rows(self.attn, rows, T, fill) if cut_attention else contextlib.nullcontext():
                 yield self
         finally:
             for h in handles:
                 h.remove()
 
 
-def _place(t: torch.Tensor, rows: torch.Tensor, T: int, dim: int = 1) -> torch.Tensor:
-    """``t`` (R rows along ``dim``) on rows ``rows`` of T, 0 elsewhere (an out-of-place ``index_copy``,
-    which runs under vmap as well)."""
+def _place(t: torch.Tensor, rows: torch.Tensor, T: int, fill: float = 0.0, dim: int = 1) -> torch.Tensor:
+    """``t`` (R rows along ``dim``) on rows ``rows`` of T, ``fill`` elsewhere (an out-of-place
+    ``index_copy``, which runs under vmap as well)."""
     shape = list(t.shape)
     shape[dim] = T
-    return t.new_zeros(shape).index_copy(dim, rows, t)
+    return t.new_full(shape, fill).index_copy(dim, rows, t)
 
 
 @contextlib.contextmanager
-def _attention_on_rows(attn: nn.Module, rows: torch.Tensor, T: int):
+def _attention_on_rows(attn: nn.Module, rows: torch.Tensor, T: int, fill: float = 0.0):
     """While on, Hugging Face's attention functions called by ``attn`` (or a module inside it) get the
-    read rows' queries only (and the matching rows of a mask that has one per query); their output
-    goes back on all T positions, 0 elsewhere. Nothing where transformers is not loaded."""
+    read rows' queries only (and the matching rows of a 4-d mask that has one per query); their
+    output goes back on all T positions, ``fill`` elsewhere. Nothing where transformers is not
+    loaded. (The lookup is patched on transformers' one table for the duration: one plan at a time
+    in a process, as the oracle runs them; a nested one restores what it found.)"""
     import sys
     mu = sys.modules.get("transformers.modeling_utils")
     table = getattr(mu, "ALL_ATTENTION_FUNCTIONS", None)
@@ -198,18 +197,25 @@ def _attention_on_rows(attn: nn.Module, rows: torch.Tensor, T: int):
             if module not in inside or query.ndim != 4 or query.shape[2] != T:
                 return fn(module, query, key, value, attention_mask, *args, **kwargs)
             mask = attention_mask
-            if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and mask.shape[-2] == T:
-                mask = mask.index_select(mask.ndim - 2, rows)
+            if isinstance(mask, torch.Tensor) and mask.ndim == 4 and mask.shape[-2] == T:
+                mask = mask.index_select(2, rows)
             out, weights = fn(module, query.index_select(2, rows), key, value, mask, *args, **kwargs)
             if out.ndim != 4 or out.shape[1] != rows.numel():
                 raise RuntimeError("the attention function's output is not (batch, queries, heads, size)")
-            return _place(out, rows, T), weights
+            return _place(out, rows, T, fill), weights
         return on_rows
+    before = table.__dict__.get("get_interface", _NONE)
     table.get_interface = get_interface
     try:
         yield
     finally:
-        del table.__dict__["get_interface"]
+        if before is _NONE:
+            del table.__dict__["get_interface"]
+        else:
+            table.get_interface = before
+
+
+_NONE = object()
 
 
 def _structure(model, recording):
@@ -302,8 +308,8 @@ def plan(model, Xb, Tb, loss: str, recording) -> RowPlan | None:
     cuts += [(True, False)] if rp.out_proj is not None else []
     after = rp.last
     places = [(after, None), (rp.block, after), (rp.block, None)] if after is not rp.block else [(rp.block, None)]
-    for (rp.cut_attention, rp.cut_queries), (rp.last, rp.head) in [(c, p) for c in cuts + [(False, False)]
-                                                                     for p in places]:
+    for (attention, queries), (last, head) in [(c, p) for c in cuts + [(False, False)] for p in places]:
+        rp.cut_attention, rp.cut_queries, rp.last, rp.head = attention, queries, last, head
         try:
             with rp.on():
                 cut = per_row()
