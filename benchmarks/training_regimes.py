@@ -9,6 +9,7 @@ brute force ~0.97 at 60 %, 2nd order ~0.80 and 1st order ~0.32 at 50 %).
     python benchmarks/training_regimes.py [--regimes adam-crop sgd-stall-compress ...]
     python benchmarks/training_regimes.py --hypotheses [h1-no-bias h2-full-batch-f64]   (issue 31)
     python benchmarks/training_regimes.py --hypotheses h1-no-bias --seeds 0 1 2
+    python benchmarks/training_regimes.py --hypotheses h2-full-batch-f64 --max-epochs 12000
 """
 import argparse
 import time
@@ -59,11 +60,13 @@ def main():
     ap.add_argument("--hypotheses", nargs="*", default=None, choices=list(HYPOTHESES),
                     help="instead, issue 31's explanations H1 / H2 of the Taylor gap (none named: both)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (with --hypotheses)")
+    ap.add_argument("--max-epochs", type=int, default=None,
+                    help="with --hypotheses: at most this many epochs instead of the regime's own cap")
     a = ap.parse_args()
     if a.digits is not None:
         return digits(a.digits or list(DIGIT_REGIMES))
     if a.hypotheses is not None:
-        return hypotheses(a.hypotheses or list(HYPOTHESES), a.seeds)
+        return hypotheses(a.hypotheses or list(HYPOTHESES), a.seeds, a.max_epochs)
     print("| regime | epochs | train acc. | algorithm | criterion | " + " | ".join(f"acc. at {p} %" for p in AT)
           + " |\n|---|---|---|---|---|" + "---|" * len(AT))
     for name in a.regimes:
@@ -82,7 +85,7 @@ def main():
                       flush=True)
 
 
-def hypotheses(names, seeds):
+def hypotheses(names, seeds, max_epochs=None):
     """mnist-1x100 (compressed inputs) under H1 / H2: the iterative prunes' training accuracy at 30 / 50 / 60 %."""
     from dataclasses import replace
     d = load("mnist", compress=True)
@@ -90,6 +93,7 @@ def hypotheses(names, seeds):
           + " |\n|---|---|---|---|---|" + "---|" * len(AT))
     for name in names:
         cfg, dtype, no_bias = HYPOTHESES[name]
+        cfg = cfg if max_epochs is None else replace(cfg, epochs=max_epochs)
         for seed in seeds:
             m = MLP([400, 100, 10], "sigmoid", "sigmoid", seed=seed, dtype=dtype)
             if no_bias:                                # the paper's equations: no bias terms at all
