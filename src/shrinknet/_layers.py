@@ -22,9 +22,9 @@ LAYERS = [
     # errors and checks, OpenMP threads, the version, files, progress bars, memory, sums over ranks
     ("foundations", ["_errors", "_validation", "_threads", "_version", "_layers", "_io", "_progress", "_memory", "distributed"]),
     # activations and losses, the inputs models take, rank statistics, transformer structures (attention
-    # styles, the sites of heads and FFN neurons), the dependency graph
+    # styles, the sites of heads and FFN neurons), the dependency graph, max pooling as strided maxima
     ("tensors", ["activations", "losses", "inputs", "rankstats", "blocks", "attention", "causal_attention",
-                 "dependency"]),
+                 "dependency", "pooling"]),
     # the unit kinds, one module each (found, gated, cut, saved, costed), and their registry: what finding,
     # gating, surgery, saving and costs dispatch to (sublayers: the older name of units.sublayer)
     ("units", ["units.*", "sublayers"]),
