@@ -72,7 +72,7 @@ class Site:
     name: str                   # the unit group's name: the attention / MLP module, or the FFN producer
     size: int
     block: int
-    producers: tuple            # Rows records
+    producers: tuple            # Rows records; for heads the queries', keys', values' in that order
     consumer: str               # the linear layer whose input columns the units own
     heads: dict | None = None   # heads: {"module": name, "heads": H, "kv": K, "head_dim": d, "style": ...}
 
