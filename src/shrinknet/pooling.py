@@ -1,4 +1,4 @@
-"""Max pooling as the maximum of strided views, for the exact oracle's passes.
+"""Max pooling as the maximum of strided views, in the passes that build no autograd graph.
 
 On a CPU, ``torch.nn.functional.max_pool2d`` on an ordinary (NCHW) tensor computes the int64
 index of every maximum, under ``no_grad`` too, and is memory-bound: on a small CNN it takes two
@@ -110,7 +110,6 @@ def strided_max_pooling(modules):
             k = _eligible(m)
             if k is None or "forward" in m.__dict__:
                 continue
-
             m.forward = functools.partial(_forward, m.forward, k)
             patched.append(m)
         yield

@@ -21,13 +21,18 @@ A's parent):
   final norm, a pooler indexing position 0 or -1, an LM head and its loss) sees the shapes it
   expects.
 
+Where a reshape after B needs every position (GPT-2's model reshapes the final norm's output by the
+sequence length), the rows go back after B and the last module that has every position (the LM
+head) is cut to the read rows once more (:attr:`RowPlan.head`).
+
 The cut of A's own work is checked like the rest: an attention module whose code cannot take it
 (a causal flag that the attention function drops for a single query, a residual inside A that adds
 the cut rows to every row: BERT's, which passes only where one row is read, by broadcasting) fails
-the check and A then runs in full. This works for every attention style the registry knows (:data:`shrinknet.blocks.ATTENTION_STYLES`),
-and :func:`plan` accepts it for a model and a chunk of data only after checking it: the rows the loss
-reads are those where its gradient is nonzero, and the chunk's loss per sample with the rows cut must
-equal the full pass's to float rounding, whatever the rows not read hold (0 or large values).
+the check and A then runs in full. This works for every attention style the registry knows
+(:data:`shrinknet.blocks.ATTENTION_STYLES`), and :func:`plan` accepts it for a model and a chunk of
+data only after checking it: the rows the loss reads are those where its gradient is nonzero, and the
+chunk's loss per sample with the rows cut must equal the full pass's to float rounding, whatever the
+placed rows not read hold (0 or large values).
 Anything else (no attention, every row read, a check that fails) runs in full.
 """
 from __future__ import annotations
@@ -219,7 +224,8 @@ _NONE = object()
 
 
 def _structure(model, recording):
-    """(B, A, norms between them) from a recording of one pass, or None."""
+    """(B, A, the norms between them, T, the last module after B with every position, A's output
+    projection, A's own query projection or None) from a recording of one pass, or None."""
     heads = blocks.find_sites(model.model)[0]
     mods = dict(model.model.named_modules())
     attn_mods = {mods[s.name] for s in heads if s.name in mods}
