@@ -417,19 +417,9 @@ def _start(ctx: PruningContext, crit, schedule: str, classes: bool, test, kept: 
 
 def _step(ctx: PruningContext, res: PruneResult, pick, stop: Stop, classes: bool, test) -> dict | None:
     """Remove the picked unit and measure; the step as a dict, or None (the removal undone and
-    ``res.stop_reason`` set) where it breaks the stop's accuracy / error limit."""
-    l, u, pred = pick
-    undo = ctx.remove(l, u)
-    E, acc = ctx.measure(classes=classes)
-    reason = violation(stop, res.initial_error, res.initial_accuracy, E, acc)
-    if reason:
-        undo()
-        res.stop_reason = reason
-        return None
-    step = {"layer": int(l), "unit": int(u), "predicted": float(pred), "error": E, "accuracy": acc}
-    if test is not None:
-        step["test_error"], step["test_accuracy"] = ctx.measure(*test, classes=classes)
-    return step
+    ``res.stop_reason`` set) where it breaks the stop's accuracy / error limit: a round of one."""
+    steps = _round(ctx, res, [pick], stop, classes, test)
+    return None if steps is None else steps[0]
 
 
 def _round(ctx: PruningContext, res: PruneResult, picks, stop: Stop, classes: bool, test) -> list | None:
