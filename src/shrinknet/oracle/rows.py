@@ -118,22 +118,21 @@ class RowPlan:
                 return None
             return _with_main(out, t.index_select(1, rows))
 
-        def query_in(module, args):
+        def cut_in(module, args):
+            """A module's input cut to the read rows (A's output projection, the head, the queries)."""
             x = args[0] if args else None
             if isinstance(x, torch.Tensor) and x.ndim >= 3 and x.shape[1] == T:
-                state["query"] = True
                 return (x.index_select(1, rows), *args[1:])
             return None
+
+        def query_in(module, args):
+            cut = cut_in(module, args)
+            state["query"] = cut is not None
+            return cut
 
         def query_out(module, args, out):
             if state.pop("query", False):
                 return _place(out, rows, T, fill)
-            return None
-
-        def out_proj_in(module, args):
-            x = args[0] if args else None
-            if isinstance(x, torch.Tensor) and x.ndim >= 3 and x.shape[1] == T:
-                return (x.index_select(1, rows), *args[1:])
             return None
 
         def block_out(module, args, out):
@@ -143,23 +142,18 @@ class RowPlan:
             state.clear()
             return _with_main(out, _place(t, rows, T, fill))
 
-        def head_in(module, args):
-            x = args[0] if args else None
-            if isinstance(x, torch.Tensor) and x.ndim >= 3 and x.shape[1] == T:
-                return (x.index_select(1, rows), *args[1:])
-            return None
         handles = [self.block.register_forward_pre_hook(block_in, with_kwargs=True),
                    self.attn.register_forward_pre_hook(attn_in, with_kwargs=True, prepend=True),
                    self.attn.register_forward_hook(attn_out),
                    self.last.register_forward_hook(block_out)]
         if self.head is not None:                      # rows back after B; the head (an LM head that a
-            handles += [self.head.register_forward_pre_hook(head_in),        # view in between needs
+            handles += [self.head.register_forward_pre_hook(cut_in),        # view in between needs
                         self.head.register_forward_hook(block_out)]          # every position for) cut again
         if self.chain:
             handles.append(self.chain[-1].register_forward_hook(chain_out))
         cut_attention = self.cut_attention and self.out_proj is not None
         if cut_attention:
-            handles.append(self.out_proj.register_forward_pre_hook(out_proj_in))
+            handles.append(self.out_proj.register_forward_pre_hook(cut_in))
             if self.cut_queries and self.query is not None:
                 handles += [self.query.register_forward_pre_hook(query_in),
                             self.query.register_forward_hook(query_out)]
